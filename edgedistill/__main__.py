@@ -1,0 +1,5 @@
+import sys
+
+from edgedistill.cli import main
+
+sys.exit(main())

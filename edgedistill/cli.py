@@ -1,0 +1,112 @@
+"""`edgedistill` command line: `distill`, `students`, `corpus`.
+
+Every stage takes `--config FILE.yaml` and trailing `key=value` overrides
+(dotted for nested fields: `student.thin_cnn=true`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _distill(args) -> int:
+    from edgedistill.config import load_config
+    from edgedistill.distill.config import DistillConfig
+    from edgedistill.workflows.distill import distill
+
+    values = {"teacher": args.teacher, "data": args.data, "out": args.out}
+    if args.student:
+        values["student"] = {"preset": args.student}
+    cfg = load_config(DistillConfig, args.config, args.overrides, **values)
+    summary = distill(cfg, resume=args.resume, stop_after=args.stop_after)
+    if summary.get("finished"):
+        print(f"student saved to {cfg.out}/student ({summary['params']:,} parameters, "
+              f"{summary['steps_done']} steps); heads in {cfg.out}/heads")
+    else:
+        print(f"stopped at step {summary['steps_done']}; continue with the same command and --resume")
+    return 0
+
+
+def _students(args) -> int:
+    from edgedistill.models.student import preset_table
+    from edgedistill.models.teacher import BUILTIN_TEACHERS
+
+    if args.teacher in BUILTIN_TEACHERS:
+        t_cfg = BUILTIN_TEACHERS[args.teacher]()
+    else:
+        from transformers import AutoConfig
+
+        t_cfg = AutoConfig.from_pretrained(args.teacher, trust_remote_code=False)
+    from transformers import AutoModel
+    import torch
+
+    with torch.device("meta"):
+        t_params = sum(p.numel() for p in AutoModel.from_config(t_cfg).parameters())
+    rows = preset_table(t_cfg)
+    if args.json:
+        print(json.dumps({"teacher_params": t_params, "presets": rows}, indent=1))
+        return 0
+    print(f"teacher {args.teacher}: {t_cfg.num_hidden_layers} x {t_cfg.hidden_size}, "
+          f"{t_params:,} parameters")
+    print(f"{'preset':<24}{'layers':>7}{'hidden':>8}{'ffn':>7}{'heads':>7}  {'cnn':<30}{'params':>13}{'% teacher':>11}")
+    for r in rows:
+        print(f"{r['preset']:<24}{r['layers']:>7}{r['hidden']:>8}{r['ffn']:>7}{r['heads']:>7}  "
+              f"{r['cnn']:<30}{r['params']:>13,}{100 * r['params'] / t_params:>10.1f}%")
+    return 0
+
+
+def _corpus(args) -> int:
+    from edgedistill.data.corpus import build_corpus
+
+    print(build_corpus(root=args.root, progress=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgedistill", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("distill", help="layer-wise distillation of a student from a teacher")
+    d.add_argument("--config", help="YAML config (a DistillConfig written out)")
+    d.add_argument("--teacher", help="HF hub id, local folder or builtin:* teacher")
+    d.add_argument("--student", help="student preset: distilhubert, deep, wide, custom")
+    d.add_argument("--data", help="'embedded', a manifest CSV, or a folder")
+    d.add_argument("--out", help="output folder")
+    d.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    d.add_argument("--stop-after", type=int, help="stop after this many steps (resumable)")
+    d.add_argument("overrides", nargs="*", help="key=value config overrides")
+    d.set_defaults(func=_distill)
+
+    s = sub.add_parser("students", help="list student presets and their sizes for a teacher")
+    s.add_argument("--teacher", default="builtin:hubert-base-random",
+                   help="HF id, folder or builtin:* (default: HuBERT Base's shape)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_students)
+
+    c = sub.add_parser("corpus", help="generate (or find) the embedded corpus; prints its manifest")
+    c.add_argument("--root", help="cache folder (default ~/.cache/edgedistill or $EDGEDISTILL_CACHE)")
+    c.set_defaults(func=_corpus)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from edgedistill.audio import AudioError
+    from edgedistill.config import ConfigError
+    from edgedistill.data.manifest import ManifestError
+
+    try:
+        return args.func(args)
+    except (ConfigError, ManifestError, AudioError, FileNotFoundError) as exc:
+        print(f"edgedistill {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

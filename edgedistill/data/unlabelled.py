@@ -1,0 +1,113 @@
+"""Unlabelled audio for distillation: random crops, length-sorted buckets, zero-padded batches.
+
+All randomness is a function of (seed, epoch, index), so a resumed run sees exactly the
+batches an uninterrupted run would have seen, and each rank takes its own share.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from edgedistill.audio import AudioError, audio_num_samples, load_audio
+from edgedistill.data.manifest import Clip
+
+log = logging.getLogger(__name__)
+
+
+class CroppedAudio(Dataset):
+    """Yields random crops of at most `max_samples` samples.
+
+    Items are addressed by (index, crop_seed) pairs from `BucketBatchSampler`.
+    """
+
+    def __init__(self, clips: list[Clip], max_samples: int, min_samples: int = 400):
+        self.clips, self.max_samples, self.min_samples = clips, max_samples, min_samples
+        self.lengths = []
+        self.skipped: list[tuple[str, str]] = []
+        kept = []
+        for c in clips:
+            try:
+                n = audio_num_samples(c.path)
+            except AudioError as exc:
+                self.skipped.append((str(c.path), str(exc)))
+                continue
+            if n < min_samples:
+                self.skipped.append((str(c.path), f"{n} samples, fewer than the CNN's {min_samples}"))
+                continue
+            kept.append(c)
+            self.lengths.append(min(n, max_samples))
+        if self.skipped:
+            log.warning("skipped %d unusable clip(s), e.g. %s", len(self.skipped), self.skipped[:2])
+        if not kept:
+            raise AudioError(f"none of the {len(clips)} clips is usable: {self.skipped[:3]}")
+        self.clips = kept
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, item: tuple[int, int]) -> np.ndarray:
+        idx, crop_seed = item
+        audio = load_audio(self.clips[idx].path, min_samples=self.min_samples)
+        if len(audio) > self.max_samples:
+            start = np.random.default_rng(crop_seed).integers(0, len(audio) - self.max_samples + 1)
+            audio = audio[start:start + self.max_samples]
+        return audio
+
+
+class BucketBatchSampler(Sampler):
+    """Length-sorted buckets in a seeded random order, sharded across ranks.
+
+    Each epoch: sort clips by length (ties broken at random), cut into batches of
+    `batch_size`, shuffle the batch order, and give rank r the batches r, r + world, ...
+    Every rank gets the same number of batches. Yields lists of (index, crop_seed).
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world_size
+        self.epoch, self.start = 0, 0
+        n_batches = -(-len(lengths) // batch_size)
+        if n_batches < world_size:
+            raise ValueError(f"{len(lengths)} clips make {n_batches} batches of {batch_size}, "
+                             f"fewer than the {world_size} processes: lower batch_size")
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Selects the epoch and skips this rank's first `start_batch` batches (for resume)."""
+        self.epoch, self.start = epoch, start_batch
+
+    def _batches(self) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = np.lexsort((rng.random(len(self.lengths)), self.lengths))
+        batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        perm = rng.permutation(len(batches))
+        usable = len(batches) // self.world * self.world
+        return [batches[j] for j in perm[:usable]]
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size) // self.world
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        mine = self._batches()[self.rank::self.world]
+        for batch in mine[self.start:]:
+            yield [(i, (self.seed * 1_000_003 + self.epoch) * 10_000_019 + i) for i in batch]
+
+
+def collate_padded(batch: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pads to the longest clip (HuBERT Base takes no attention mask).
+
+    Returns:
+        waves [batch, samples] float32, lengths [batch] int64.
+    """
+    lengths = torch.tensor([len(a) for a in batch], dtype=torch.long)
+    waves = torch.zeros(len(batch), int(lengths.max()))
+    for i, a in enumerate(batch):
+        waves[i, : len(a)] = torch.from_numpy(a)
+    return waves, lengths

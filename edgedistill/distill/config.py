@@ -1,0 +1,79 @@
+"""The distillation stage's config. YAML files under configs/ are this dataclass written out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgedistill.distill.heads import OBJECTIVES
+from edgedistill.models.student import StudentConfig
+
+_PRECISIONS = ("auto", "no", "bf16", "fp16")
+
+
+@dataclass
+class DistillConfig:
+    """Layer-wise distillation (DistilHuBERT defaults, scaled down where noted)."""
+
+    teacher: str = field(default="builtin:hubert-tiny", metadata={
+        "help": "HF hub id, local folder or builtin:* name of the speech SSL teacher"})
+    data: str = field(default="embedded", metadata={
+        "help": "'embedded', a manifest CSV, a folder with manifest.csv, or a folder of audio"})
+    split: str | None = field(default="train", metadata={
+        "help": "manifest split to distil on (null: all rows; ignored for plain folders)"})
+    out: str = field(default="runs/distill", metadata={"help": "output folder"})
+    student: StudentConfig = field(default_factory=StudentConfig, metadata={"help": "student shape"})
+    objective: str = field(default="prediction-heads", metadata={"help": f"one of {OBJECTIVES}"})
+    target_layers: list[int] | None = field(default=None, metadata={
+        "help": "teacher layers to predict (HF indexing); null: 4, 8, 12 scaled to the teacher"})
+    student_layers: list[int] | None = field(default=None, metadata={
+        "help": "layer-to-layer only: student layer per target (null: proportional)"})
+    cos_weight: float = field(default=1.0, metadata={"help": "lambda of the -log sigmoid(cos) term"})
+    steps: int = field(default=200_000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=24, metadata={"help": "clips per step per process"})
+    max_samples: int = field(default=250_000, metadata={
+        "help": "random crop length in samples (250,000 = 15.6 s at 16 kHz)"})
+    lr: float = field(default=2e-4, metadata={"help": "peak learning rate"})
+    betas: tuple[float, float] = field(default=(0.9, 0.98), metadata={"help": "Adam betas"})
+    eps: float = field(default=1e-6, metadata={"help": "Adam epsilon"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_frac: float = field(default=0.07, metadata={"help": "fraction of steps for warm-up"})
+    grad_clip: float = field(default=5.0, metadata={"help": "gradient-norm clip"})
+    feature_grad_mult: float = field(default=0.1, metadata={
+        "help": "gradient scale on the student CNN (0.1 in DistilHuBERT)"})
+    freeze_cnn: bool = field(default=False, metadata={"help": "freeze the student CNN"})
+    reuse_teacher_cnn: bool = field(default=False, metadata={
+        "help": "feed the teacher's CNN features to the student (frozen, identical CNN): "
+                "saves the student CNN's forward+backward, about a third of a step"})
+    mixed_precision: str = field(default="auto", metadata={
+        "help": f"one of {_PRECISIONS}; auto = bf16 on a GPU that has it, else fp32"})
+    cpu: bool = field(default=False, metadata={"help": "train on the CPU even if a GPU is there"})
+    num_workers: int = field(default=0, metadata={"help": "data-loader worker processes"})
+    seed: int = field(default=0, metadata={"help": "seed of init, data order, crops and dropout"})
+    log_every: int = field(default=10, metadata={"help": "steps between log lines"})
+    save_every: int = field(default=1000, metadata={"help": "steps between checkpoints"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept on disk"})
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective '{self.objective}' unknown: choose one of {OBJECTIVES}")
+        if self.mixed_precision not in _PRECISIONS:
+            raise ValueError(f"mixed_precision '{self.mixed_precision}': choose one of {_PRECISIONS}")
+        if self.student_layers is not None and self.objective != "layer-to-layer":
+            raise ValueError("student_layers is only used with objective=layer-to-layer")
+        if (self.student_layers is not None and self.target_layers is not None
+                and len(self.student_layers) != len(self.target_layers)):
+            raise ValueError("student_layers and target_layers must have the same length")
+        if self.reuse_teacher_cnn:
+            if self.student.thin_cnn or self.student.cnn_channels:
+                raise ValueError("reuse_teacher_cnn needs the teacher's CNN in the student: "
+                                 "drop student.thin_cnn / student.cnn_channels, or reuse_teacher_cnn")
+            if not self.student.init_from_teacher:
+                raise ValueError("reuse_teacher_cnn needs student.init_from_teacher=true "
+                                 "(the student CNN must equal the teacher's)")
+        for name in ("steps", "batch_size", "log_every", "save_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.max_samples < 400:
+            raise ValueError("max_samples must be >= 400 (one frame of the HuBERT CNN)")
+        if not 0 <= self.warmup_frac < 1:
+            raise ValueError("warmup_frac must be in [0, 1)")

@@ -1,0 +1,108 @@
+"""Training-only distillation heads: DistilHuBERT prediction heads and layer-to-layer projections.
+
+They are saved next to the student (safetensors + JSON) and never exported.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+OBJECTIVES = ("prediction-heads", "layer-to-layer")
+
+
+def default_targets(teacher_layers: int, reference: tuple[int, ...] = (4, 8, 12)) -> list[int]:
+    """DistilHuBERT's 4-8-12 scaled to the teacher's depth (HF indexing, 1..L)."""
+    out = sorted({max(1, min(teacher_layers, round(r * teacher_layers / 12))) for r in reference})
+    return out
+
+
+def default_student_layers(targets: list[int], teacher_layers: int, student_layers: int) -> list[int]:
+    """For layer-to-layer: student layer round(t * L_s / L_t) predicts teacher layer t."""
+    return [max(1, min(student_layers, round(t * student_layers / teacher_layers))) for t in targets]
+
+
+class PredictionHeads(nn.Module):
+    """DistilHuBERT: shared Linear(d_s -> n * d_h) + GELU, then one Linear(d_h -> d_t) per target.
+
+    Input: the student's last hidden state [batch, frames, d_s].
+    Output: predictions [n_targets, batch, frames, d_t].
+    """
+
+    def __init__(self, student_dim: int, teacher_dim: int, n_targets: int, head_dim: int | None = None):
+        super().__init__()
+        self.n, self.head_dim = n_targets, head_dim or teacher_dim
+        self.shared = nn.Linear(student_dim, n_targets * self.head_dim)
+        self.act = nn.GELU()
+        self.per_target = nn.ModuleList(nn.Linear(self.head_dim, teacher_dim) for _ in range(n_targets))
+
+    def forward(self, hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        h = self.act(self.shared(hidden_states[-1]))
+        chunks = h.split(self.head_dim, dim=-1)
+        return torch.stack([lin(c) for lin, c in zip(self.per_target, chunks)])
+
+
+class LayerToLayer(nn.Module):
+    """DPHuBERT / Deep-vs-Wide: student layer s_i -> Linear -> teacher layer t_i.
+
+    Projections start as the identity when widths match.
+    Output: [n_targets, batch, frames, d_t].
+    """
+
+    def __init__(self, student_dim: int, teacher_dim: int, student_layers: list[int]):
+        super().__init__()
+        self.student_layers = list(student_layers)
+        self.proj = nn.ModuleList(nn.Linear(student_dim, teacher_dim) for _ in student_layers)
+        if student_dim == teacher_dim:
+            for p in self.proj:
+                nn.init.eye_(p.weight)
+                nn.init.zeros_(p.bias)
+
+    def forward(self, hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.stack([p(hidden_states[i]) for p, i in zip(self.proj, self.student_layers)])
+
+
+class DistillHeads(nn.Module):
+    """The heads of one objective, with what is needed to rebuild them."""
+
+    def __init__(self, objective: str, student_dim: int, teacher_dim: int, targets: list[int],
+                 student_layers: list[int] | None = None, head_dim: int | None = None):
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective '{objective}': choose one of {OBJECTIVES}")
+        self.spec = dict(objective=objective, student_dim=student_dim, teacher_dim=teacher_dim,
+                         targets=list(targets), student_layers=student_layers, head_dim=head_dim)
+        if objective == "prediction-heads":
+            self.net = PredictionHeads(student_dim, teacher_dim, len(targets), head_dim)
+        else:
+            if student_layers is None or len(student_layers) != len(targets):
+                raise ValueError("layer-to-layer needs one student layer per target layer")
+            self.net = LayerToLayer(student_dim, teacher_dim, student_layers)
+
+    @property
+    def targets(self) -> list[int]:
+        return self.spec["targets"]
+
+    def forward(self, hidden_states):
+        return self.net(hidden_states)
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()},
+                  folder / "distill_heads.safetensors")
+        (folder / "distill_heads.json").write_text(json.dumps(self.spec, indent=1))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "DistillHeads":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        heads = cls(**json.loads((folder / "distill_heads.json").read_text()))
+        heads.load_state_dict(load_file(folder / "distill_heads.safetensors"))
+        return heads

@@ -1,0 +1,214 @@
+"""Teachers: any Hugging Face speech SSL model (HuBERT, wav2vec 2.0, WavLM, data2vec-audio),
+frozen, in eval mode, returning all hidden states with HF indexing (0 = encoder input,
+i = output of layer i).
+
+Eval mode is a deliberate choice: the official DistilHuBERT trainer leaves the teacher's
+dropout on, which only adds noise to the targets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+SPEECH_MODEL_TYPES = ("hubert", "wav2vec2", "wavlm", "data2vec-audio")
+# Models whose pretraining normalised each waveform to zero mean / unit variance.
+# HuBERT Base and wav2vec 2.0 Base were trained on raw waveforms (do_normalize=False).
+_NORMALIZE_DEFAULT = {"hubert": False, "wav2vec2": False, "wavlm": True, "data2vec-audio": True}
+
+
+class TeacherNotFoundError(FileNotFoundError):
+    """A teacher id or path that cannot be loaded here."""
+
+
+def tiny_hubert_config(**overrides):
+    """A tiny HuBERT-shaped config (hidden 64, 4 layers, 32-channel CNN) for demos and tests.
+
+    It keeps HuBERT's CNN kernels and strides (400-sample receptive field, 20 ms frames).
+    """
+    from transformers import HubertConfig
+
+    kw = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
+              conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+              hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+              feat_proj_dropout=0.0, layerdrop=0.0, mask_time_prob=0.0)
+    kw.update(overrides)
+    return HubertConfig(**kw)
+
+
+def hubert_base_config(**overrides):
+    """HuBERT Base's shape (95M) with fresh weights: for parameter counts and speed."""
+    from transformers import HubertConfig
+
+    return HubertConfig(**overrides)
+
+
+BUILTIN_TEACHERS = {
+    # Randomly initialised (seeded) teachers that need no download. They let the pipeline and
+    # the tests run offline; they are not pretrained models.
+    "builtin:hubert-tiny": tiny_hubert_config,
+    "builtin:hubert-base-random": hubert_base_config,
+}
+
+
+class Teacher(nn.Module):
+    """A frozen speech SSL model.
+
+    Args:
+        model: a `transformers` speech model (HubertModel, Wav2Vec2Model, WavLMModel,
+            Data2VecAudioModel).
+        do_normalize: whether the model expects each waveform normalised to zero mean and
+            unit variance (from its feature extractor config).
+    """
+
+    def __init__(self, model: nn.Module, do_normalize: bool = False):
+        super().__init__()
+        model_type = getattr(model.config, "model_type", None)
+        if model_type not in SPEECH_MODEL_TYPES:
+            raise ValueError(f"teacher model_type '{model_type}' is not a supported speech SSL "
+                             f"model; use one of {SPEECH_MODEL_TYPES}")
+        self.model = model.eval()
+        self.model.requires_grad_(False)
+        self.do_normalize = do_normalize
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def train(self, mode: bool = True):  # the teacher always stays in eval mode
+        return super().train(False)
+
+    @torch.no_grad()
+    def cnn_features(self, wave: torch.Tensor) -> torch.Tensor:
+        """CNN output [batch, channels, frames] for waveforms [batch, samples]."""
+        return self.model.feature_extractor(prepare_input(wave, self.do_normalize))
+
+    @torch.no_grad()
+    def forward(self, wave: torch.Tensor, features: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """All hidden states, each [batch, frames, hidden], HF indexing.
+
+        Args:
+            wave: float waveforms [batch, samples] at 16 kHz, zero-padded.
+            features: optional precomputed CNN output (from `cnn_features`) to skip the CNN.
+        """
+        # The teacher runs in fp32 even when the student trains under autocast.
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            x = prepare_input(wave.float(), self.do_normalize)
+            with cnn_override(self.model, features):
+                out = self.model(x, output_hidden_states=True)
+        return out.hidden_states
+
+
+def prepare_input(wave: torch.Tensor, do_normalize: bool) -> torch.Tensor:
+    """Per-utterance zero-mean/unit-variance normalisation when the model expects it."""
+    if not do_normalize:
+        return wave
+    mean = wave.mean(dim=-1, keepdim=True)
+    var = wave.var(dim=-1, keepdim=True, unbiased=False)
+    return (wave - mean) / torch.sqrt(var + 1e-7)
+
+
+class _Precomputed(nn.Module):
+    def __init__(self, features: torch.Tensor):
+        super().__init__()
+        self.features = features
+
+    def forward(self, _):
+        return self.features
+
+
+@contextlib.contextmanager
+def cnn_override(model: nn.Module, features: torch.Tensor | None):
+    """Makes `model` use precomputed CNN `features` instead of running its own CNN."""
+    if features is None:
+        yield
+        return
+    original = model.feature_extractor
+    model.feature_extractor = _Precomputed(features)
+    try:
+        yield
+    finally:
+        model.feature_extractor = original
+
+
+def _read_do_normalize(path_or_id: str, model_type: str, **kw) -> bool:
+    try:
+        from transformers import AutoFeatureExtractor
+
+        fe = AutoFeatureExtractor.from_pretrained(path_or_id, **kw)
+        return bool(getattr(fe, "do_normalize", _NORMALIZE_DEFAULT[model_type]))
+    except (OSError, ValueError):
+        return _NORMALIZE_DEFAULT[model_type]
+
+
+def load_teacher(id_or_path: str | nn.Module, *, seed: int = 0,
+                 do_normalize: bool | None = None) -> Teacher:
+    """Loads a frozen teacher by hub id, local path, builtin name or in-memory model.
+
+    Looks in the local Hugging Face cache first, then the hub (unless `HF_HUB_OFFLINE=1`).
+    Never uses `trust_remote_code`.
+
+    Args:
+        id_or_path: e.g. "facebook/hubert-base-ls960", "/models/hubert", a `BUILTIN_TEACHERS`
+            name, or a `transformers` speech model.
+        seed: seed of the random weights of a builtin teacher.
+        do_normalize: override the waveform normalisation read from the feature extractor.
+
+    Raises:
+        TeacherNotFoundError: the id or path cannot be found (offline or misspelt).
+        ValueError: the model is not a speech SSL model.
+    """
+    if isinstance(id_or_path, Teacher):
+        return id_or_path
+    if isinstance(id_or_path, nn.Module):
+        mt = id_or_path.config.model_type
+        return Teacher(id_or_path, _NORMALIZE_DEFAULT.get(mt, False) if do_normalize is None else do_normalize)
+    name = str(id_or_path)
+    if name in BUILTIN_TEACHERS:
+        from transformers import AutoModel
+
+        torch.manual_seed(seed)
+        model = AutoModel.from_config(BUILTIN_TEACHERS[name]())
+        return Teacher(model, bool(do_normalize))
+    if name.startswith("builtin:"):
+        raise TeacherNotFoundError(f"unknown builtin teacher '{name}'; available: "
+                                   f"{sorted(BUILTIN_TEACHERS)}")
+    return Teacher(*_from_pretrained(name, do_normalize))
+
+
+def _from_pretrained(name: str, do_normalize: bool | None):
+    from transformers import AutoConfig, AutoModel
+
+    local = Path(name).expanduser()
+    if local.exists():
+        src, attempts = str(local), [dict(local_files_only=True)]
+    elif name.startswith((".", "/", "~")):
+        raise TeacherNotFoundError(f"teacher path '{name}' does not exist: check the path")
+    else:  # a hub id: the local cache first (fast), then the hub unless offline
+        src, attempts = name, [dict(local_files_only=True)]
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("0", "", "false", "no"):
+            attempts.append({})
+    last = None
+    for kw in attempts:
+        try:
+            config = AutoConfig.from_pretrained(src, trust_remote_code=False, **kw)
+            break
+        except (OSError, ValueError) as exc:
+            last = exc
+    else:
+        raise TeacherNotFoundError(
+            f"cannot load teacher '{name}': it is not a local folder and not in the Hugging Face "
+            f"cache, and the hub could not be reached ({str(last).splitlines()[0][:160]}). "
+            f"On a connected machine run `huggingface-cli download {name} --local-dir DIR` "
+            "and pass --teacher DIR") from last
+    if config.model_type not in SPEECH_MODEL_TYPES:
+        raise ValueError(f"'{name}' is a '{config.model_type}' model, not a speech SSL model; "
+                         f"supported: {SPEECH_MODEL_TYPES}")
+    model = AutoModel.from_pretrained(src, trust_remote_code=False, **kw)
+    if do_normalize is None:
+        do_normalize = _read_do_normalize(src, config.model_type, **kw)
+    return model, do_normalize

@@ -1,0 +1,96 @@
+"""Atomic checkpoints: written under a temporary name, then renamed; loaded safely.
+
+A checkpoint folder `step-000120/` holds `model.safetensors` (everything trained),
+`optimizer.pt` (loaded with `weights_only=True`), `rng-<rank>.pt` and `state.json`.
+`latest` names the newest complete one. A crash mid-write leaves only a `.tmp` folder,
+which is ignored and cleaned up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Checkpointer:
+    """Saves and finds checkpoints under `folder`, keeping the newest `keep`."""
+
+    def __init__(self, folder: str | os.PathLike, keep: int = 2):
+        self.folder, self.keep = Path(folder), keep
+
+    def tmp_dir(self, step: int) -> Path:
+        return self.folder / f"step-{step:06d}.tmp"
+
+    def begin(self, step: int) -> Path:
+        """Creates an empty temporary folder for `step` (main process only)."""
+        tmp = self.tmp_dir(step)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        return tmp
+
+    @staticmethod
+    def write_rng(tmp: Path, rank: int) -> None:
+        state = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state()
+        torch.save(state, tmp / f"rng-{rank}.pt")
+
+    def write_main(self, tmp: Path, step: int, tensors: dict[str, torch.Tensor],
+                   optimizer: torch.optim.Optimizer, extra: dict) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                  tmp / "model.safetensors")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=1))
+
+    def commit(self, step: int) -> Path:
+        """Renames the finished temporary folder into place and updates `latest`."""
+        final = self.folder / f"step-{step:06d}"
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(self.tmp_dir(step), final)
+        _write_atomic(self.folder / "latest", final.name)
+        done = sorted(p for p in self.folder.glob("step-*") if not p.name.endswith(".tmp"))
+        for old in done[: max(0, len(done) - self.keep)]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def latest(self) -> Path | None:
+        pointer = self.folder / "latest"
+        if pointer.exists():
+            p = self.folder / pointer.read_text().strip()
+            if (p / "state.json").exists():
+                return p
+        done = sorted(p for p in self.folder.glob("step-*")
+                      if not p.name.endswith(".tmp") and (p / "state.json").exists())
+        return done[-1] if done else None
+
+    @staticmethod
+    def load(path: Path, rank: int) -> tuple[dict, dict, dict, dict | None]:
+        """(tensors, optimizer state, state.json, rng state of `rank` or None)."""
+        from safetensors.torch import load_file
+
+        tensors = load_file(path / "model.safetensors")
+        optim = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+        state = json.loads((path / "state.json").read_text())
+        rng_file = path / f"rng-{rank}.pt"
+        rng = torch.load(rng_file, weights_only=True) if rng_file.exists() else None
+        return tensors, optim, state, rng
+
+    @staticmethod
+    def restore_rng(rng: dict | None) -> None:
+        if rng is None:
+            return
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])

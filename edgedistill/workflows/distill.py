@@ -1,0 +1,227 @@
+"""Workflow: layer-wise distillation of a student from a frozen teacher.
+
+    edgedistill distill --teacher ID_OR_PATH --student distilhubert --data DIR --out DIR
+
+Plain PyTorch on `accelerate`: the same code runs on one CPU, one GPU, or several processes
+(`accelerate launch` / `torchrun`), with mixed precision for the student and an fp32 teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from edgedistill.config import ConfigError, save_config, to_dict
+from edgedistill.data.manifest import resolve_audio
+from edgedistill.data.unlabelled import BucketBatchSampler, CroppedAudio, collate_padded
+from edgedistill.distill.config import DistillConfig
+from edgedistill.distill.heads import DistillHeads, default_student_layers, default_targets
+from edgedistill.distill.losses import frame_mask, layerwise_loss
+from edgedistill.distill.model import DistillModel
+from edgedistill.models.student import build_student
+from edgedistill.models.teacher import load_teacher, prepare_input
+from edgedistill.training.checkpoint import Checkpointer
+from edgedistill.training.optim import lr_at, make_adamw, set_lr
+
+log = logging.getLogger("edgedistill.distill")
+
+# Fields that may change between a run and its resumption without changing the result.
+_RESUMABLE = {"log_every", "save_every", "keep_checkpoints", "num_workers", "steps"}
+
+
+def _accelerator(cfg: DistillConfig):
+    from accelerate import Accelerator
+
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if (torch.cuda.is_available() and not cfg.cpu
+                               and torch.cuda.is_bf16_supported()) else "no"
+    return Accelerator(mixed_precision=precision, cpu=cfg.cpu)
+
+
+def _check_resume(cfg: DistillConfig, out: Path, resume: bool, ckpt: Checkpointer) -> None:
+    saved = out / "config.yaml"
+    if not resume:
+        if ckpt.latest() is not None:
+            raise ConfigError(f"'{out}' already holds a distillation run: pass --resume to "
+                              "continue it, or choose another --out")
+        return
+    if saved.exists():
+        import yaml
+
+        before = yaml.safe_load(saved.read_text())
+        now = to_dict(cfg)
+        changed = [k for k in now if k not in _RESUMABLE and before.get(k) != now[k]]
+        if changed:
+            raise ConfigError(f"cannot resume '{out}': config fields {changed} differ from the "
+                              "saved run; use the saved config.yaml or a new --out")
+
+
+def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Runs (or resumes) a distillation; returns a summary dict.
+
+    Args:
+        cfg: the stage's config.
+        resume: continue from the newest checkpoint in `cfg.out` (a fresh start if none).
+        stop_after: stop (with a checkpoint) once this many steps are done, as if
+            interrupted; `resume=True` later continues to `cfg.steps`.
+
+    Writes to `cfg.out`: `student/` (`save_pretrained` + feature-extractor config),
+    `heads/` (training-only heads), `checkpoints/`, `config.yaml`, `train_log.jsonl`,
+    `summary.json`.
+    """
+    acc = _accelerator(cfg)
+    out = Path(cfg.out)
+    ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
+    if acc.is_main_process:
+        _check_resume(cfg, out, resume, ckpt)
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml", header="edgedistill distill --config config.yaml")
+    acc.wait_for_everyone()
+
+    # Teacher (frozen, fp32, eval) and a student initialised from it.
+    teacher = load_teacher(cfg.teacher, seed=cfg.seed).to(acc.device)
+    student, init = build_student(teacher.model, cfg.student, seed=cfg.seed)
+    t_cfg, s_cfg = teacher.config, student.config
+    targets = cfg.target_layers or default_targets(t_cfg.num_hidden_layers)
+    if max(targets) > t_cfg.num_hidden_layers or min(targets) < 0:
+        raise ConfigError(f"target_layers {targets} outside the teacher's 0..{t_cfg.num_hidden_layers}")
+    s_layers = None
+    if cfg.objective == "layer-to-layer":
+        s_layers = cfg.student_layers or default_student_layers(
+            targets, t_cfg.num_hidden_layers, s_cfg.num_hidden_layers)
+        if max(s_layers) > s_cfg.num_hidden_layers:
+            raise ConfigError(f"student_layers {s_layers} outside the student's 0..{s_cfg.num_hidden_layers}")
+    heads = DistillHeads(cfg.objective, s_cfg.hidden_size, t_cfg.hidden_size, targets, s_layers)
+    model = DistillModel(student, heads, cfg.feature_grad_mult,
+                         freeze_cnn=cfg.freeze_cnn or cfg.reuse_teacher_cnn)
+
+    # Data: each rank reads only its own batches (see BucketBatchSampler).
+    clips = resolve_audio(cfg.data, split=cfg.split)
+    dataset = CroppedAudio(clips, cfg.max_samples)
+    sampler = BucketBatchSampler(dataset.lengths, cfg.batch_size, cfg.seed,
+                                 acc.process_index, acc.num_processes)
+    # Its own generator: each new iterator draws a seed, which must not move the global RNG
+    # (dropout) or a resumed run would diverge from an uninterrupted one.
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_padded,
+                        num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
+
+    optimizer = make_adamw(model.parameters(), cfg.lr, cfg.betas, cfg.eps, cfg.weight_decay)
+    step = 0
+    last = ckpt.latest() if resume else None
+    if last is not None:
+        tensors, opt_state, state, rng = Checkpointer.load(last, acc.process_index)
+        model.load_state_dict(tensors)
+        optimizer.load_state_dict(opt_state)
+        Checkpointer.restore_rng(rng)
+        step = state["step"]
+        log.info("resumed from %s at step %d", last, step)
+    model, optimizer = acc.prepare(model, optimizer)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    kernel, stride = s_cfg.conv_kernel, s_cfg.conv_stride
+
+    if acc.is_main_process and dataset.skipped:
+        (out / "skipped_clips.txt").write_text("".join(f"{p}\t{why}\n" for p, why in dataset.skipped))
+    end = min(cfg.steps, stop_after) if stop_after is not None else cfg.steps
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=step, desc="distill", unit="step",
+               disable=not acc.is_main_process, dynamic_ncols=True)
+    logf = open(out / "train_log.jsonl", "a") if acc.is_main_process else None
+    audio_s, t0, loss_acc, n_acc = 0.0, time.perf_counter(), 0.0, 0
+    model.train()
+    while step < end:
+        sampler.set_epoch(step // len(sampler), start_batch=step % len(sampler))
+        for wave, lengths in loader:
+            wave, lengths = wave.to(acc.device), lengths.to(acc.device)
+            x = prepare_input(wave, teacher.do_normalize)
+            # Teacher: no grad, fp32, eval. With reuse_teacher_cnn its CNN output feeds both.
+            feats = teacher.cnn_features(wave) if cfg.reuse_teacher_cnn else None
+            hidden = teacher(wave, features=feats)
+            target = torch.stack([hidden[t] for t in targets])
+            with acc.autocast():
+                pred = model(x, features=feats)
+            frames = min(pred.shape[2], target.shape[2])
+            pred, target = pred[:, :, :frames], target[:, :, :frames]
+            mask = frame_mask(lengths, frames, kernel, stride)
+            loss, parts = layerwise_loss(pred, target, mask, cfg.cos_weight)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}: lower lr or "
+                                         "use mixed_precision=no; the last checkpoint is intact")
+            set_lr(optimizer, lr_at(step, cfg.steps, cfg.lr, cfg.warmup_frac))
+            acc.backward(loss)
+            grad_norm = acc.clip_grad_norm_(trainable, cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            # One sync per log interval, not per step: .item() waits for the device.
+            audio_s += float(lengths.sum()) / 16_000 * acc.num_processes
+            loss_acc += loss.detach()
+            n_acc += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == end:
+                elapsed = time.perf_counter() - t0
+                rec = {"step": step, "loss": float(loss_acc) / n_acc, "lr": optimizer.param_groups[0]["lr"],
+                       "grad_norm": float(grad_norm), "l1": parts["l1"].tolist(),
+                       "cos": parts["cos"].tolist(), "cos_sim": parts["cos_sim"].tolist(),
+                       "audio_s_per_s": audio_s / max(elapsed, 1e-9)}
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", audio_x=f"{rec['audio_s_per_s']:.1f}")
+                if logf:
+                    logf.write(json.dumps(rec) + "\n")
+                    logf.flush()
+                loss_acc, n_acc = 0.0, 0
+            if step % cfg.save_every == 0 or step == end:
+                _save_checkpoint(acc, ckpt, model, optimizer, step)
+            if step >= end:
+                break
+    bar.close()
+    if logf:
+        logf.close()
+    in_sync = _ranks_in_sync(acc, model)
+    summary = {"steps_done": step, "finished": step >= cfg.steps, "params": init["params"],
+               "teacher_init_copied": len(init["copied"]), "targets": targets,
+               "ranks_in_sync": in_sync, "processes": acc.num_processes,
+               "elapsed_s": time.perf_counter() - t0}
+    if acc.is_main_process and step >= cfg.steps:
+        _save_final(acc.unwrap_model(model), teacher, out)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    acc.wait_for_everyone()
+    return summary
+
+
+def _save_checkpoint(acc, ckpt: Checkpointer, model, optimizer, step: int) -> None:
+    # Every rank adds its RNG state to the temporary folder; the main process adds the
+    # weights and optimizer, then renames the folder into place.
+    if acc.is_main_process:
+        ckpt.begin(step)
+    acc.wait_for_everyone()
+    Checkpointer.write_rng(ckpt.tmp_dir(step), acc.process_index)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        ckpt.write_main(ckpt.tmp_dir(step), step, acc.unwrap_model(model).state_dict(), optimizer, {})
+        ckpt.commit(step)
+    acc.wait_for_everyone()
+
+
+def _ranks_in_sync(acc, model) -> bool:
+    """All ranks hold the same weights (a cheap checksum, gathered)."""
+    with torch.no_grad():
+        total = sum(p.double().sum() for p in acc.unwrap_model(model).parameters())
+        sums = acc.gather(total.reshape(1).to(acc.device))
+    return bool(torch.allclose(sums, sums[0].expand_as(sums), rtol=0, atol=0)) and math.isfinite(float(sums[0]))
+
+
+def _save_final(model: DistillModel, teacher, out: Path) -> None:
+    from transformers import Wav2Vec2FeatureExtractor
+
+    model.student.save_pretrained(out / "student")
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0,
+                             do_normalize=teacher.do_normalize,
+                             return_attention_mask=False).save_pretrained(out / "student")
+    model.heads.save(out / "heads")

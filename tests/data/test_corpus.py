@@ -1,0 +1,51 @@
+import csv
+
+import numpy as np
+import soundfile as sf
+
+from edgedistill.data.corpus import CorpusConfig, build_corpus, make_speakers
+
+
+def _rows(manifest):
+    with open(manifest) as f:
+        return list(csv.DictReader(f))
+
+
+def test_manifest_format_splits_and_counts(small_corpus):
+    rows = _rows(small_corpus)
+    assert list(rows[0]) == ["path", "label", "speaker", "split", "text"]
+    assert len(rows) == 4 * 6 * 2
+    by_split = {}
+    for r in rows:
+        by_split.setdefault(r["split"], set()).add(r["speaker"])
+        assert r["text"] == r["label"]
+        assert (small_corpus.parent / r["path"]).is_file()
+    assert {k: len(v) for k, v in by_split.items()} == {"train": 4, "val": 1, "test": 1}
+    assert not (by_split["train"] & by_split["val"]) and not (by_split["train"] & by_split["test"])
+
+
+def test_deterministic_and_cached(tmp_path, small_corpus):
+    cfg = CorpusConfig(keywords=["yes", "no", "stop", "go"], num_speakers=6, takes=2, splits=(4, 1, 1))
+    again = build_corpus(cfg, root=tmp_path)
+    assert again != small_corpus
+    for r in _rows(small_corpus)[:10]:
+        assert (again.parent / r["path"]).read_bytes() == (small_corpus.parent / r["path"]).read_bytes()
+    mtime = again.stat().st_mtime_ns
+    assert build_corpus(cfg, root=tmp_path) == again and again.stat().st_mtime_ns == mtime
+
+
+def test_clips_are_one_second_speech_over_noise(small_corpus):
+    r = _rows(small_corpus)[0]
+    x, sr = sf.read(small_corpus.parent / r["path"])
+    assert sr == 16000 and x.shape == (16000,)
+    frame_db = 10 * np.log10(np.mean(x.reshape(50, 320) ** 2, axis=1) + 1e-12)
+    assert frame_db.max() - np.median(frame_db) > 8      # a word stands out from the noise floor
+    assert np.all(frame_db > -90)                        # background noise everywhere
+
+
+def test_speakers_differ_in_pitch_and_vocal_tract():
+    spk = make_speakers(12, seed=0)
+    f0 = [s.f0 for s in spk]
+    vtl = [s.vtl for s in spk]
+    assert max(f0) / min(f0) > 2 and max(vtl) / min(vtl) > 1.3
+    assert len({round(s.f0) for s in spk}) == 12

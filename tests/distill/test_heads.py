@@ -1,0 +1,27 @@
+import torch
+
+from edgedistill.distill.heads import DistillHeads, default_student_layers, default_targets
+
+
+def test_default_targets_scale_with_depth():
+    assert default_targets(12) == [4, 8, 12]
+    assert default_targets(4) == [1, 3, 4]
+    assert default_student_layers([4, 8, 12], 12, 3) == [1, 2, 3]
+
+
+def test_prediction_heads_shape_and_size():
+    h = DistillHeads("prediction-heads", 768, 768, [4, 8, 12])
+    # DistilHuBERT: Linear(768 -> 3*768) + 3 x Linear(768 -> 768) = 3,543,552 parameters
+    assert sum(p.numel() for p in h.parameters()) == 3_543_552
+    hs = tuple(torch.randn(2, 5, 768) for _ in range(3))
+    assert h(hs).shape == (3, 2, 5, 768)
+
+
+def test_layer_to_layer_starts_as_identity_and_round_trips(tmp_path):
+    h = DistillHeads("layer-to-layer", 16, 16, [2, 4], student_layers=[1, 2])
+    hs = tuple(torch.randn(2, 5, 16) for _ in range(3))
+    out = h(hs)
+    assert torch.equal(out[0], hs[1]) and torch.equal(out[1], hs[2])
+    h.save(tmp_path)
+    again = DistillHeads.load(tmp_path)
+    assert again.targets == [2, 4] and torch.equal(again(hs), out)
