@@ -170,6 +170,7 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
                 rec = {"step": step, "loss": float(loss_acc) / n_acc, "lr": optimizer.param_groups[0]["lr"],
                        "grad_norm": float(grad_norm), "l1": parts["l1"].tolist(),
                        "cos": parts["cos"].tolist(), "cos_sim": parts["cos_sim"].tolist(),
+                       "audio_s": audio_s, "elapsed_s": elapsed,
                        "audio_s_per_s": audio_s / max(elapsed, 1e-9)}
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", audio_x=f"{rec['audio_s_per_s']:.1f}")
                 if logf:

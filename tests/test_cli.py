@@ -1,0 +1,39 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import edgedistill
+from edgedistill.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_students_lists_presets_with_exact_counts(capsys):
+    assert main(["students", "--json"]) == 0
+    rows = {r["preset"]: r["params"] for r in json.loads(capsys.readouterr().out)["presets"]}
+    assert rows["distilhubert"] == 23_491_200 and rows["deep"] == 26_871_936 and rows["wide"] == 30_579_072
+
+
+def test_shipped_demo_config_runs_through_the_cli(small_corpus, tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["distill", "--config", str(ROOT / "configs" / "demo_distill.yaml"), "--data", str(small_corpus),
+            "--out", str(out), "steps=4", "save_every=2"]
+    assert main(args + ["--stop-after", "2"]) == 0
+    assert "--resume" in capsys.readouterr().out
+    assert main(args + ["--resume"]) == 0
+    assert "student saved" in capsys.readouterr().out
+    assert (out / "student" / "config.json").exists() and (out / "config.yaml").exists()
+
+
+def test_bad_input_exits_2_with_a_message(tmp_path, capsys):
+    assert main(["distill", "--out", str(tmp_path), "student.preset=huge"]) == 2
+    assert "unknown student preset 'huge'" in capsys.readouterr().err
+    assert main(["distill", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path)]) == 2
+    assert "neither 'embedded'" in capsys.readouterr().err
+
+
+def test_public_api_is_small_and_lazy():
+    assert "distill" in edgedistill.__all__ and "build_student" in edgedistill.__all__
+    code = "import sys, edgedistill, edgedistill.audio; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
