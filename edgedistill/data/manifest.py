@@ -24,6 +24,8 @@ class Clip:
     speaker: str | None = None
     split: str | None = None
     text: str | None = None
+    offset: int = 0              # first sample of a segment of the file (e.g. a _silence_ crop)
+    frames: int | None = None    # segment length in samples (None: to the end)
 
 
 def read_manifest(path: str | os.PathLike, split: str | None = None,

@@ -94,3 +94,29 @@ class Checkpointer:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
+
+
+def save_training_state(acc, ckpt: Checkpointer, model, optimizer, step: int, extra: dict | None = None) -> None:
+    """Checkpoints a run under `accelerate`: every rank adds its RNG state to the temporary
+    folder; the main process adds weights and optimizer, then renames it into place."""
+    if acc.is_main_process:
+        ckpt.begin(step)
+    acc.wait_for_everyone()
+    Checkpointer.write_rng(ckpt.tmp_dir(step), acc.process_index)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        ckpt.write_main(ckpt.tmp_dir(step), step, acc.unwrap_model(model).state_dict(), optimizer, extra or {})
+        ckpt.commit(step)
+    acc.wait_for_everyone()
+
+
+def restore_training_state(ckpt: Checkpointer, model, optimizer, rank: int) -> tuple[int, dict]:
+    """Loads the newest checkpoint into (unwrapped) `model` and `optimizer`; (step, state.json)."""
+    last = ckpt.latest()
+    if last is None:
+        return 0, {}
+    tensors, opt_state, state, rng = Checkpointer.load(last, rank)
+    model.load_state_dict(tensors)
+    optimizer.load_state_dict(opt_state)
+    Checkpointer.restore_rng(rng)
+    return state["step"], state

@@ -26,7 +26,7 @@ from edgedistill.distill.losses import frame_mask, layerwise_loss
 from edgedistill.distill.model import DistillModel
 from edgedistill.models.student import build_student
 from edgedistill.models.teacher import load_teacher, prepare_input
-from edgedistill.training.checkpoint import Checkpointer
+from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
 
 log = logging.getLogger("edgedistill.distill")
@@ -113,15 +113,9 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
                         num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
 
     optimizer = make_adamw(model.parameters(), cfg.lr, cfg.betas, cfg.eps, cfg.weight_decay)
-    step = 0
-    last = ckpt.latest() if resume else None
-    if last is not None:
-        tensors, opt_state, state, rng = Checkpointer.load(last, acc.process_index)
-        model.load_state_dict(tensors)
-        optimizer.load_state_dict(opt_state)
-        Checkpointer.restore_rng(rng)
-        step = state["step"]
-        log.info("resumed from %s at step %d", last, step)
+    step = restore_training_state(ckpt, model, optimizer, acc.process_index)[0] if resume else 0
+    if step:
+        log.info("resumed from %s at step %d", ckpt.latest(), step)
     model, optimizer = acc.prepare(model, optimizer)
     trainable = [p for p in model.parameters() if p.requires_grad]
     kernel, stride = s_cfg.conv_kernel, s_cfg.conv_stride
@@ -178,7 +172,7 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
                     logf.flush()
                 loss_acc, n_acc = 0.0, 0
             if step % cfg.save_every == 0 or step == end:
-                _save_checkpoint(acc, ckpt, model, optimizer, step)
+                save_training_state(acc, ckpt, model, optimizer, step)
             if step >= end:
                 break
     bar.close()
@@ -194,20 +188,6 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     acc.wait_for_everyone()
     return summary
-
-
-def _save_checkpoint(acc, ckpt: Checkpointer, model, optimizer, step: int) -> None:
-    # Every rank adds its RNG state to the temporary folder; the main process adds the
-    # weights and optimizer, then renames the folder into place.
-    if acc.is_main_process:
-        ckpt.begin(step)
-    acc.wait_for_everyone()
-    Checkpointer.write_rng(ckpt.tmp_dir(step), acc.process_index)
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        ckpt.write_main(ckpt.tmp_dir(step), step, acc.unwrap_model(model).state_dict(), optimizer, {})
-        ckpt.commit(step)
-    acc.wait_for_everyone()
 
 
 def _ranks_in_sync(acc, model) -> bool:

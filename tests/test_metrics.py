@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from edgedistill.metrics import confusion, eer, frr_at_far, kws_report, min_dcf, roc, sv_report
+
+
+def _rates(s, y, th):
+    """Brute force: accept when score >= th."""
+    return float(np.mean(s[~y] >= th)), float(np.mean(s[y] < th))
+
+
+def _brute_min_dcf(s, y, p):
+    best = np.inf
+    for th in np.r_[np.unique(s), np.inf]:
+        far, frr = _rates(s, y, th)
+        best = min(best, frr * p + far * (1 - p))
+    return best / min(p, 1 - p)
+
+
+def _brute_eer_bounds(s, y):
+    """The EER lies between the FAR/FRR of the two thresholds around the crossing; the
+    min over thresholds of max(FAR, FRR) is an upper bound."""
+    best = np.inf
+    for th in np.r_[np.unique(s), np.inf]:
+        best = min(best, max(_rates(s, y, th)))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_scores_agree_with_a_threshold_sweep(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.random(300) < 0.3
+    s = rng.normal(size=300) + 1.2 * y
+    s[:20] = np.round(s[:20], 1)  # some ties
+    for p in (0.01, 0.05, 0.5):
+        assert min_dcf(s, y, p)[0] == pytest.approx(_brute_min_dcf(s, y, p), abs=1e-12)
+    e, th = eer(s, y)
+    upper = _brute_eer_bounds(s, y)
+    step = 1 / min(y.sum(), (~y).sum())
+    assert upper - step <= e <= upper + 1e-12
+    far, frr = _rates(s, y, th)    # at the interpolated threshold both rates are near the EER
+    assert abs(far - e) <= step + 1e-9 and abs(frr - e) <= step + 1e-9
+
+
+def test_large_sample_eer_matches_theory():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(20000, bool), np.zeros(20000, bool)]
+    s = np.r_[rng.normal(1, 1, 20000), rng.normal(-1, 1, 20000)]
+    # two unit Gaussians 2 apart: EER = Phi(-1) = 0.1587
+    assert eer(s, y)[0] == pytest.approx(0.1587, abs=0.006)
+
+
+def test_degenerate_scores():
+    y = np.array([1, 0, 1, 0, 0], bool)
+    assert eer(np.ones(5), y)[0] == 0.5
+    assert min_dcf(np.ones(5), y, 0.01)[0] == pytest.approx(1.0)  # accept nothing: DCF = P_tar
+    sep = np.where(y, 2.0, -2.0)
+    assert eer(sep, y)[0] == 0.0 and min_dcf(sep, y)[0] == 0.0
+    assert eer(-sep, y)[0] == 1.0
+    with pytest.raises(ValueError, match="both target"):
+        eer(np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match="NaN"):
+        eer(np.array([np.nan, 1.0]), np.array([1, 0]))
+
+
+def test_roc_end_points_and_frr_at_far():
+    far, frr, thr = roc([0.9, 0.8, 0.3, 0.1], [1, 0, 1, 0])
+    assert (far[0], frr[0], far[-1], frr[-1]) == (0, 1, 1, 0) and thr[0] == np.inf
+    assert frr_at_far([0.9, 0.8, 0.3, 0.1], [1, 0, 1, 0], 0.0) == 0.5
+
+
+def test_kws_and_sv_reports():
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    r = kws_report(probs, [0, 1, 1], ["a", "b"])
+    assert r["accuracy"] == pytest.approx(2 / 3) and r["confusion"] == [[1, 0], [1, 1]]
+    assert confusion([0, 0], [1, 1], 2).tolist() == [[0, 0], [2, 0]]
+    rep = sv_report([0.9, 0.1, 0.8, 0.2], [1, 0, 1, 0])
+    assert rep["eer"] == 0 and rep["trials"] == 4 and rep["target_trials"] == 2
