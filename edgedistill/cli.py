@@ -1,4 +1,4 @@
-"""`edgedistill` command line: `distill`, `students`, `corpus`.
+"""`edgedistill` command line: `distill`, `finetune`, `evaluate`, `students`, `corpus`.
 
 Every stage takes `--config FILE.yaml` and trailing `key=value` overrides
 (dotted for nested fields: `student.thin_cnn=true`).
@@ -27,6 +27,35 @@ def _distill(args) -> int:
               f"{summary['steps_done']} steps); heads in {cfg.out}/heads")
     else:
         print(f"stopped at step {summary['steps_done']}; continue with the same command and --resume")
+    return 0
+
+
+def _finetune(args) -> int:
+    from edgedistill.config import load_config
+    from edgedistill.finetune.config import FinetuneConfig
+    from edgedistill.workflows.finetune import finetune
+
+    values = {"model": args.model, "data": args.data, "sv_data": args.sv_data, "out": args.out}
+    cfg = load_config(FinetuneConfig, args.config, args.overrides, **values)
+    summary = finetune(cfg, resume=args.resume, stop_after=args.stop_after)
+    if not summary["finished"]:
+        print(f"stopped at step {summary['steps_done']}; continue with the same command and --resume")
+        return 0
+    val = summary["val"] or {}
+    print(f"model saved to {cfg.out}/model (selected at step {summary['best_step']} on "
+          f"'{cfg.val_split}' by {cfg.select_metric}): KWS accuracy {val.get('kws_accuracy', float('nan')):.4f}, "
+          f"SV EER {val.get('sv_eer', float('nan')):.4f}, minDCF(0.01) {val.get('sv_min_dcf', float('nan')):.4f}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from edgedistill.workflows.evaluate import evaluate
+
+    r = evaluate(args.model, args.data, args.split, args.out, args.trials, args.seed, args.batch_size)
+    keys = ("clips", "speakers", "kws_accuracy", "sv_eer", "sv_min_dcf", "sv_min_dcf_p0.05", "trials")
+    print(json.dumps({k: r[k] for k in keys if k in r}, indent=1))
+    if args.out:
+        print(f"full report: {args.out}")
     return 0
 
 
@@ -80,6 +109,27 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--stop-after", type=int, help="stop after this many steps (resumable)")
     d.add_argument("overrides", nargs="*", help="key=value config overrides")
     d.set_defaults(func=_distill)
+
+    f = sub.add_parser("finetune", help="joint KWS + SV fine-tuning of a student (or teacher)")
+    f.add_argument("--config", help="YAML config (a FinetuneConfig written out)")
+    f.add_argument("--model", help="distill --out folder, student folder, HF id/path or builtin:*")
+    f.add_argument("--data", help="labelled data: 'embedded', manifest, folder, speech_commands:DIR")
+    f.add_argument("--sv-data", help="optional speaker data for SV: manifest, folder or voxceleb:DIR")
+    f.add_argument("--out", help="output folder")
+    f.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    f.add_argument("--stop-after", type=int, help="stop after this many steps (resumable)")
+    f.add_argument("overrides", nargs="*", help="key=value config overrides")
+    f.set_defaults(func=_finetune)
+
+    e = sub.add_parser("evaluate", help="KWS accuracy, SV EER and minDCF of a fine-tuned model")
+    e.add_argument("--model", required=True, help="a finetune --out/model folder")
+    e.add_argument("--data", required=True, help="manifest, folder, embedded, speech_commands:DIR, voxceleb:DIR")
+    e.add_argument("--split", help="split to evaluate (default: every row)")
+    e.add_argument("--out", help="write the full report (JSON) here")
+    e.add_argument("--trials", type=int, default=20_000, help="SV trials to draw (half target)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the trials")
+    e.add_argument("--batch-size", type=int, default=32)
+    e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("students", help="list student presets and their sizes for a teacher")
     s.add_argument("--teacher", default="builtin:hubert-base-random",

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 SR = 16_000
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # Formant targets (F1, F2, F3) in Hz for an adult male vocal tract (Peterson & Barney-like).
 _V = {
@@ -59,9 +59,9 @@ class CorpusConfig:
 
     keywords: list[str] = field(default_factory=lambda: list(KEYWORDS),
                                 metadata={"help": "keywords to synthesise (from KEYWORDS)"})
-    num_speakers: int = field(default=12, metadata={"help": "number of synthetic speakers"})
-    takes: int = field(default=5, metadata={"help": "takes of each keyword per speaker"})
-    splits: tuple[int, int, int] = field(default=(8, 2, 2), metadata={
+    num_speakers: int = field(default=24, metadata={"help": "number of synthetic speakers"})
+    takes: int = field(default=3, metadata={"help": "takes of each keyword per speaker"})
+    splits: tuple[int, int, int] = field(default=(16, 4, 4), metadata={
         "help": "speakers in train, val, test (speaker-disjoint; must sum to num_speakers)"})
     clip_seconds: float = field(default=1.0, metadata={"help": "clip length in seconds"})
     snr_db: tuple[float, float] = field(default=(10.0, 30.0), metadata={
@@ -94,6 +94,10 @@ class Speaker:
     rate: float        # duration scale (> 1 is slower)
     tilt: float        # harmonic amplitude ~ k ** -tilt
     breath: float      # breath noise level relative to voicing
+    offsets: tuple[float, float, float] = (1.0, 1.0, 1.0)  # individual F1-F3 factors
+    f4: float = 3500.0     # a speaker-specific high resonance (Hz, before vtl scaling)
+    f4_gain: float = 0.3   # its strength
+    vibrato: float = 5.0   # pitch-modulation rate (Hz)
 
 
 def make_speakers(n: int, seed: int) -> list[Speaker]:
@@ -109,6 +113,10 @@ def make_speakers(n: int, seed: int) -> list[Speaker]:
             rate=float(rng.uniform(0.8, 1.25)),
             tilt=float(rng.uniform(0.8, 1.6)),
             breath=float(rng.uniform(0.02, 0.15)),
+            offsets=tuple(float(x) for x in rng.uniform(0.9, 1.1, size=3)),
+            f4=float(rng.uniform(3000, 4200)),
+            f4_gain=float(rng.uniform(0.1, 0.6)),
+            vibrato=float(rng.uniform(3.0, 7.0)),
         ))
     order = np.random.default_rng([seed, 2]).permutation(n)  # split is not sorted by size
     return [out[j] for j in order]
@@ -160,18 +168,19 @@ def synth_word(word: str, spk: Speaker, rng: np.random.Generator) -> np.ndarray:
                 noise[sl] = amp * env * _band_noise(rng, m, lo * spk.vtl, min(hi * spk.vtl, 7900))
         pos += m
     formants = np.stack([_smooth(f, 25) for f in formants])
-    formants *= spk.vtl * rng.uniform(0.97, 1.03, size=(3, 1))
+    formants *= spk.vtl * np.asarray(spk.offsets)[:, None] * rng.uniform(0.98, 1.02, size=(3, 1))
+    formants = np.vstack([formants, np.full((1, n), spk.f4 * spk.vtl)])
     voice = _smooth(voice, 12)
 
     t = np.arange(n) / n
-    f0 = spk.f0 * rng.uniform(0.94, 1.06) * (1.08 - 0.16 * t) * (1 + 0.01 * np.sin(2 * np.pi * 5 * t))
+    f0 = spk.f0 * rng.uniform(0.97, 1.03) * (1.08 - 0.16 * t) * (1 + 0.015 * np.sin(2 * np.pi * spk.vibrato * t * n / SR))
     phase = 2 * np.pi * np.cumsum(f0) / SR
     n_harm = int(7600 // f0.max())
     k = np.arange(1, n_harm + 1)[:, None]
     hf = k * f0[None, :]                                   # harmonic frequencies [K, n]
-    bw = np.array([90.0, 110.0, 170.0])[:, None, None] * spk.vtl
-    env = np.sum(1.0 / (1.0 + ((hf[None] - formants[:, None, :]) / (bw / 2)) ** 2)
-                 * np.array([1.0, 0.6, 0.35])[:, None, None], axis=0)
+    bw = np.array([90.0, 110.0, 170.0, 250.0])[:, None, None] * spk.vtl
+    gains = np.array([1.0, 0.6, 0.35, spk.f4_gain])[:, None, None]
+    env = np.sum(1.0 / (1.0 + ((hf[None] - formants[:, None, :]) / (bw / 2)) ** 2) * gains, axis=0)
     harm = np.sum(env * k ** (-spk.tilt + 1.0) / k * np.sin(k * phase[None, :]), axis=0)
     harm /= np.abs(harm).max() + 1e-9
     breath = 0.3 * spk.breath * _band_noise(rng, n, 300, 7000)

@@ -98,30 +98,37 @@ def mix_noise(audio: np.ndarray, noise: np.ndarray, rng: np.random.Generator,
 
 
 class BalancedSampler(Sampler):
-    """Class-balanced sampling: each draw picks a class uniformly, then a clip of it.
+    """Class-balanced sampling: each draw picks a source, then a class, then a clip.
 
-    Classes are `balance_ids` (keywords by default); clips with `IGNORE` form their own group,
-    so a mix of a KWS-only and an SV-only dataset is drawn half from each when `groups` says
-    so. Yields (index, seed) pairs; an epoch is `num_samples` draws.
+    `balance_ids` are the classes to balance (keywords, or speakers for an SV-only source).
+    `source_ids` (optional) name the dataset each clip came from; with two sources (a KWS
+    and an SV dataset) draws are half from each. Yields (index, seed) pairs; an epoch is
+    `num_samples` draws, reproducible from (seed, epoch).
     """
 
-    def __init__(self, balance_ids: list[int], num_samples: int, seed: int = 0):
+    def __init__(self, balance_ids: list[int], num_samples: int, seed: int = 0,
+                 source_ids: list[int] | None = None):
         ids = np.asarray(balance_ids)
-        self.groups = [np.flatnonzero(ids == c) for c in np.unique(ids)]
-        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+        src = np.zeros_like(ids) if source_ids is None else np.asarray(source_ids)
+        self.sources = [[np.flatnonzero((src == s) & (ids == c)) for c in np.unique(ids[src == s])]
+                        for s in np.unique(src)]
+        self.num_samples, self.seed, self.epoch, self.start = num_samples, seed, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Selects the epoch and skips its first `start` draws (to resume mid-epoch)."""
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         return self.num_samples
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        g = rng.integers(len(self.groups), size=self.num_samples)
-        for k, gi in enumerate(g):
-            members = self.groups[gi]
-            yield int(members[rng.integers(len(members))]), int(rng.integers(2**62))
+        for k in range(self.num_samples):
+            groups = self.sources[rng.integers(len(self.sources))]
+            members = groups[rng.integers(len(groups))]
+            item = int(members[rng.integers(len(members))]), int(rng.integers(2**62))
+            if k >= self.start:
+                yield item
 
 
 def collate_labelled(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

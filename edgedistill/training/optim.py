@@ -20,10 +20,22 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def make_adamw(params, lr: float, betas=(0.9, 0.98), eps: float = 1e-6,
                weight_decay: float = 0.01) -> torch.optim.AdamW:
-    """AdamW; biases and norm weights (1-D tensors) get no weight decay."""
-    params = [p for p in params if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas), eps=eps)
+    """AdamW; biases and norm weights (1-D tensors) get no weight decay.
+
+    Args:
+        params: parameters, or a list of (parameters, lr_scale) pairs whose groups run at
+            `lr * lr_scale` (e.g. a backbone at a tenth of the heads' rate).
+    """
+    params = list(params)
+    if not params or not isinstance(params[0], tuple):
+        params = [(params, 1.0)]
+    groups = []
+    for ps, scale in params:
+        ps = [p for p in ps if p.requires_grad]
+        for decay, wd in ((True, weight_decay), (False, 0.0)):
+            chosen = [p for p in ps if (p.ndim > 1) == decay]
+            if chosen:
+                groups.append({"params": chosen, "weight_decay": wd, "lr_scale": scale})
+    if not groups:
+        raise ValueError("nothing to train: every parameter is frozen")
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)

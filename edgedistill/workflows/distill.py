@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from edgedistill.config import ConfigError, save_config, to_dict
+from edgedistill.config import ConfigError
 from edgedistill.data.manifest import resolve_audio
 from edgedistill.data.unlabelled import BucketBatchSampler, CroppedAudio, collate_padded
 from edgedistill.distill.config import DistillConfig
@@ -28,39 +28,12 @@ from edgedistill.models.student import build_student
 from edgedistill.models.teacher import load_teacher, prepare_input
 from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
+from edgedistill.training.run import claim_run_folder, make_accelerator
 
 log = logging.getLogger("edgedistill.distill")
 
 # Fields that may change between a run and its resumption without changing the result.
 _RESUMABLE = {"log_every", "save_every", "keep_checkpoints", "num_workers", "steps"}
-
-
-def _accelerator(cfg: DistillConfig):
-    from accelerate import Accelerator
-
-    precision = cfg.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if (torch.cuda.is_available() and not cfg.cpu
-                               and torch.cuda.is_bf16_supported()) else "no"
-    return Accelerator(mixed_precision=precision, cpu=cfg.cpu)
-
-
-def _check_resume(cfg: DistillConfig, out: Path, resume: bool, ckpt: Checkpointer) -> None:
-    saved = out / "config.yaml"
-    if not resume:
-        if ckpt.latest() is not None:
-            raise ConfigError(f"'{out}' already holds a distillation run: pass --resume to "
-                              "continue it, or choose another --out")
-        return
-    if saved.exists():
-        import yaml
-
-        before = yaml.safe_load(saved.read_text())
-        now = to_dict(cfg)
-        changed = [k for k in now if k not in _RESUMABLE and before.get(k) != now[k]]
-        if changed:
-            raise ConfigError(f"cannot resume '{out}': config fields {changed} differ from the "
-                              "saved run; use the saved config.yaml or a new --out")
 
 
 def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = None) -> dict:
@@ -76,14 +49,10 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
     `heads/` (training-only heads), `checkpoints/`, `config.yaml`, `train_log.jsonl`,
     `summary.json`.
     """
-    acc = _accelerator(cfg)
+    acc = make_accelerator(cfg.mixed_precision, cfg.cpu)
     out = Path(cfg.out)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
-    if acc.is_main_process:
-        _check_resume(cfg, out, resume, ckpt)
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml", header="edgedistill distill --config config.yaml")
-    acc.wait_for_everyone()
+    claim_run_folder(acc, cfg, out, resume, ckpt, "edgedistill distill", _RESUMABLE)
 
     # Teacher (frozen, fp32, eval) and a student initialised from it.
     teacher = load_teacher(cfg.teacher, seed=cfg.seed).to(acc.device)

@@ -1,0 +1,36 @@
+"""Workflow: evaluate a saved multi-task model on any labelled data and split.
+
+    edgedistill evaluate --model runs/finetune/model --data MANIFEST --split val --out report.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgedistill.data.layouts import find_trial_list, read_trial_list, resolve_labelled
+from edgedistill.evaluation import evaluate_model, trials_from_list
+from edgedistill.models.multitask import MultiTaskModel
+
+
+def evaluate(model_dir: str, data: str, split: str | None, out: str | None = None,
+             num_trials: int = 20_000, seed: int = 0, batch_size: int = 32,
+             clip_samples: int = 16_000, progress: bool = True) -> dict:
+    """Accuracy, EER, minDCF, trial / speaker / clip counts of `model_dir` on `data`/`split`.
+
+    VoxCeleb's test split is scored on its official trial list when DIR holds one; other
+    data on `num_trials` trials drawn from its speakers with `seed`.
+    """
+    model = MultiTaskModel.from_pretrained(model_dir)
+    clips = resolve_labelled(data, split)
+    trials = None
+    kind, _, root = str(data).partition(":")
+    if kind == "voxceleb" and split == "test" and find_trial_list(Path(root)):
+        trials = trials_from_list(clips, read_trial_list(find_trial_list(Path(root))), root)
+    report = evaluate_model(model, clips, clip_samples, batch_size, num_trials, seed,
+                            progress=progress, trials=trials)
+    report = {"model": str(model_dir), "data": str(data), "split": split, "trial_seed": seed, **report}
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=1))
+    return report

@@ -1,0 +1,204 @@
+"""Workflow: joint KWS + SV fine-tuning of one backbone with two heads.
+
+    edgedistill finetune --model runs/distill --data MANIFEST_OR_DIR [--sv-data ...] --out DIR
+
+The model is selected on the validation split (never test) and saved to `out/model`, with
+the SV decision threshold set at the validation EER point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from edgedistill.audio import load_audio
+from edgedistill.config import ConfigError
+from edgedistill.data.labelled import IGNORE, BalancedSampler, LabelledAudio, collate_labelled, label_index
+from edgedistill.data.layouts import resolve_labelled
+from edgedistill.data.manifest import AUDIO_EXTENSIONS, Clip, ManifestError
+from edgedistill.evaluation import evaluate_model
+from edgedistill.finetune.config import FinetuneConfig
+from edgedistill.models.multitask import MultiTaskModel
+from edgedistill.models.teacher import load_teacher
+from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
+from edgedistill.training.optim import lr_at, make_adamw, set_lr
+from edgedistill.training.run import claim_run_folder, make_accelerator
+
+log = logging.getLogger("edgedistill.finetune")
+_RESUMABLE = {"log_every", "save_every", "keep_checkpoints", "num_workers"}
+
+
+def load_backbone(spec: str, seed: int = 0) -> tuple[torch.nn.Module, bool]:
+    """(trainable HF speech model, do_normalize) from a distill --out folder, a student
+    folder, an HF id/path or a builtin:* name."""
+    p = Path(spec)
+    if (p / "student" / "config.json").exists():
+        spec = str(p / "student")
+    teacher = load_teacher(spec, seed=seed)
+    model = teacher.model
+    model.requires_grad_(True)
+    return model, teacher.do_normalize
+
+
+def _tasks(cfg: FinetuneConfig, split: str) -> tuple[list[Clip], list[Clip]]:
+    """(KWS clips, SV-only clips) of a split; the second is empty without sv_data."""
+    kws = resolve_labelled(cfg.data, split)
+    sv = resolve_labelled(cfg.sv_data, split) if cfg.sv_data else []
+    if any(c.label is None for c in kws):
+        raise ManifestError(f"data '{cfg.data}' has clips without a keyword label: KWS needs the "
+                            "'label' column (use sv_data for speaker-only data)")
+    return kws, sv
+
+
+def _noise(folder: str | None) -> list[np.ndarray]:
+    if folder is None:
+        return []
+    files = sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"noise folder '{folder}' holds no audio files")
+    return [load_audio(f, downmix=True) for f in files]
+
+
+def _score(report: dict, metric: str) -> float:
+    acc, eer = report.get("kws_accuracy", 0.0), report.get("sv_eer", 0.5)
+    return {"combined": acc - eer, "kws_accuracy": acc, "sv_eer": -eer}[metric]
+
+
+def _save_model_atomic(model: MultiTaskModel, folder: Path) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Runs (or resumes) joint fine-tuning; returns a summary with the best validation report.
+
+    Writes to `cfg.out`: `model/` (the selected MultiTaskModel), `val_report.json`,
+    `checkpoints/`, `config.yaml`, `train_log.jsonl`, `summary.json`.
+    """
+    acc = make_accelerator(cfg.mixed_precision, cfg.cpu)
+    out = Path(cfg.out)
+    ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
+    claim_run_folder(acc, cfg, out, resume, ckpt, "edgedistill finetune", _RESUMABLE)
+
+    # Data: keywords from `data`; speakers from `data` too, or from `sv_data` (interleaved).
+    kws_train, sv_train = _tasks(cfg, cfg.train_split)
+    kws_val, sv_val = _tasks(cfg, cfg.val_split)
+    labels = sorted({c.label for c in kws_train})
+    spk_source = sv_train if cfg.sv_data else kws_train
+    speakers = sorted({c.speaker for c in spk_source if c.speaker is not None})
+    if cfg.sv_weight and len(speakers) < 2:
+        raise ManifestError("SV training needs at least 2 speakers with a 'speaker' column; "
+                            "set sv_weight=0 to train KWS only")
+    spk_pos = {s: i for i, s in enumerate(speakers)}
+    clips = kws_train + sv_train
+    kw_ids = label_index(kws_train, labels) + [IGNORE] * len(sv_train)
+    spk_ids = [spk_pos.get(c.speaker, IGNORE) if (cfg.sv_data is None or k >= len(kws_train)) else IGNORE
+               for k, c in enumerate(clips)]
+    label_index(kws_val, labels)  # unknown validation keywords fail now, not after training
+
+    backbone, do_norm = load_backbone(cfg.model, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = MultiTaskModel(backbone, labels, len(speakers), cfg.emb_dim, cfg.layer_mode, do_norm,
+                           cfg.aam_scale, cfg.aam_margin)
+    if cfg.freeze_backbone:
+        backbone.requires_grad_(False)
+    elif cfg.freeze_cnn:
+        backbone.feature_extractor.requires_grad_(False)
+
+    dataset = LabelledAudio(clips, kw_ids, spk_ids, cfg.clip_samples, _noise(cfg.noise), cfg.snr_db,
+                            cfg.noise_prob if cfg.noise else 0.0)
+    balance = [k if k != IGNORE else s for k, s in zip(kw_ids, spk_ids)]
+    sources = [0] * len(kws_train) + [1] * len(sv_train)
+    sampler = BalancedSampler(balance, len(clips), seed=cfg.seed * 1009 + acc.process_index, source_ids=sources)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_labelled,
+                        num_workers=cfg.num_workers, drop_last=True,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    if len(loader) == 0:
+        raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {len(clips)} training clips")
+
+    heads = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    optimizer = make_adamw([(backbone.parameters(), cfg.backbone_lr / cfg.head_lr), (heads, 1.0)],
+                           cfg.head_lr, (0.9, 0.98), 1e-6, cfg.weight_decay)
+    step, state = restore_training_state(ckpt, model, optimizer, acc.process_index) if resume else (0, {})
+    best = state.get("best", {"score": -np.inf, "step": None, "report": None})
+    model, optimizer = acc.prepare(model, optimizer)
+    inner = acc.unwrap_model(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    val_clips = kws_val + sv_val
+
+    from tqdm.auto import tqdm
+
+    end = min(cfg.steps, stop_after) if stop_after is not None else cfg.steps
+    bar = tqdm(total=cfg.steps, initial=step, desc="finetune", unit="step",
+               disable=not acc.is_main_process, dynamic_ncols=True)
+    logf = open(out / "train_log.jsonl", "a") if acc.is_main_process else None
+    t0, sums, n = time.perf_counter(), {}, 0
+    while step < end:
+        sampler.set_epoch(step // len(loader), start=(step % len(loader)) * cfg.batch_size)
+        model.train()
+        if cfg.freeze_backbone:
+            inner.backbone.eval()  # frozen means fixed features: no dropout either
+        for wave, kw, spk in loader:
+            wave, kw, spk = wave.to(acc.device), kw.to(acc.device), spk.to(acc.device)
+            with acc.autocast():
+                out_ = model(wave)
+            loss, parts = inner.loss(out_, kw, spk, cfg.kws_weight, cfg.sv_weight)
+            set_lr(optimizer, lr_at(step, cfg.steps, cfg.head_lr, cfg.warmup_frac))
+            acc.backward(loss)
+            acc.clip_grad_norm_(trainable, cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            for k, v in {"loss": loss.detach(), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+            record = None
+            if step % cfg.log_every == 0 or step == end:
+                record = {"step": step, **{k: float(v) / n for k, v in sums.items()},
+                          "elapsed_s": time.perf_counter() - t0}
+                sums, n = {}, 0
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                if acc.is_main_process:
+                    report = evaluate_model(inner, val_clips, cfg.clip_samples, cfg.batch_size,
+                                            cfg.num_trials, cfg.seed, acc.device)
+                    score = _score(report, cfg.select_metric)
+                    record = {**(record or {"step": step}), "val_kws_accuracy": report.get("kws_accuracy"),
+                              "val_sv_eer": report.get("sv_eer"), "val_score": score}
+                    if score > best["score"]:
+                        inner.spec["sv_threshold"] = report.get("sv_eer_threshold")
+                        _save_model_atomic(inner, out / "model")
+                        best = {"score": score, "step": step, "report": report}
+                acc.wait_for_everyone()
+            if record is not None:
+                bar.set_postfix(loss=f"{record['loss']:.3f}" if "loss" in record else "-",
+                                val=f"{best['score']:.3f}" if best["step"] else "-")
+                if logf:
+                    logf.write(json.dumps(record) + "\n")
+                    logf.flush()
+            if step % cfg.save_every == 0 or step == end:
+                save_training_state(acc, ckpt, model, optimizer, step, {"best": best})
+            if step >= end:
+                break
+    bar.close()
+    if logf:
+        logf.close()
+    summary = {"steps_done": step, "finished": step >= cfg.steps, "labels": labels,
+               "train_speakers": len(speakers), "train_clips": len(clips), "val_clips": len(val_clips),
+               "best_step": best["step"], "val": best["report"], "select_metric": cfg.select_metric}
+    if acc.is_main_process and step >= cfg.steps:
+        (out / "val_report.json").write_text(json.dumps(best["report"], indent=1))
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    acc.wait_for_everyone()
+    return summary

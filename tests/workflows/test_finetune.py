@@ -1,0 +1,72 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from edgedistill.cli import main
+from edgedistill.config import ConfigError, load_config
+from edgedistill.data.manifest import ManifestError
+from edgedistill.finetune.config import FinetuneConfig
+from edgedistill.workflows.finetune import finetune
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The default embedded corpus: 10 keywords, 24 speakers (16 train / 4 val / 4 test)."""
+    from edgedistill.data.corpus import build_corpus
+
+    return build_corpus(root=tmp_path_factory.mktemp("emb"))
+
+
+def _cfg(data, out, *extra):
+    return load_config(FinetuneConfig, None, [
+        f"data={data}", f"out={out}", "model=builtin:hubert-tiny", "cpu=true", "batch_size=16",
+        "freeze_cnn=false", "head_lr=5e-3", "backbone_lr=2e-3", "num_trials=4000", *extra])
+
+
+def test_joint_finetune_beats_chance_on_both_tasks(corpus, tmp_path, capsys):
+    s = finetune(_cfg(corpus, tmp_path / "ft", "steps=600", "eval_every=200"))
+    val = s["val"]
+    # chance: 10% accuracy (10 keywords), 50% EER
+    assert val["kws_accuracy"] > 0.4 and val["sv_eer"] < 0.3, val
+    assert val["speakers"] == 4 and s["train_speakers"] == 16 and val["trials"] > 1000
+    # select on val, report on test with the CLI; the saved threshold travels with the model
+    assert main(["evaluate", "--model", str(tmp_path / "ft" / "model"), "--data", str(corpus),
+                 "--split", "test", "--out", str(tmp_path / "test.json")]) == 0
+    rep = json.loads((tmp_path / "test.json").read_text())
+    assert rep["split"] == "test" and rep["clips"] == 120 and rep["speakers"] == 4
+    assert {"kws_accuracy", "sv_eer", "sv_min_dcf", "sv_min_dcf_p0.05", "trials", "sv_threshold"} <= rep.keys()
+    assert rep["kws_accuracy"] > 0.3 and rep["sv_eer"] < 0.4
+
+
+def test_frozen_backbone_changes_no_backbone_weight(corpus, tmp_path):
+    cfg = _cfg(corpus, tmp_path / "ft", "steps=6", "eval_every=6", "freeze_backbone=true",
+               "freeze_cnn=true", "num_trials=200", "batch_size=8")
+    from edgedistill.models.teacher import load_teacher
+
+    before = load_teacher("builtin:hubert-tiny").model.state_dict()
+    finetune(cfg)
+    after = load_file(tmp_path / "ft" / "model" / "backbone" / "model.safetensors")
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in after)
+    heads = load_file(tmp_path / "ft" / "model" / "heads.safetensors")
+    assert heads["kws_head.weight"].abs().sum() > 0
+
+
+def test_resume_matches_an_uninterrupted_run(corpus, tmp_path):
+    extra = ("steps=8", "eval_every=4", "save_every=4", "batch_size=8", "num_trials=100")
+    finetune(_cfg(corpus, tmp_path / "a", *extra))
+    assert not finetune(_cfg(corpus, tmp_path / "b", *extra), stop_after=5)["finished"]
+    finetune(_cfg(corpus, tmp_path / "b", *extra), resume=True)
+    a = load_file(tmp_path / "a" / "model" / "heads.safetensors")
+    b = load_file(tmp_path / "b" / "model" / "heads.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_config_and_data_errors(small_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="never on test"):
+        _cfg(small_corpus, tmp_path, "val_split=test", "train_split=val")
+    with pytest.raises(ConfigError, match="must differ"):
+        _cfg(small_corpus, tmp_path, "val_split=train")
+    with pytest.raises(ManifestError, match="no rows of split 'dev'"):
+        finetune(_cfg(small_corpus, tmp_path / "x", "val_split=dev", "steps=1"))
