@@ -1,0 +1,27 @@
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_one_iteration_smoke_on_the_embedded_corpus(tmp_path):
+    from edgedistill.data.corpus import build_corpus
+
+    data = build_corpus(root=tmp_path / "c").parent
+    spec = importlib.util.spec_from_file_location("bench_ar", ROOT / "benchmarks" / "arabic_kws_sv.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "res"
+    args = ["--data", str(data), "--teacher-layers", "2", "--teacher-hidden", "64", "--teacher-cnn", "32",
+            "--teacher-steps", "2", "--distill-steps", "2", "--student-steps", "2", "--batch-size", "4",
+            "--trials", "200", "--work", str(tmp_path / "w"), "--out", str(out)]
+    res = mod.main(args)
+    names = [r["model"] for r in res["results"]]
+    assert names == ["teacher", "distilhubert (distilled)", "distilhubert (no distillation)"]
+    t, s, b = res["results"]
+    assert s["backbone_params"] == b["backbone_params"] < t["backbone_params"]
+    assert all(0 <= r["sv_eer"] <= 1 and r["speakers"] == 4 for r in res["results"])
+    assert json.loads(out.with_suffix(".json").read_text())["command"].startswith("python")
+    again = mod.main(args)   # every stage is found done and skipped
+    assert again["stage_seconds"] == {}
