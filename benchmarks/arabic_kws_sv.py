@@ -87,6 +87,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--trials", type=int, default=20_000)
     p.add_argument("--no-baseline", action="store_true", help="skip the from-scratch student")
+    p.add_argument("--quantize", default="int8-dynamic,int8", help="quantized formats of the distilled student")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default="runs/bench_arabic", help="stage outputs (resumable)")
@@ -98,7 +99,7 @@ def main(argv=None) -> dict:
     from edgedistill.config import load_config
     from edgedistill.distill.config import DistillConfig
     from edgedistill.finetune.config import FinetuneConfig
-    from edgedistill.machine import machine_info
+    from edgedistill.machine import machine_info, write_report
     from edgedistill.models.student import count_parameters
     from edgedistill.workflows.distill import distill
     from edgedistill.workflows.evaluate import evaluate
@@ -148,6 +149,30 @@ def main(argv=None) -> dict:
                         "sv_eer": rep["sv_eer"], "sv_min_dcf": rep["sv_min_dcf"],
                         "sv_min_dcf_p0.05": rep["sv_min_dcf_p0.05"], "trials": rep["trials"],
                         "speakers": rep["speakers"], "clips": rep["clips"]})
+    # The distilled student as deployed: ONNX fp32 and quantized, scored with onnxruntime alone.
+    from edgedistill.data.layouts import resolve_labelled
+    from edgedistill.export import export_onnx
+    from edgedistill.latency import time_onnx
+    from edgedistill.onnx_eval import evaluate_onnx
+    from edgedistill.quantize import QuantizeConfig, quantize_model
+
+    deploy = work / "deploy"
+    fp32 = deploy / "model.fp32.onnx"
+    if not fp32.exists():
+        export_onnx(str(work / "student_ft" / "model"), fp32)
+    val = resolve_labelled(str(manifest), "val")
+    student_params = results[1]["backbone_params"]
+    for fmt in ["fp32"] + [m for m in args.quantize.split(",") if m]:
+        path = deploy / f"model.{fmt}.onnx"
+        if not path.exists():
+            quantize_model(fp32, path, QuantizeConfig(mode=fmt, calibration=str(manifest), calibration_clips=64))
+        rep = evaluate_onnx(path, val, args.trials, args.seed)
+        p50, p90 = time_onnx(path, seconds=1.0, threads=1)
+        results.append({"model": f"{args.student} (distilled), ONNX {fmt}", "backbone_params": student_params,
+                        "file_bytes": path.stat().st_size, "latency_ms_p50": p50, "latency_ms_p90": p90,
+                        "kws_accuracy": rep["kws_accuracy"],
+                        "sv_eer": rep["sv_eer"], "sv_min_dcf": rep["sv_min_dcf"], "sv_min_dcf_p0.05": rep["sv_min_dcf_p0.05"],
+                        "trials": rep["trials"], "speakers": results[0]["speakers"], "clips": rep["clips"]})
     command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
     result = {"benchmark": "arabic_kws_sv", "data": str(data), "split": "val (speakers unseen in training)",
               "teacher": args.teacher or (f"trained here: HuBERT-shaped {args.teacher_layers} x {args.teacher_hidden}, "
@@ -157,9 +182,6 @@ def main(argv=None) -> dict:
               "batch_size": args.batch_size, "threads": args.threads, "results": results,
               "stage_seconds": timings, "command": command, "machine": machine_info(),
               "date": time.strftime("%Y-%m-%d")}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     md = ["# Arabic Speech Commands: KWS + SV, teacher vs students", "", f"`{command}`", "",
           f"Evaluated on the {results[0]['speakers']} val speakers ({results[0]['clips']} clips, 40 keywords, "
           f"{results[0]['trials']} SV trials, half same-speaker); trained on the 18 train speakers. "
@@ -168,15 +190,17 @@ def main(argv=None) -> dict:
           "last step, validated once, so the val speakers are never used to choose anything.", "",
           f"Machine: {result['machine']['cpu']}, {args.threads} threads; "
           f"{', '.join(f'{k} {v}' for k, v in result['machine']['versions'].items())}; {result['date']}.", "",
-          "| model | backbone params | KWS accuracy | SV EER | minDCF (0.01) | minDCF (0.05) |",
-          "|---|---|---|---|---|---|"]
+          "| model | backbone params | file MB | ORT 1-thread p50 ms (1 s audio) | KWS accuracy | SV EER | minDCF (0.01) | minDCF (0.05) |",
+          "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        md.append(f"| {r['model']} | {r['backbone_params']:,} | {100 * r['kws_accuracy']:.2f}% | "
-                  f"{100 * r['sv_eer']:.2f}% | {r['sv_min_dcf']:.3f} | {r['sv_min_dcf_p0.05']:.3f} |")
+        size = f"{r['file_bytes'] / 1e6:.2f}" if r.get("file_bytes") else "-"
+        dcf5 = f"{r['sv_min_dcf_p0.05']:.3f}" if r.get("sv_min_dcf_p0.05") is not None else "-"
+        lat = f"{r['latency_ms_p50']:.1f}" if r.get("latency_ms_p50") else "-"
+        md.append(f"| {r['model']} | {r['backbone_params']:,} | {size} | {lat} | {100 * r['kws_accuracy']:.2f}% | "
+                  f"{100 * r['sv_eer']:.2f}% | {r['sv_min_dcf']:.3f} | {dcf5} |")
     md += ["", "Data: Arabic Speech Commands (A. Ghandoura, F. Hjabo, O. Al Dakkak, 2021; Zenodo "
            "10.5281/zenodo.4662481), CC BY 4.0."]
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_report(args.out, result, md)
     return result
 
 

@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from edgedistill.machine import machine_info
+    from edgedistill.machine import machine_info, write_report
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,9 +96,6 @@ def main(argv=None) -> dict:
               "clip_seconds": args.seconds, "precision": args.precision, "results": rows,
               "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
               "machine": machine_info(), "date": time.strftime("%Y-%m-%d")}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     base = rows[0]["audio_s_per_s"]
     md = [f"# Distillation throughput: {args.student} from {args.teacher}", "",
           f"`{result['command']}`", "",
@@ -111,8 +108,7 @@ def main(argv=None) -> dict:
     for r in rows:
         name = "frozen, teacher's features reused" if r["reuse_teacher_cnn"] else "trained (feature_grad_mult 0.1)"
         md.append(f"| {name} | {r['audio_s_per_s']:.2f} | {r['step_s']:.2f} | {r['audio_s_per_s'] / base:.2f}x |")
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_report(args.out, result, md)
     return result
 
 

@@ -189,6 +189,18 @@ def load_audio(source: AudioSource, sample_rate: int | None = None, *,
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
+def fit_length(audio: np.ndarray, num_samples: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Crops or zero-pads to `num_samples`: centred without `rng`, at a random offset with it."""
+    n = num_samples
+    if len(audio) >= n:
+        start = int(rng.integers(0, len(audio) - n + 1)) if rng is not None else (len(audio) - n) // 2
+        return audio[start:start + n]
+    out = np.zeros(n, np.float32)
+    start = int(rng.integers(0, n - len(audio) + 1)) if rng is not None else (n - len(audio)) // 2
+    out[start:start + len(audio)] = audio
+    return out
+
+
 def normalize_audio(audio: np.ndarray, mode: str) -> np.ndarray:
     """Peak ("peak": max |x| = 1) or RMS ("rms": RMS = 0.1) normalisation; silence stays."""
     if mode == "peak":

@@ -10,6 +10,10 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
+
+
+from edgedistill.config import ConfigError  # noqa: E402 (torch-free)
 
 
 def _distill(args) -> int:
@@ -56,6 +60,69 @@ def _evaluate(args) -> int:
     print(json.dumps({k: r[k] for k in keys if k in r}, indent=1))
     if args.out:
         print(f"full report: {args.out}")
+    return 0
+
+
+def _quantize_and_report(args, float_path, out_dir) -> dict:
+    from dataclasses import replace
+
+    from edgedistill.config import load_config
+    from edgedistill.quantize import QuantizeConfig, quantize_model, sensitivity_search
+
+    mode = args.quantize or ("int8" if args.calibration else "int8-dynamic")
+    cfg = load_config(QuantizeConfig, None, args.overrides, mode=mode, target=args.target,
+                      calibration=args.calibration)
+    name = Path(float_path).stem.replace(".fp32", "")
+    dst = Path(out_dir) / f"{name}.{cfg.mode}.onnx"
+    clips = None
+    if args.eval_data:
+        from edgedistill.data.layouts import resolve_labelled
+
+        clips = resolve_labelled(args.eval_data, args.eval_split)
+    if args.sensitivity is not None:
+        if clips is None:
+            raise ConfigError("--sensitivity needs --eval-data to measure the accuracy cost")
+        result = sensitivity_search(float_path, dst, cfg, clips, budget=args.sensitivity)
+    else:
+        result = quantize_model(float_path, dst, replace(cfg))
+    if clips is not None:
+        from edgedistill.onnx_eval import compare, evaluate_onnx
+
+        base, quant = evaluate_onnx(float_path, clips), evaluate_onnx(dst, clips)
+        result["evaluation"] = {"data": args.eval_data, "split": args.eval_split,
+                                "float": {k: v for k, v in base.items() if k not in ("probs", "embeddings")},
+                                "quantized": {k: v for k, v in quant.items() if k not in ("probs", "embeddings")},
+                                "change": compare(base, quant)}
+    print(f"{result['mode']} ({result['target']}): {dst}, {result['file_bytes'] / 1e6:.2f} MB "
+          f"({100 * result['file_bytes'] / result['float_file_bytes']:.0f}% of fp32)")
+    if "evaluation" in result:
+        ev = result["evaluation"]
+        print(f"  KWS accuracy {ev['float'].get('kws_accuracy', float('nan')):.4f} -> "
+              f"{ev['quantized'].get('kws_accuracy', float('nan')):.4f}, SV EER "
+              f"{ev['float'].get('sv_eer', float('nan')):.4f} -> {ev['quantized'].get('sv_eer', float('nan')):.4f}, "
+              f"top-1 agreement {ev['change']['top1_agreement']:.4f}")
+    (Path(out_dir) / f"{name}.{cfg.mode}.json").write_text(json.dumps(result, indent=1, default=float))
+    return result
+
+
+def _export(args) -> int:
+    from edgedistill.export import export_onnx
+
+    out = Path(args.out)
+    r = export_onnx(args.model, out / "model.fp32.onnx", hidden_states=args.hidden_states)
+    print(f"exported {r['path']} ({r['file_bytes'] / 1e6:.2f} MB, parity with PyTorch "
+          f"{r['parity_max_abs_diff']:.1e})")
+    if args.quantize or args.calibration:
+        _quantize_and_report(args, r["path"], out)
+    from edgedistill.export import write_device_kit
+
+    write_device_kit(out)
+    print(f"device kit in {out}: copy it to the device and run `python infer.py {out.name}/model.fp32.onnx clip.wav`")
+    return 0
+
+
+def _quantize(args) -> int:
+    _quantize_and_report(args, args.model, Path(args.out or Path(args.model).parent))
     return 0
 
 
@@ -131,6 +198,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=32)
     e.set_defaults(func=_evaluate)
 
+    def quant_args(q):
+        q.add_argument("--quantize", help="int8-dynamic, int8, int8-static, int4-weights or fp16 "
+                       "(default: int8 with --calibration, else int8-dynamic)")
+        q.add_argument("--target", default="auto", help="auto, x86-avx2, x86-avx512-vnni, arm64")
+        q.add_argument("--calibration", help="calibration audio (manifest, folder, embedded) for int8 modes")
+        q.add_argument("--eval-data", help="labelled data to compare float and quantized task metrics on")
+        q.add_argument("--eval-split", default="val", help="split of --eval-data")
+        q.add_argument("--sensitivity", type=float, metavar="BUDGET",
+                       help="keep the costliest nodes in float until accuracy lost + EER gained <= BUDGET")
+        q.add_argument("overrides", nargs="*", help="key=value QuantizeConfig overrides")
+
+    x = sub.add_parser("export", help="ONNX export (+ optional quantization) of a fine-tuned model or backbone")
+    x.add_argument("--model", required=True, help="finetune --out (or its model/), or a backbone folder")
+    x.add_argument("--out", required=True, help="output folder (model.fp32.onnx, model.MODE.onnx)")
+    x.add_argument("--hidden-states", action="store_true", help="backbone export: also output all hidden states")
+    quant_args(x)
+    x.set_defaults(func=_export)
+
+    q = sub.add_parser("quantize", help="quantize an exported ONNX model")
+    q.add_argument("--model", required=True, help="a float .onnx file")
+    q.add_argument("--out", help="output folder (default: next to the model)")
+    quant_args(q)
+    q.set_defaults(func=_quantize)
+
     s = sub.add_parser("students", help="list student presets and their sizes for a teacher")
     s.add_argument("--teacher", default="builtin:hubert-base-random",
                    help="HF id, folder or builtin:* (default: HuBERT Base's shape)")
@@ -148,7 +239,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from edgedistill.audio import AudioError
-    from edgedistill.config import ConfigError
     from edgedistill.data.manifest import ManifestError
 
     try:

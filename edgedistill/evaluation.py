@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from edgedistill.data.labelled import IGNORE, LabelledAudio, collate_labelled, label_index, make_trials
+from edgedistill.data.labelled import IGNORE, LabelledAudio, collate_labelled
+from edgedistill.data.trials import label_index, make_trials
 from edgedistill.data.manifest import Clip
 from edgedistill.metrics import kws_report, sv_report
 

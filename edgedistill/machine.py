@@ -1,11 +1,13 @@
-"""What a benchmark ran on: CPU, flags, threads and library versions (no torch import)."""
+"""Benchmark bookkeeping: what it ran on (CPU, flags, versions; no torch import) and its report files."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 
 
 def cpu_flags() -> set[str]:
@@ -43,3 +45,12 @@ def machine_info(packages=("torch", "transformers", "accelerate", "onnxruntime",
     return {"cpu": cpu_model(), "cpu_flags": sorted(f for f in wanted if f in flags),
             "cores": os.cpu_count(), "machine": platform.machine(), "os": platform.platform(),
             "python": sys.version.split()[0], "versions": versions}
+
+
+def write_report(out: str | Path, result: dict, markdown: list[str]) -> None:
+    """Writes `out`.json (the result) and `out`.md (the table), and prints the table."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float))
+    out.with_suffix(".md").write_text("\n".join(markdown) + "\n")
+    print("\n".join(markdown))

@@ -34,3 +34,35 @@ def tiny_hubert():
 
     torch.manual_seed(0)
     return HubertModel(tiny_hubert_config()).eval()
+
+
+@pytest.fixture(scope="session")
+def embedded_corpus(tmp_path_factory):
+    """The default embedded corpus (10 keywords, 24 speakers: 16 / 4 / 4)."""
+    from edgedistill.data.corpus import build_corpus
+
+    return build_corpus(root=tmp_path_factory.mktemp("embedded"))
+
+
+@pytest.fixture(scope="session")
+def trained_multitask(embedded_corpus, tmp_path_factory):
+    """A tiny multi-task model fine-tuned briefly on the embedded corpus: its saved folder."""
+    from edgedistill.config import load_config
+    from edgedistill.finetune.config import FinetuneConfig
+    from edgedistill.workflows.finetune import finetune
+
+    out = tmp_path_factory.mktemp("trained") / "ft"
+    finetune(load_config(FinetuneConfig, None, [
+        f"data={embedded_corpus}", f"out={out}", "model=builtin:hubert-tiny", "cpu=true", "batch_size=16",
+        "freeze_cnn=false", "head_lr=5e-3", "backbone_lr=2e-3", "steps=400", "eval_every=400",
+        "num_trials=2000"]))
+    return out / "model"
+
+
+@pytest.fixture(scope="session")
+def exported(trained_multitask, tmp_path_factory):
+    """(fp32 .onnx path, export summary) of `trained_multitask`."""
+    from edgedistill.export import export_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "model.fp32.onnx"
+    return path, export_onnx(trained_multitask, path)

@@ -37,3 +37,21 @@ def test_public_api_is_small_and_lazy():
     assert "distill" in edgedistill.__all__ and "build_student" in edgedistill.__all__
     code = "import sys, edgedistill, edgedistill.audio; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_export_quantize_and_compare_through_the_cli(trained_multitask, embedded_corpus, tmp_path, capsys):
+    out = tmp_path / "deploy"
+    assert main(["export", "--model", str(trained_multitask), "--out", str(out), "--quantize", "int8-dynamic",
+                 "--eval-data", str(embedded_corpus), "--eval-split", "val"]) == 0
+    text = capsys.readouterr().out
+    assert "parity with PyTorch" in text and "KWS accuracy" in text and "device kit" in text
+    assert {"model.fp32.onnx", "model.int8-dynamic.onnx", "infer.py", "requirements.txt"} <= {p.name for p in out.iterdir()}
+    report = json.loads((out / "model.int8-dynamic.json").read_text())
+    ev = report["evaluation"]
+    assert ev["float"]["clips"] == 120 and "top1_agreement" in ev["change"]
+    # `quantize` on the exported file: calibration given -> int8 by default
+    assert main(["quantize", "--model", str(out / "model.fp32.onnx"), "--calibration", str(embedded_corpus),
+                 "calibration_clips=4"]) == 0
+    assert (out / "model.int8.onnx").exists()
+    assert main(["quantize", "--model", str(out / "model.fp32.onnx"), "--quantize", "int8"]) == 2
+    assert "calibrates on real audio" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from torch import nn
 
 from edgedistill.models.teacher import prepare_input
 
-IGNORE = -1
+from edgedistill.data.trials import IGNORE  # noqa: E402
 
 
 class AttentiveStatsPooling(nn.Module):

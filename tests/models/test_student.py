@@ -2,8 +2,7 @@ import pytest
 import torch
 from transformers import AutoModel, HubertConfig
 
-from edgedistill.models.student import (StudentConfig, build_student, count_parameters,
-                                        init_from_teacher, student_config)
+from edgedistill.models.student import StudentConfig, build_student, count_parameters, student_config
 
 
 def _params_meta(cfg):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModel, BertConfig, BertModel
 
-from edgedistill.models.teacher import Teacher, TeacherNotFoundError, load_teacher
+from edgedistill.models.teacher import TeacherNotFoundError, load_teacher
 
 
 def test_frozen_eval_and_hf_indexing(tiny_hubert):

@@ -1,0 +1,63 @@
+"""Label indices and verification trials (numpy only: the device runtime uses them too)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from edgedistill.data.manifest import Clip, ManifestError
+
+IGNORE = -1
+
+
+def label_index(clips: list[Clip], labels: list[str], what: str = "keyword") -> list[int]:
+    """Maps clip labels to indices of `labels`; unknown labels are an error."""
+    pos = {name: i for i, name in enumerate(labels)}
+    unknown = Counter(c.label for c in clips if c.label not in pos)
+    if unknown:
+        raise ManifestError(f"{sum(unknown.values())} clip(s) have {what}s the model does not know: "
+                            f"{dict(unknown.most_common(5))}; it knows {labels}. Drop those rows "
+                            "or map them to a known label (e.g. _unknown_)")
+    return [pos[c.label] for c in clips]
+
+
+def make_trials(speakers: list[str], num_trials: int = 20_000, seed: int = 0) -> np.ndarray:
+    """Verification trials from speaker labels: [n, 3] rows (i, j, same_speaker).
+
+    Half target (same speaker), half non-target pairs, drawn without replacement from all
+    pairs i < j (all of them when there are fewer), reproducible from `seed`. A clip is
+    never paired with itself.
+
+    Raises:
+        ManifestError: fewer than 2 speakers, or a speaker with only one clip.
+    """
+    spk = np.asarray(speakers)
+    counts = Counter(speakers)
+    if len(counts) < 2:
+        raise ManifestError(f"speaker verification needs clips of at least 2 speakers, got {len(counts)}")
+    lonely = [s for s, c in counts.items() if c < 2]
+    if lonely:
+        raise ManifestError(f"speaker(s) {lonely[:5]} have only one clip, so no same-speaker trial can "
+                            "be made: add clips or drop those speakers")
+    rng = np.random.default_rng(seed)
+    by_spk = {s: np.flatnonzero(spk == s) for s in counts}
+    n_target_pairs = sum(c * (c - 1) // 2 for c in counts.values())
+    n_pairs = len(spk) * (len(spk) - 1) // 2
+    want = num_trials // 2
+    target, nontarget = set(), set()
+    if n_target_pairs <= want:
+        target = {(int(a), int(b)) for idx in by_spk.values() for k, a in enumerate(idx) for b in idx[k + 1:]}
+    names = list(by_spk)
+    weights = np.array([counts[s] * (counts[s] - 1) / 2 for s in names], dtype=float)
+    while len(target) < min(want, n_target_pairs):
+        s = names[rng.choice(len(names), p=weights / weights.sum())]
+        a, b = rng.choice(by_spk[s], size=2, replace=False)
+        target.add((int(min(a, b)), int(max(a, b))))
+    want_non = min(want, n_pairs - n_target_pairs)
+    while len(nontarget) < want_non:
+        a, b = rng.integers(len(spk), size=2)
+        if spk[a] != spk[b]:
+            nontarget.add((int(min(a, b)), int(max(a, b))))
+    rows = sorted((a, b, 1) for a, b in target) + sorted((a, b, 0) for a, b in nontarget)
+    return np.asarray(rows, dtype=np.int64)

@@ -1,0 +1,214 @@
+"""ONNX export of a multi-task model (keyword logits + speaker embedding) or a bare backbone.
+
+The dynamo exporter with dynamic batch and time, traced at batch 2 (a batch-1 example can
+freeze the batch dimension), weight norm folded into the positional conv, one self-contained
+file below 2 GB, metadata embedded, `onnx.checker` run, and parity against PyTorch checked
+at export time (an `ExportError` beyond the tolerance).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgedistill.audio import receptive_field
+
+log = logging.getLogger(__name__)
+META_PREFIX = "edgedistill."
+PARITY_LENGTHS = ((2, 16_000), (1, 400), (3, 8_000), (1, 64_000))
+
+
+class ExportError(RuntimeError):
+    """The exported graph is invalid or does not match PyTorch."""
+
+
+class _MultiTaskGraph(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, waveform: torch.Tensor):
+        out = self.model(waveform)
+        return out["kws_logits"], nn.functional.normalize(out["embedding"], dim=-1)
+
+
+class _BackboneGraph(nn.Module):
+    def __init__(self, model, do_normalize: bool, hidden_states: bool):
+        super().__init__()
+        self.model, self.do_normalize, self.hidden_states = model, do_normalize, hidden_states
+
+    def forward(self, waveform: torch.Tensor):
+        from edgedistill.models.teacher import prepare_input
+
+        out = self.model(prepare_input(waveform, self.do_normalize), output_hidden_states=self.hidden_states)
+        if self.hidden_states:
+            return out.last_hidden_state, torch.stack(out.hidden_states)
+        return (out.last_hidden_state,)
+
+
+def fold_weight_norm(model: nn.Module) -> int:
+    """Removes weight-norm parametrizations (same outputs, one less ReduceL2 per run)."""
+    from torch.nn.utils import parametrize
+
+    n = 0
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+                n += 1
+    return n
+
+
+def _load(model) -> tuple[nn.Module, dict]:
+    """(module, metadata) for a MultiTaskModel, a saved folder, or a HF speech backbone."""
+    from edgedistill.models.multitask import MultiTaskModel
+
+    if isinstance(model, (str, Path)):
+        p = Path(model)
+        if (p / "multitask.json").exists():
+            model = MultiTaskModel.from_pretrained(p)
+        elif (p / "model" / "multitask.json").exists():
+            model = MultiTaskModel.from_pretrained(p / "model")
+        else:
+            from edgedistill.workflows.finetune import load_backbone
+
+            backbone, do_norm = load_backbone(str(p))
+            return backbone, {"kind": "backbone", "do_normalize": do_norm}
+    if isinstance(model, MultiTaskModel):
+        s = model.spec
+        return model, {"kind": "multitask", "labels": s["labels"], "embedding_dim": s["emb_dim"],
+                       "sv_threshold": s["sv_threshold"], "do_normalize": s["do_normalize"]}
+    return model, {"kind": "backbone", "do_normalize": False}
+
+
+def export_onnx(model, out: str | Path, *, hidden_states: bool = False, opset: int = 18,
+                parity_atol: float = 1e-3, parity_audio: list[np.ndarray] | None = None,
+                extra_metadata: dict | None = None) -> dict:
+    """Exports `model` to one ONNX file and checks it.
+
+    Args:
+        model: a MultiTaskModel, a saved multi-task folder (`finetune --out` or its `model/`),
+            or a backbone (HF folder / distill --out / module).
+        out: the .onnx path.
+        hidden_states: backbone only: also output all hidden states [layers+1, batch, frames, dim].
+        parity_atol: largest |ONNX - PyTorch| allowed on any output.
+        parity_audio: real clips (float32, 16 kHz) checked for parity besides random inputs.
+
+    Input `waveform` float32 [batch, samples] at 16 kHz. Outputs (multi-task):
+    `keyword_logits` [batch, classes], `speaker_embedding` [batch, dim] (L2-normalised);
+    (backbone): `last_hidden_state` [batch, frames, dim] (+ `hidden_states`).
+
+    Returns:
+        dict with `path`, `file_bytes`, `parity_max_abs_diff`, `metadata`.
+    """
+    import onnx
+
+    from edgedistill import __version__
+
+    module, meta = _load(model)
+    module = copy.deepcopy(module).eval().float()
+    fold_weight_norm(module)
+    cfg = (module.backbone if meta["kind"] == "multitask" else module).config
+    min_samples = receptive_field(cfg.conv_kernel, cfg.conv_stride)
+    if meta["kind"] == "multitask":
+        graph, outputs = _MultiTaskGraph(module), ["keyword_logits", "speaker_embedding"]
+    else:
+        graph = _BackboneGraph(module, meta["do_normalize"], hidden_states)
+        outputs = ["last_hidden_state"] + (["hidden_states"] if hidden_states else [])
+    graph.eval()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    samples = torch.export.Dim("samples", min=min_samples, max=16_000 * 3600)
+    example = torch.randn(2, 16_000, generator=torch.Generator().manual_seed(0)) * 0.1
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph, (example,), str(out), dynamo=True, opset_version=opset,
+                          input_names=["waveform"], output_names=outputs,
+                          dynamic_shapes={"waveform": {0: batch, 1: samples}}, external_data=False)
+    proto = onnx.load(str(out))
+    metadata = {"version": __version__, "sample_rate": 16_000, "min_samples": min_samples,
+                "input": "waveform float32 [batch, samples], mono, 16 kHz, in [-1, 1]",
+                "preprocessing": json.dumps({"do_normalize": meta["do_normalize"], "resample_to": 16_000}),
+                **{k: v for k, v in meta.items() if k != "do_normalize"}, **(extra_metadata or {})}
+    set_metadata(proto, metadata)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"exported graph fails onnx.checker: {exc}") from exc
+    onnx.save(proto, str(out))
+    diff = check_parity(graph, out, parity_audio, parity_atol)
+    return {"path": str(out), "file_bytes": out.stat().st_size, "parity_max_abs_diff": diff,
+            "metadata": read_metadata(out)}
+
+
+def set_metadata(proto, metadata: dict) -> None:
+    """Writes `metadata` into the model's metadata_props (values JSON-encoded)."""
+    keep = [p for p in proto.metadata_props if not p.key.startswith(META_PREFIX)]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for k, v in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + k, json.dumps(v)
+
+
+def read_metadata(path: str | Path) -> dict:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key[len(META_PREFIX):]: json.loads(p.value) for p in proto.metadata_props
+            if p.key.startswith(META_PREFIX)}
+
+
+@torch.no_grad()
+def check_parity(graph: nn.Module, path: Path, audio: list[np.ndarray] | None, atol: float) -> float:
+    """Largest |ONNX - PyTorch| over random inputs of several batch sizes and lengths and
+    over `audio`; raises ExportError beyond `atol`."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    inputs = [(0.1 * rng.standard_normal((b, n))).astype(np.float32) for b, n in PARITY_LENGTHS]
+    inputs += [a[None, :].astype(np.float32) for a in (audio or [])]
+    worst = 0.0
+    for x in inputs:
+        ref = graph(torch.from_numpy(x))
+        got = sess.run(None, {"waveform": x})
+        for name, r, g in zip([o.name for o in sess.get_outputs()], ref, got):
+            if r.shape != g.shape:
+                raise ExportError(f"output {name}: ONNX shape {g.shape} != PyTorch {tuple(r.shape)} for input {x.shape}")
+            d = float(np.abs(r.numpy() - g).max())
+            worst = max(worst, d)
+            if d > atol:
+                raise ExportError(f"output {name} differs from PyTorch by {d:.2e} (> {atol:.0e}) for input "
+                                  f"{x.shape}: the export is wrong; please report it with the model config")
+    return worst
+
+
+def write_device_kit(folder: str | Path) -> None:
+    """Copies infer.py, requirements.txt, README.md and the torch-free runtime into `folder`."""
+    import shutil
+
+    import edgedistill
+
+    folder = Path(folder)
+    pkg = Path(edgedistill.__file__).parent
+    kit = pkg.parent / "export"
+    if not (kit / "infer.py").exists():
+        raise FileNotFoundError(f"the device kit (export/infer.py) is not next to the package at {pkg}: "
+                                "install edgedistill from a source checkout (pip install -e .) to write it")
+    for name in ("infer.py", "requirements.txt", "README.md"):
+        shutil.copy(kit / name, folder / name)
+    rt = folder / "edgedistill"
+    rt.mkdir(exist_ok=True)
+    (rt / "__init__.py").write_text('"""edgedistill device runtime: numpy + onnxruntime + soundfile."""\n')
+    for name in ("runtime.py", "audio.py"):
+        shutil.copy(pkg / name, rt / name)

@@ -1,0 +1,79 @@
+"""Task metrics of an exported ONNX model, with onnxruntime alone (no torch).
+
+Clips are centre-cropped or zero-padded to `num_samples`, as in the PyTorch evaluation,
+so float PyTorch, float ONNX and quantized ONNX numbers are comparable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgedistill.audio import fit_length, load_audio
+from edgedistill.data.manifest import Clip
+from edgedistill.data.trials import label_index, make_trials
+from edgedistill.metrics import kws_report, sv_report
+
+
+def run_onnx(path, clips: list[Clip], num_samples: int = 16_000, batch_size: int = 16,
+             threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(KWS probabilities [n, classes], embeddings [n, dim]) of `clips`."""
+    from edgedistill.runtime import EdgeModel
+
+    model = EdgeModel(path, threads=threads)
+    probs, embs = [], []
+    for i in range(0, len(clips), batch_size):
+        batch = []
+        for c in clips[i:i + batch_size]:
+            a = load_audio(c.path, downmix=True)
+            if c.offset or c.frames:
+                a = a[c.offset: c.offset + c.frames if c.frames else None]
+            batch.append(fit_length(a, num_samples))
+        out = model.run(np.stack(batch))
+        logits = out["keyword_logits"].astype(np.float64)
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        probs.append(p / p.sum(1, keepdims=True))
+        embs.append(out["speaker_embedding"])
+    return np.concatenate(probs), np.concatenate(embs)
+
+
+def evaluate_onnx(path, clips: list[Clip], num_trials: int = 20_000, seed: int = 0,
+                  num_samples: int = 16_000, threads: int = 1, cache: dict | None = None) -> dict:
+    """KWS accuracy and SV EER / minDCF of an ONNX multi-task model on `clips`.
+
+    Returns also `probs` and `embeddings` (for agreement checks between two models).
+    """
+    from edgedistill.runtime import EdgeModel
+
+    labels = EdgeModel(path).labels
+    probs, emb = run_onnx(path, clips, num_samples, threads=threads)
+    report: dict = {"clips": len(clips), "probs": probs, "embeddings": emb}
+    kw = [i for i, c in enumerate(clips) if c.label is not None]
+    if kw:
+        k = kws_report(probs[kw], label_index([clips[i] for i in kw], labels), labels)
+        report["kws_accuracy"] = k["accuracy"]
+    sv = np.array([i for i, c in enumerate(clips) if c.speaker is not None], dtype=np.int64)
+    if len({clips[i].speaker for i in sv}) >= 2:
+        key = ("trials", len(clips), num_trials, seed)
+        if cache is not None and key in cache:
+            trials = cache[key]
+        else:
+            local = make_trials([clips[i].speaker for i in sv], num_trials, seed)
+            trials = np.c_[sv[local[:, 0]], sv[local[:, 1]], local[:, 2]]
+            if cache is not None:
+                cache[key] = trials
+        scores = np.einsum("nd,nd->n", emb[trials[:, 0]], emb[trials[:, 1]])
+        s = sv_report(scores, trials[:, 2])
+        report.update(sv_eer=s["eer"], sv_min_dcf=s["min_dcf_p0.01"], trials=s["trials"],
+                      **{"sv_min_dcf_p0.05": s["min_dcf_p0.05"]})
+    return report
+
+
+def compare(base: dict, other: dict) -> dict:
+    """What quantization changed: metric deltas, top-1 agreement, embedding cosine."""
+    out = {"kws_accuracy_change": other.get("kws_accuracy", np.nan) - base.get("kws_accuracy", np.nan),
+           "sv_eer_change": other.get("sv_eer", np.nan) - base.get("sv_eer", np.nan),
+           "top1_agreement": float((base["probs"].argmax(1) == other["probs"].argmax(1)).mean()),
+           "embedding_cosine_mean": float(np.einsum("nd,nd->n", base["embeddings"], other["embeddings"]).mean())}
+    out["cost"] = max(0.0, -out["kws_accuracy_change"] if np.isfinite(out["kws_accuracy_change"]) else 0.0) + \
+        max(0.0, out["sv_eer_change"] if np.isfinite(out["sv_eer_change"]) else 0.0)
+    return out
