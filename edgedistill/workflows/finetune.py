@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,9 @@ def _tasks(cfg: FinetuneConfig, split: str) -> tuple[list[Clip], list[Clip]]:
     """(KWS clips, SV-only clips) of a split; the second is empty without sv_data."""
     kws = resolve_labelled(cfg.data, split)
     sv = resolve_labelled(cfg.sv_data, split) if cfg.sv_data else []
+    if sv:  # each dataset serves one task: its other column is ignored in training and scoring
+        kws = [replace(c, speaker=None) for c in kws]
+        sv = [replace(c, label=None) for c in sv]
     if any(c.label is None for c in kws):
         raise ManifestError(f"data '{cfg.data}' has clips without a keyword label: KWS needs the "
                             "'label' column (use sv_data for speaker-only data)")
@@ -103,8 +107,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
     spk_pos = {s: i for i, s in enumerate(speakers)}
     clips = kws_train + sv_train
     kw_ids = label_index(kws_train, labels) + [IGNORE] * len(sv_train)
-    spk_ids = [spk_pos.get(c.speaker, IGNORE) if (cfg.sv_data is None or k >= len(kws_train)) else IGNORE
-               for k, c in enumerate(clips)]
+    spk_ids = [spk_pos.get(c.speaker, IGNORE) for c in clips]
     label_index(kws_val, labels)  # unknown validation keywords fail now, not after training
 
     backbone, do_norm = load_backbone(cfg.model, cfg.seed)

@@ -70,3 +70,23 @@ def test_config_and_data_errors(small_corpus, tmp_path):
         _cfg(small_corpus, tmp_path, "val_split=train")
     with pytest.raises(ManifestError, match="no rows of split 'dev'"):
         finetune(_cfg(small_corpus, tmp_path / "x", "val_split=dev", "steps=1"))
+
+
+def test_kws_and_sv_from_two_datasets_interleaved(small_corpus, corpus, tmp_path):
+    """Keywords from one dataset (its speakers unused), speakers from another (its labels unused)."""
+    import csv
+
+    sv_only = tmp_path / "sv.csv"   # the embedded corpus without labels: a speaker-only dataset
+    with open(corpus) as f, open(sv_only, "w", newline="") as g:
+        rows = list(csv.DictReader(f))
+        w = csv.DictWriter(g, fieldnames=["path", "speaker", "split"])
+        w.writeheader()
+        w.writerows({"path": str(corpus.parent / r["path"]), "speaker": r["speaker"], "split": r["split"]}
+                    for r in rows)
+    s = finetune(_cfg(small_corpus, tmp_path / "ft", f"sv_data={sv_only}", "steps=4", "eval_every=4",
+                      "batch_size=8", "num_trials=500"))
+    assert s["labels"] == ["go", "no", "stop", "yes"]          # keywords of the KWS dataset
+    assert s["train_speakers"] == 16                            # speakers of the SV dataset
+    assert s["train_clips"] == 4 * 4 * 2 + 480
+    val = s["val"]
+    assert val["clips"] == 4 * 2 + 120 and val["speakers"] == 4 and "kws_accuracy" in val and "sv_eer" in val
