@@ -15,12 +15,14 @@ $(BIN)/edgedistill: pyproject.toml
 install: $(BIN)/edgedistill
 
 demo: install
-	$(BIN)/edgedistill distill --config configs/demo_distill.yaml
+	$(BIN)/edgedistill demo
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"
 
 bench: install
 	$(BIN)/python benchmarks/distill_throughput.py
+	$(BIN)/python benchmarks/latency.py
+	$(BIN)/python benchmarks/arabic_kws_sv.py
 
 .PHONY: install demo test bench

@@ -1,4 +1,5 @@
-"""`edgedistill` command line: `distill`, `finetune`, `evaluate`, `students`, `corpus`.
+"""`edgedistill` command line: `demo`, `run`, `distill`, `finetune`, `evaluate`, `export`, `quantize`,
+`students`, `corpus`.
 
 Every stage takes `--config FILE.yaml` and trailing `key=value` overrides
 (dotted for nested fields: `student.thin_cnn=true`).
@@ -126,6 +127,17 @@ def _quantize(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from edgedistill.config import load_config
+    from edgedistill.workflows.run import RunConfig, run
+
+    values = {"out": getattr(args, "out", None), "teacher": getattr(args, "teacher", None)}
+    cfg = load_config(RunConfig, getattr(args, "recipe", None), args.overrides, **values)
+    report = run(cfg)
+    print(f"\nreport: {cfg.out}/report.md, {cfg.out}/report.json; device kit: {cfg.out}/export")
+    return 0 if report else 1
+
+
 def _students(args) -> int:
     from edgedistill.models.student import preset_table
     from edgedistill.models.teacher import BUILTIN_TEACHERS
@@ -222,6 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
     quant_args(q)
     q.set_defaults(func=_quantize)
 
+    r = sub.add_parser("run", help="the whole pipeline from a recipe: distill, finetune, export, benchmark")
+    r.add_argument("recipe", help="YAML recipe (a RunConfig written out; see configs/)")
+    r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. distill.steps=1000")
+    r.set_defaults(func=_run)
+
+    dm = sub.add_parser("demo", help="the whole pipeline on the embedded corpus, a few minutes on a CPU")
+    dm.add_argument("--teacher", help="a pretrained teacher (HF id or folder) instead of training one here")
+    dm.add_argument("--out", default="runs/demo", help="run folder")
+    dm.add_argument("overrides", nargs="*", help="key=value overrides")
+    dm.set_defaults(func=_run, recipe=None)
+
     s = sub.add_parser("students", help="list student presets and their sizes for a teacher")
     s.add_argument("--teacher", default="builtin:hubert-base-random",
                    help="HF id, folder or builtin:* (default: HuBERT Base's shape)")
@@ -238,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # the exporter's and quantizer's chatter
+        for name in ("onnx_ir", "onnxscript", "torch.onnx", "root"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     from edgedistill.audio import AudioError
     from edgedistill.data.manifest import ManifestError
 

@@ -1,0 +1,236 @@
+"""Workflow: one command from a teacher to a benchmarked edge model.
+
+    edgedistill run RECIPE.yaml [key=value ...]      edgedistill demo
+
+Stages, each in its own folder of the run: teacher (only with `teacher: train`: a small
+HuBERT-shaped teacher trained here, since nothing can be downloaded offline) -> distill ->
+finetune -> export (+ quantize) -> benchmark. A stage that finished with the same config
+(and the same upstream stages) is skipped; an interrupted stage resumes from its last
+checkpoint; a stage whose config changed is redone, and so is everything after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgedistill.config import to_dict
+from edgedistill.distill.config import DistillConfig
+from edgedistill.finetune.config import FinetuneConfig
+
+log = logging.getLogger("edgedistill.run")
+
+
+@dataclass
+class TeacherTraining:
+    """The teacher trained here when `teacher: train` (random init, joint KWS + SV)."""
+
+    layers: int = field(default=8, metadata={"help": "transformer layers"})
+    hidden: int = field(default=128, metadata={"help": "width (heads = width / 64)"})
+    cnn: int = field(default=64, metadata={"help": "last CNN width (thin CNN: c/4, c/2 x4, c, c)"})
+    steps: int = field(default=400, metadata={"help": "joint KWS + SV training steps"})
+
+
+@dataclass
+class ExportStage:
+    quantize: list[str] = field(default_factory=lambda: ["int8"], metadata={
+        "help": "quantized variants of the student (int8-dynamic, int8, int8-static, int4-weights, fp16)"})
+    calibration_clips: int = field(default=64, metadata={"help": "calibration clips from the train split"})
+
+
+@dataclass
+class BenchmarkStage:
+    split: str = field(default="test", metadata={"help": "split the report is measured on (held-out speakers)"})
+    threads: int = field(default=1, metadata={"help": "onnxruntime threads for latency"})
+    seconds: float = field(default=1.0, metadata={"help": "audio length for latency (s)"})
+    runs: int = field(default=20, metadata={"help": "timed runs after 3 warm-up runs"})
+    num_trials: int = field(default=20_000, metadata={"help": "SV trials (half same-speaker)"})
+
+
+def _demo_distill() -> DistillConfig:
+    return DistillConfig(steps=300, batch_size=16, max_samples=16_000, lr=5e-4, log_every=20, save_every=100)
+
+
+def _demo_finetune() -> FinetuneConfig:
+    return FinetuneConfig(steps=400, batch_size=16, freeze_cnn=False, head_lr=5e-3, backbone_lr=2e-3,
+                          eval_every=200, log_every=20, save_every=100, num_trials=4000)
+
+
+@dataclass
+class RunConfig:
+    """The whole pipeline. Defaults are the embedded demo (a few minutes on 2 CPU cores)."""
+
+    out: str = field(default="runs/demo", metadata={"help": "run folder"})
+    data: str = field(default="embedded", metadata={"help": "labelled data for every stage (manifest, folder, embedded)"})
+    teacher: str = field(default="train", metadata={
+        "help": "'train' (train a small teacher here first) or an HF id / folder of a pretrained one"})
+    teacher_training: TeacherTraining = field(default_factory=TeacherTraining, metadata={"help": "teacher: train"})
+    distill: DistillConfig = field(default_factory=_demo_distill, metadata={"help": "distillation stage"})
+    finetune: FinetuneConfig = field(default_factory=_demo_finetune, metadata={"help": "fine-tuning stage"})
+    export: ExportStage = field(default_factory=ExportStage, metadata={"help": "export stage"})
+    benchmark: BenchmarkStage = field(default_factory=BenchmarkStage, metadata={"help": "benchmark stage"})
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _stage(name: str, folder: Path, spec: dict, fn) -> dict:
+    """Runs `fn` unless `folder` holds a finished stage of the same `spec`."""
+    key = _hash(spec)
+    done, pending = folder / "stage.json", folder / "stage.pending"
+    if done.exists():
+        saved = json.loads(done.read_text())
+        if saved["hash"] == key:
+            print(f"[{name}] done already ({folder}); skipped")
+            return saved["result"]
+        print(f"[{name}] config changed: redoing it")
+        shutil.rmtree(folder)
+    elif pending.exists() and pending.read_text().strip() != key:
+        print(f"[{name}] config changed since it was interrupted: starting it again")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pending.write_text(key)
+    print(f"[{name}] running -> {folder}")
+    t = time.perf_counter()
+    result = fn()
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"hash": key, "seconds": time.perf_counter() - t, "result": result}, default=float))
+    os.replace(tmp, done)
+    pending.unlink(missing_ok=True)
+    return result
+
+
+def _train_teacher(cfg: RunConfig, folder: Path) -> dict:
+    import torch
+    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    from edgedistill.workflows.finetune import finetune
+
+    tt = cfg.teacher_training
+    init = folder / "init"
+    if not (init / "config.json").exists():
+        hcfg = HubertConfig(hidden_size=tt.hidden, num_hidden_layers=tt.layers,
+                            num_attention_heads=max(1, tt.hidden // 64), intermediate_size=4 * tt.hidden,
+                            conv_dim=[max(1, tt.cnn // 4)] + [max(1, tt.cnn // 2)] * 4 + [tt.cnn, tt.cnn],
+                            num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=16, layerdrop=0.0,
+                            mask_time_prob=0.0)
+        torch.manual_seed(cfg.finetune.seed)
+        HubertModel(hcfg).save_pretrained(init)
+        Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False).save_pretrained(init)
+    ft = dataclasses.replace(cfg.finetune, model=str(init), data=cfg.data, out=str(folder / "ft"), steps=tt.steps,
+                             eval_every=tt.steps)
+    return {"summary": finetune(ft, resume=True), "model": str(folder / "ft" / "model")}
+
+
+def run(cfg: RunConfig) -> dict:
+    """Runs (or resumes) the pipeline; returns the report dict (also in OUT/report.json)."""
+    from edgedistill.workflows.distill import distill
+    from edgedistill.workflows.finetune import finetune
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    specs: dict[str, dict] = {}
+    if cfg.teacher == "train":
+        specs["teacher"] = {"data": cfg.data, "train": to_dict(cfg.teacher_training),
+                            "finetune": to_dict(cfg.finetune)}
+        teacher = _stage("teacher", out / "teacher", specs["teacher"], lambda: _train_teacher(cfg, out / "teacher"))
+        teacher_model, teacher_backbone = teacher["model"], str(Path(teacher["model"]) / "backbone")
+    else:
+        specs["teacher"] = {"teacher": cfg.teacher}
+        teacher_model, teacher_backbone = None, cfg.teacher
+
+    dcfg = dataclasses.replace(cfg.distill, teacher=teacher_backbone, data=cfg.data, out=str(out / "distill"))
+    specs["distill"] = {"up": specs["teacher"], "cfg": to_dict(dcfg)}
+    _stage("distill", out / "distill", specs["distill"], lambda: distill(dcfg, resume=True))
+
+    fcfg = dataclasses.replace(cfg.finetune, model=str(out / "distill"), data=cfg.data, out=str(out / "finetune"))
+    specs["finetune"] = {"up": specs["distill"], "cfg": to_dict(fcfg)}
+    _stage("finetune", out / "finetune", specs["finetune"], lambda: finetune(fcfg, resume=True))
+
+    specs["export"] = {"up": specs["finetune"], "cfg": to_dict(cfg.export), "teacher_model": teacher_model}
+    _stage("export", out / "export", specs["export"], lambda: _export(cfg, out, teacher_model))
+
+    specs["benchmark"] = {"up": specs["export"], "cfg": to_dict(cfg.benchmark)}
+    return _stage("benchmark", out / "benchmark", specs["benchmark"], lambda: _benchmark(cfg, out, teacher_model))
+
+
+def _export(cfg: RunConfig, out: Path, teacher_model: str | None) -> dict:
+    from edgedistill.export import export_onnx, write_device_kit
+    from edgedistill.quantize import QuantizeConfig, quantize_model
+
+    folder = out / "export"
+    files = {"student-fp32": export_onnx(str(out / "finetune" / "model"), folder / "model.fp32.onnx")["path"]}
+    for mode in cfg.export.quantize:
+        q = QuantizeConfig(mode=mode, calibration=cfg.data, calibration_split=cfg.finetune.train_split,
+                           calibration_clips=cfg.export.calibration_clips)
+        files[f"student-{mode}"] = quantize_model(files["student-fp32"], folder / f"model.{mode}.onnx", q)["path"]
+    if teacher_model:
+        files["teacher-fp32"] = export_onnx(teacher_model, out / "benchmark_models" / "teacher.fp32.onnx")["path"]
+    write_device_kit(folder)
+    return files
+
+
+def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None) -> dict:
+    from edgedistill.data.layouts import resolve_labelled
+    from edgedistill.data.manifest import ManifestError
+    from edgedistill.latency import time_onnx
+    from edgedistill.machine import machine_info, write_report
+    from edgedistill.models.multitask import MultiTaskModel
+    from edgedistill.models.student import count_parameters
+    from edgedistill.onnx_eval import evaluate_onnx
+
+    b = cfg.benchmark
+    files = json.loads((out / "export" / "stage.json").read_text())["result"]
+    try:
+        clips = resolve_labelled(cfg.data, b.split)
+        split = b.split
+    except ManifestError:
+        split = cfg.finetune.val_split
+        print(f"[benchmark] no '{b.split}' split in {cfg.data}: measuring on '{split}' (the selection split)")
+        clips = resolve_labelled(cfg.data, split)
+    student_params = count_parameters(MultiTaskModel.from_pretrained(out / "finetune" / "model").backbone)
+    variants = []
+    if teacher_model:
+        variants.append(("teacher fp32", files["teacher-fp32"],
+                         count_parameters(MultiTaskModel.from_pretrained(teacher_model).backbone)))
+    variants += [(f"student {k.split('-', 1)[1]}", v, student_params) for k, v in files.items() if k.startswith("student")]
+    entries = []
+    for name, path, params in variants:
+        rep = evaluate_onnx(path, clips, b.num_trials, cfg.finetune.seed, threads=b.threads)
+        p50, p90 = time_onnx(path, b.seconds, b.threads, b.runs)
+        entries.append({"variant": name, "params": params, "file_bytes": Path(path).stat().st_size,
+                        "kws_accuracy": rep.get("kws_accuracy"), "sv_eer": rep.get("sv_eer"),
+                        "sv_min_dcf": rep.get("sv_min_dcf"), "latency_ms_p50": p50, "latency_ms_p90": p90,
+                        "rtf": p50 / 1000 / b.seconds, "path": str(path)})
+    report = {"variants": entries, "split": split, "clips": len(clips), "data": cfg.data,
+              "threads": b.threads, "latency_audio_s": b.seconds, "machine": machine_info(),
+              "command": " ".join(["edgedistill"] + sys.argv[1:]), "date": time.strftime("%Y-%m-%d")}
+    md = ["# edgedistill run report", "", f"`{report['command']}`", "",
+          f"Measured on split '{split}' of {cfg.data} ({len(clips)} clips). Latency: onnxruntime, "
+          f"{b.threads} thread(s), {b.seconds:g} s of audio, p50/p90 of {b.runs} runs after 3 warm-up. "
+          f"CPU {report['machine']['cpu']}; " + ", ".join(f"{k} {v}" for k, v in report["machine"]["versions"].items()), "",
+          "| variant | params | file MB | KWS accuracy | SV EER | minDCF (0.01) | p50 ms | p90 ms | RTF |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        md.append(f"| {e['variant']} | {e['params']:,} | {e['file_bytes'] / 1e6:.2f} | {_pct(e['kws_accuracy'])} | "
+                  f"{_pct(e['sv_eer'])} | {_num(e['sv_min_dcf'])} | {e['latency_ms_p50']:.1f} | "
+                  f"{e['latency_ms_p90']:.1f} | {e['rtf']:.4f} |")
+    write_report(out / "report", report, md)
+    return report
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.2f}%" if x is not None else "-"
+
+
+def _num(x) -> str:
+    return f"{x:.3f}" if x is not None else "-"

@@ -1,0 +1,60 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from edgedistill.cli import main
+
+TINY = ["teacher_training.layers=4", "teacher_training.hidden=64", "teacher_training.cnn=32",
+        "teacher_training.steps=20", "distill.steps=10", "distill.batch_size=8", "finetune.steps=40",
+        "finetune.batch_size=8", "finetune.eval_every=40", "finetune.save_every=5", "finetune.num_trials=500",
+        "export.quantize=[int8-dynamic]", "export.calibration_clips=4", "benchmark.runs=2",
+        "benchmark.num_trials=500"]
+
+
+def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
+    out = tmp_path / "run"
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY]) == 0
+    report = json.loads((out / "report.json").read_text())
+    names = [v["variant"] for v in report["variants"]]
+    assert names == ["teacher fp32", "student fp32", "student int8-dynamic"]
+    teacher, student, quant = report["variants"]
+    assert student["params"] < teacher["params"] and quant["file_bytes"] < student["file_bytes"]
+    for v in report["variants"]:
+        assert {"params", "file_bytes", "kws_accuracy", "sv_eer", "sv_min_dcf", "latency_ms_p50",
+                "latency_ms_p90", "rtf"} <= v.keys()
+    assert report["split"] == "test" and report["machine"]["versions"]["onnxruntime"]
+    assert "| student int8-dynamic |" in (out / "report.md").read_text()
+    assert (out / "export" / "infer.py").exists() and (out / "export" / "model.int8-dynamic.onnx").exists()
+    # everything done: a second run skips every stage
+    marks = {p: p.stat().st_mtime_ns for p in out.glob("*/stage.json")}
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/stage.json")} == marks
+
+
+def test_killed_in_finetuning_resumes_without_redoing_distillation(embedded_corpus, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edgedistill", "demo", "--out", str(out), f"data={embedded_corpus}", *TINY,
+           "finetune.steps=400"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    latest = out / "finetune" / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while not latest.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert latest.exists(), "fine-tuning never checkpointed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "finetune" / "stage.json").exists()
+    distilled = (out / "distill" / "stage.json").stat().st_mtime_ns
+    steps_before = [json.loads(x)["step"] for x in (out / "finetune" / "train_log.jsonl").read_text().splitlines()
+                    if "loss" in x]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "[distill] done already" in res.stdout and "[teacher] done already" in res.stdout
+    assert (out / "distill" / "stage.json").stat().st_mtime_ns == distilled
+    log = [json.loads(x) for x in (out / "finetune" / "train_log.jsonl").read_text().splitlines()]
+    resumed = [r["step"] for r in log if "loss" in r][len(steps_before):]
+    assert resumed and resumed[0] > 5, "fine-tuning restarted from scratch instead of its checkpoint"
+    assert json.loads((out / "report.json").read_text())["variants"]
