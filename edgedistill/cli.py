@@ -89,11 +89,12 @@ def _quantize_and_report(args, float_path, out_dir) -> dict:
     if clips is not None:
         from edgedistill.onnx_eval import compare, evaluate_onnx
 
+        import numpy as np
+
         base, quant = evaluate_onnx(float_path, clips), evaluate_onnx(dst, clips)
-        result["evaluation"] = {"data": args.eval_data, "split": args.eval_split,
-                                "float": {k: v for k, v in base.items() if k not in ("probs", "embeddings")},
-                                "quantized": {k: v for k, v in quant.items() if k not in ("probs", "embeddings")},
-                                "change": compare(base, quant)}
+        scalars = lambda r: {k: v for k, v in r.items() if not isinstance(v, (np.ndarray, list))}  # noqa: E731
+        result["evaluation"] = {"data": args.eval_data, "split": args.eval_split, "float": scalars(base),
+                                "quantized": scalars(quant), "change": compare(base, quant)}
     print(f"{result['mode']} ({result['target']}): {dst}, {result['file_bytes'] / 1e6:.2f} MB "
           f"({100 * result['file_bytes'] / result['float_file_bytes']:.0f}% of fp32)")
     if "evaluation" in result:

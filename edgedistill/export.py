@@ -194,7 +194,8 @@ def check_parity(graph: nn.Module, path: Path, audio: list[np.ndarray] | None, a
 
 
 def write_device_kit(folder: str | Path) -> None:
-    """Copies infer.py, requirements.txt, README.md and the torch-free runtime into `folder`."""
+    """Copies infer.py, requirements.txt, the kit's README (as DEVICE.md; README.md is left for a
+    model card) and the torch-free runtime into `folder`."""
     import shutil
 
     import edgedistill
@@ -205,8 +206,8 @@ def write_device_kit(folder: str | Path) -> None:
     if not (kit / "infer.py").exists():
         raise FileNotFoundError(f"the device kit (export/infer.py) is not next to the package at {pkg}: "
                                 "install edgedistill from a source checkout (pip install -e .) to write it")
-    for name in ("infer.py", "requirements.txt", "README.md"):
-        shutil.copy(kit / name, folder / name)
+    for name, target in (("infer.py", "infer.py"), ("requirements.txt", "requirements.txt"), ("README.md", "DEVICE.md")):
+        shutil.copy(kit / name, folder / target)
     rt = folder / "edgedistill"
     rt.mkdir(exist_ok=True)
     (rt / "__init__.py").write_text('"""edgedistill device runtime: numpy + onnxruntime + soundfile."""\n')

@@ -40,7 +40,8 @@ def evaluate_onnx(path, clips: list[Clip], num_trials: int = 20_000, seed: int =
                   num_samples: int = 16_000, threads: int = 1, cache: dict | None = None) -> dict:
     """KWS accuracy and SV EER / minDCF of an ONNX multi-task model on `clips`.
 
-    Returns also `probs` and `embeddings` (for agreement checks between two models).
+    Returns also `probs`, `embeddings` (agreement checks between two models) and
+    `trial_scores` / `trial_targets` (DET curves) as arrays.
     """
     from edgedistill.runtime import EdgeModel
 
@@ -49,8 +50,9 @@ def evaluate_onnx(path, clips: list[Clip], num_trials: int = 20_000, seed: int =
     report: dict = {"clips": len(clips), "probs": probs, "embeddings": emb}
     kw = [i for i, c in enumerate(clips) if c.label is not None]
     if kw:
-        k = kws_report(probs[kw], label_index([clips[i] for i in kw], labels), labels)
-        report["kws_accuracy"] = k["accuracy"]
+        targets = label_index([clips[i] for i in kw], labels)
+        k = kws_report(probs[kw], targets, labels)
+        report.update(kws_accuracy=k["accuracy"], kws_confusion=k["confusion"], kws_labels=labels)
     sv = np.array([i for i, c in enumerate(clips) if c.speaker is not None], dtype=np.int64)
     if len({clips[i].speaker for i in sv}) >= 2:
         key = ("trials", len(clips), num_trials, seed)
@@ -64,6 +66,7 @@ def evaluate_onnx(path, clips: list[Clip], num_trials: int = 20_000, seed: int =
         scores = np.einsum("nd,nd->n", emb[trials[:, 0]], emb[trials[:, 1]])
         s = sv_report(scores, trials[:, 2])
         report.update(sv_eer=s["eer"], sv_min_dcf=s["min_dcf_p0.01"], trials=s["trials"],
+                      trial_scores=scores, trial_targets=trials[:, 2],
                       **{"sv_min_dcf_p0.05": s["min_dcf_p0.05"]})
     return report
 

@@ -203,15 +203,16 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None) -> dict:
         variants.append(("teacher fp32", files["teacher-fp32"],
                          count_parameters(MultiTaskModel.from_pretrained(teacher_model).backbone)))
     variants += [(f"student {k.split('-', 1)[1]}", v, student_params) for k, v in files.items() if k.startswith("student")]
-    entries = []
+    entries, reps = [], {}
     for name, path, params in variants:
-        rep = evaluate_onnx(path, clips, b.num_trials, cfg.finetune.seed, threads=b.threads)
+        rep = reps[name] = evaluate_onnx(path, clips, b.num_trials, cfg.finetune.seed, threads=b.threads)
         p50, p90 = time_onnx(path, b.seconds, b.threads, b.runs)
         entries.append({"variant": name, "params": params, "file_bytes": Path(path).stat().st_size,
                         "kws_accuracy": rep.get("kws_accuracy"), "sv_eer": rep.get("sv_eer"),
                         "sv_min_dcf": rep.get("sv_min_dcf"), "latency_ms_p50": p50, "latency_ms_p90": p90,
                         "rtf": p50 / 1000 / b.seconds, "path": str(path)})
-    report = {"variants": entries, "split": split, "clips": len(clips), "data": cfg.data,
+    plots = _plots(out, entries, reps)
+    report = {"variants": entries, "split": split, "clips": len(clips), "data": cfg.data, "plots": plots,
               "threads": b.threads, "latency_audio_s": b.seconds, "machine": machine_info(),
               "command": " ".join(["edgedistill"] + sys.argv[1:]), "date": time.strftime("%Y-%m-%d")}
     md = ["# edgedistill run report", "", f"`{report['command']}`", "",
@@ -224,8 +225,74 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None) -> dict:
         md.append(f"| {e['variant']} | {e['params']:,} | {e['file_bytes'] / 1e6:.2f} | {_pct(e['kws_accuracy'])} | "
                   f"{_pct(e['sv_eer'])} | {_num(e['sv_min_dcf'])} | {e['latency_ms_p50']:.1f} | "
                   f"{e['latency_ms_p90']:.1f} | {e['rtf']:.4f} |")
+    md += ["", *[f"![{name}]({Path(p).relative_to(out)})" for name, p in plots.items()]]
     write_report(out / "report", report, md)
+    _model_card(cfg, out, report)
     return report
+
+
+def _plots(out: Path, entries: list[dict], reps: dict) -> dict[str, str]:
+    from edgedistill import plots
+
+    folder = out / "plots"
+    folder.mkdir(exist_ok=True)
+    made = {"trade-off": plots.plot_tradeoff(entries, folder / "tradeoff.png")}
+    curves = {n: (r["trial_scores"], r["trial_targets"]) for n, r in reps.items() if "trial_scores" in r}
+    if curves:
+        made["SV DET curve"] = plots.plot_det(curves, folder / "det.png")
+    student = next((n for n in reps if n.startswith("student") and n != "student fp32"), "student fp32")
+    if "kws_confusion" in reps.get(student, {}):
+        made["KWS confusion"] = plots.plot_confusion(reps[student]["kws_confusion"], reps[student]["kws_labels"],
+                                                     folder / "confusion.png", f"KWS confusion: {student}")
+    logs = {"teacher": out / "teacher" / "ft" / "train_log.jsonl", "distill": out / "distill" / "train_log.jsonl",
+            "finetune": out / "finetune" / "train_log.jsonl"}
+    made["training curves"] = plots.plot_training(logs, folder / "training.png")
+    return {k: str(v) for k, v in made.items()}
+
+
+def _model_card(cfg: RunConfig, out: Path, report: dict) -> None:
+    """README.md of the exported folder: Hugging Face model-card metadata + what, how, numbers."""
+    from edgedistill import __version__
+
+    students = [e for e in report["variants"] if e["variant"].startswith("student")]
+    best = students[-1]
+    meta = ["---", "library_name: onnxruntime", "pipeline_tag: audio-classification",
+            "tags: [keyword-spotting, speaker-verification, knowledge-distillation, edgedistill, onnx]",
+            "model-index:", "- name: edgedistill student", "  results:"]
+    for e in students:
+        meta += ["  - task: {type: audio-classification, name: keyword spotting}",
+                 f"    dataset: {{name: '{cfg.data}', type: custom, split: {report['split']}}}",
+                 f"    metrics: [{{type: accuracy, value: {e['kws_accuracy']:.4f}, name: '{e['variant']} KWS accuracy'}}]",
+                 "  - task: {type: audio-classification, name: speaker verification}",
+                 f"    dataset: {{name: '{cfg.data}', type: custom, split: {report['split']}}}",
+                 f"    metrics: [{{type: eer, value: {e['sv_eer']:.4f}, name: '{e['variant']} EER'}}]"]
+    meta.append("---")
+    teacher = ("a HuBERT-shaped teacher trained in this run from random weights "
+               f"({cfg.teacher_training.layers} x {cfg.teacher_training.hidden}, {cfg.teacher_training.steps} steps)"
+               if cfg.teacher == "train" else f"`{cfg.teacher}`")
+    rows = ["| variant | params | file MB | KWS accuracy | SV EER | minDCF (0.01) | p50 ms |", "|---|---|---|---|---|---|---|"]
+    rows += [f"| {e['variant']} | {e['params']:,} | {e['file_bytes'] / 1e6:.2f} | {_pct(e['kws_accuracy'])} | "
+             f"{_pct(e['sv_eer'])} | {_num(e['sv_min_dcf'])} | {e['latency_ms_p50']:.1f} |" for e in report["variants"]]
+    body = ["", "# edgedistill student: keyword spotting + speaker verification", "",
+            f"A `{cfg.distill.student.preset}` student (one backbone, a KWS head and a speaker-embedding head) for "
+            f"{len(json.loads((out / 'finetune' / 'model' / 'multitask.json').read_text())['labels'])} keywords, "
+            "exported to ONNX for onnxruntime on CPUs.", "",
+            "## How it was made", "",
+            f"1. Teacher: {teacher}.",
+            f"2. Layer-wise distillation ({cfg.distill.objective}, L1 + log-sigmoid cosine) for {cfg.distill.steps} steps on `{cfg.data}`.",
+            f"3. Joint KWS + SV fine-tuning for {cfg.finetune.steps} steps (AAM softmax s={cfg.finetune.aam_scale}, "
+            f"m={cfg.finetune.aam_margin}), selected on the '{cfg.finetune.val_split}' split.",
+            f"4. ONNX export (parity-checked against PyTorch) and quantization: {', '.join(cfg.export.quantize) or 'none'}.",
+            "", f"## Measured on the '{report['split']}' split ({report['clips']} clips)", "",
+            *rows, "", f"Latency: onnxruntime, {report['threads']} thread(s), {report['latency_audio_s']:g} s of audio, on "
+            f"{report['machine']['cpu']}. Command: `{report['command']}`. edgedistill {__version__}, {report['date']}.", "",
+            "## Use", "", "```bash", "pip install -r requirements.txt",
+            f"python infer.py {Path(best['path']).name} clip.wav [other.wav]", "```", "",
+            "Input: mono 16 kHz audio, at least 25 ms. See DEVICE.md for the Python API.", "",
+            "## Limitations", "",
+            "Numbers are for the data above only; speakers and recording conditions outside it will differ. "
+            "The SV threshold in the metadata was chosen at the validation EER.", ""]
+    (out / "export" / "README.md").write_text("\n".join(meta + body))
 
 
 def _pct(x) -> str:

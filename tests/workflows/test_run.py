@@ -28,6 +28,12 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     assert report["split"] == "test" and report["machine"]["versions"]["onnxruntime"]
     assert "| student int8-dynamic |" in (out / "report.md").read_text()
     assert (out / "export" / "infer.py").exists() and (out / "export" / "model.int8-dynamic.onnx").exists()
+    assert set(report["plots"]) == {"trade-off", "SV DET curve", "KWS confusion", "training curves"}
+    for png in report["plots"].values():
+        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    card = (out / "export" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: onnxruntime") and "## How it was made" in card
+    assert f"{100 * student['kws_accuracy']:.2f}%" in card and (out / "export" / "DEVICE.md").exists()
     # everything done: a second run skips every stage
     marks = {p: p.stat().st_mtime_ns for p in out.glob("*/stage.json")}
     assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY]) == 0

@@ -1,0 +1,129 @@
+"""Figures people would rather look at than read: the size / latency trade-off, the SV DET
+curve, the KWS confusion matrix and training curves (matplotlib, written as PNG)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_tradeoff(entries: list[dict], path: str | Path) -> Path:
+    """KWS accuracy and SV EER against file size and against latency, one point per variant."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, xlabel in ((axes[0], "file_bytes", "model file (MB)"), (axes[1], "latency_ms_p50", "latency p50 (ms)")):
+        for e in entries:
+            x = e[key] / 1e6 if key == "file_bytes" else e[key]
+            if e.get("kws_accuracy") is not None:
+                ax.scatter(x, 100 * e["kws_accuracy"], marker="o", color="tab:blue")
+                ax.annotate(e["variant"], (x, 100 * e["kws_accuracy"]), fontsize=8, xytext=(4, 4),
+                            textcoords="offset points")
+            if e.get("sv_eer") is not None:
+                ax.scatter(x, 100 * (1 - e["sv_eer"]), marker="s", color="tab:orange")
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.25, y=0.15)
+        ax.set_xlabel(xlabel + " (log scale)")
+        ax.set_ylabel("%")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Accuracy vs size")
+    axes[1].set_title("Accuracy vs latency")
+    axes[0].scatter([], [], marker="o", color="tab:blue", label="KWS accuracy")
+    axes[0].scatter([], [], marker="s", color="tab:orange", label="SV 100 - EER")
+    axes[0].legend(loc="center left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_det(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path) -> Path:
+    """DET curves (miss vs false-alarm rate on normal-deviate axes) of several variants."""
+    from scipy.stats import norm
+
+    from edgedistill.metrics import eer, roc
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ticks = np.array([0.001, 0.01, 0.05, 0.1, 0.2, 0.4])
+    clip = lambda p: np.clip(p, 5e-4, 1 - 5e-4)  # noqa: E731
+    for name, (scores, targets) in curves.items():
+        far, frr, _ = roc(scores, targets)
+        ax.plot(norm.ppf(clip(far)), norm.ppf(clip(frr)), label=f"{name} (EER {100 * eer(scores, targets)[0]:.1f}%)")
+    ax.plot(norm.ppf(clip(ticks)), norm.ppf(clip(ticks)), "k:", lw=0.8)
+    ax.set_xticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_yticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_xlim(norm.ppf(5e-4), norm.ppf(0.5))
+    ax.set_ylim(norm.ppf(5e-4), norm.ppf(0.5))
+    ax.set_xlabel("false-accept rate (%)")
+    ax.set_ylabel("false-reject rate (%)")
+    ax.set_title("Speaker verification: DET curve")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_confusion(matrix, labels: list[str], path: str | Path, title: str = "KWS confusion") -> Path:
+    """Row-normalised confusion matrix (true class per row)."""
+    plt = _plt()
+    m = np.asarray(matrix, dtype=float)
+    m = m / np.maximum(m.sum(1, keepdims=True), 1)
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * n + 2), max(3.5, 0.35 * n + 1.5)))
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_training(logs: dict[str, str | Path], path: str | Path) -> Path:
+    """Training loss of each stage (from its train_log.jsonl) and validation metrics where logged."""
+    plt = _plt()
+    stages = {k: Path(v) for k, v in logs.items() if Path(v).exists()}
+    fig, axes = plt.subplots(1, max(1, len(stages)), figsize=(4.2 * max(1, len(stages)), 3.6), squeeze=False)
+    for ax, (name, file) in zip(axes[0], stages.items()):
+        rows = [json.loads(x) for x in file.read_text().splitlines() if x.strip()]
+        train = [r for r in rows if "loss" in r]
+        ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="training loss")
+        val = [r for r in rows if r.get("val_kws_accuracy") is not None]
+        if val:
+            ax2 = ax.twinx()
+            ax2.plot([r["step"] for r in val], [100 * r["val_kws_accuracy"] for r in val], "o-", color="tab:green",
+                     label="val KWS acc %")
+            if val[0].get("val_sv_eer") is not None:
+                ax2.plot([r["step"] for r in val], [100 * r["val_sv_eer"] for r in val], "s-", color="tab:red",
+                         label="val EER %")
+            ax2.set_ylabel("%")
+            ax2.legend(loc="center right", fontsize=7)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
