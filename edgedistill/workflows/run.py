@@ -70,6 +70,8 @@ class RunConfig:
 
     out: str = field(default="runs/demo", metadata={"help": "run folder"})
     data: str = field(default="embedded", metadata={"help": "labelled data for every stage (manifest, folder, embedded)"})
+    distill_data: str | None = field(default=None, metadata={
+        "help": "unlabelled audio for distillation (e.g. LibriSpeech); null: `data`"})
     teacher: str = field(default="train", metadata={
         "help": "'train' (train a small teacher here first) or an HF id / folder of a pretrained one"})
     teacher_training: TeacherTraining = field(default_factory=TeacherTraining, metadata={"help": "teacher: train"})
@@ -101,7 +103,16 @@ def _stage(name: str, folder: Path, spec: dict, fn) -> dict:
     pending.write_text(key)
     print(f"[{name}] running -> {folder}")
     t = time.perf_counter()
-    result = fn()
+    handler = logging.FileHandler(folder / "stage.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("edgedistill").addHandler(handler)
+    try:
+        logging.getLogger("edgedistill.run").info("stage %s started (config %s)", name, key)
+        result = fn()
+        logging.getLogger("edgedistill.run").info("stage %s finished in %.1f s", name, time.perf_counter() - t)
+    finally:
+        logging.getLogger("edgedistill").removeHandler(handler)
+        handler.close()
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps({"hash": key, "seconds": time.perf_counter() - t, "result": result}, default=float))
     os.replace(tmp, done)
@@ -148,7 +159,8 @@ def run(cfg: RunConfig) -> dict:
         specs["teacher"] = {"teacher": cfg.teacher}
         teacher_model, teacher_backbone = None, cfg.teacher
 
-    dcfg = dataclasses.replace(cfg.distill, teacher=teacher_backbone, data=cfg.data, out=str(out / "distill"))
+    dcfg = dataclasses.replace(cfg.distill, teacher=teacher_backbone, data=cfg.distill_data or cfg.data,
+                               out=str(out / "distill"))
     specs["distill"] = {"up": specs["teacher"], "cfg": to_dict(dcfg)}
     _stage("distill", out / "distill", specs["distill"], lambda: distill(dcfg, resume=True))
 

@@ -64,3 +64,20 @@ def test_killed_in_finetuning_resumes_without_redoing_distillation(embedded_corp
     resumed = [r["step"] for r in log if "loss" in r][len(steps_before):]
     assert resumed and resumed[0] > 5, "fine-tuning restarted from scratch instead of its checkpoint"
     assert json.loads((out / "report.json").read_text())["variants"]
+
+
+def test_every_shipped_recipe_is_a_valid_config_with_its_command():
+    from pathlib import Path
+
+    from edgedistill.config import load_config
+    from edgedistill.workflows.run import RunConfig
+
+    recipes = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+    run_recipes = [p for p in recipes if p.name != "demo_distill.yaml"]
+    assert {p.name for p in run_recipes} >= {"demo.yaml", "hubert_base_distilhubert.yaml", "hubert_base_deep.yaml",
+                                              "hubert_base_wide.yaml", "arabic_speech_commands.yaml"}
+    for p in run_recipes:
+        assert p.read_text().startswith(f"# edgedistill run configs/{p.name}"), p
+        cfg = load_config(RunConfig, p)
+        assert cfg.out and cfg.benchmark.split
+    assert load_config(RunConfig, recipes[0].parent / "hubert_base_deep.yaml").distill.student.preset == "deep"
