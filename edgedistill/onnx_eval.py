@@ -37,11 +37,13 @@ def run_onnx(path, clips: list[Clip], num_samples: int = 16_000, batch_size: int
 
 
 def evaluate_onnx(path, clips: list[Clip], num_trials: int = 20_000, seed: int = 0,
-                  num_samples: int = 16_000, threads: int = 1, cache: dict | None = None) -> dict:
+                  num_samples: int = 16_000, threads: int = 1, cache: dict | None = None,
+                  trials: np.ndarray | None = None) -> dict:
     """KWS accuracy and SV EER / minDCF of an ONNX multi-task model on `clips`.
 
     Returns also `probs`, `embeddings` (agreement checks between two models) and
-    `trial_scores` / `trial_targets` (DET curves) as arrays.
+    `trial_scores` / `trial_targets` (DET curves) as arrays. `trials` ([n, 3] rows (i, j, target)
+    into `clips`, e.g. an official list) replaces the drawn ones.
     """
     from edgedistill.runtime import EdgeModel
 
@@ -54,9 +56,11 @@ def evaluate_onnx(path, clips: list[Clip], num_trials: int = 20_000, seed: int =
         k = kws_report(probs[kw], targets, labels)
         report.update(kws_accuracy=k["accuracy"], kws_confusion=k["confusion"], kws_labels=labels)
     sv = np.array([i for i, c in enumerate(clips) if c.speaker is not None], dtype=np.int64)
-    if len({clips[i].speaker for i in sv}) >= 2:
+    if trials is not None or len({clips[i].speaker for i in sv}) >= 2:
         key = ("trials", len(clips), num_trials, seed)
-        if cache is not None and key in cache:
+        if trials is not None:
+            pass
+        elif cache is not None and key in cache:
             trials = cache[key]
         else:
             local = make_trials([clips[i].speaker for i in sv], num_trials, seed)

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from edgedistill.config import to_dict
 from edgedistill.distill.config import DistillConfig
 from edgedistill.finetune.config import FinetuneConfig
@@ -209,6 +211,7 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None) -> dict:
         split = cfg.finetune.val_split
         print(f"[benchmark] no '{b.split}' split in {cfg.data}: measuring on '{split}' (the selection split)")
         clips = resolve_labelled(cfg.data, split)
+    clips, trials = _with_sv_data(cfg, clips, split)
     student_params = count_parameters(MultiTaskModel.from_pretrained(out / "finetune" / "model").backbone)
     variants = []
     if teacher_model:
@@ -217,7 +220,8 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None) -> dict:
     variants += [(f"student {k.split('-', 1)[1]}", v, student_params) for k, v in files.items() if k.startswith("student")]
     entries, reps = [], {}
     for name, path, params in variants:
-        rep = reps[name] = evaluate_onnx(path, clips, b.num_trials, cfg.finetune.seed, threads=b.threads)
+        rep = reps[name] = evaluate_onnx(path, clips, b.num_trials, cfg.finetune.seed, threads=b.threads,
+                                         trials=trials)
         p50, p90 = time_onnx(path, b.seconds, b.threads, b.runs)
         entries.append({"variant": name, "params": params, "file_bytes": Path(path).stat().st_size,
                         "kws_accuracy": rep.get("kws_accuracy"), "sv_eer": rep.get("sv_eer"),
@@ -241,6 +245,26 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None) -> dict:
     write_report(out / "report", report, md)
     _model_card(cfg, out, report)
     return report
+
+
+def _with_sv_data(cfg: RunConfig, clips: list, split: str):
+    """With `finetune.sv_data`, KWS is scored on `data` and SV on `sv_data` (the official trial
+    list for a VoxCeleb test split), as in training. Returns (clips, trials or None)."""
+    from dataclasses import replace
+
+    from edgedistill.data.layouts import find_trial_list, read_trial_list, resolve_labelled
+    from edgedistill.evaluation import trials_from_list
+
+    sv_spec = cfg.finetune.sv_data
+    if not sv_spec:
+        return clips, None
+    sv = [replace(c, label=None) for c in resolve_labelled(sv_spec, split)]
+    kws = [replace(c, speaker=None) for c in clips]
+    kind, _, root = sv_spec.partition(":")
+    if kind == "voxceleb" and split == "test" and find_trial_list(Path(root)):
+        local = trials_from_list(sv, read_trial_list(find_trial_list(Path(root))), root)
+        return kws + sv, np.c_[local[:, 0] + len(kws), local[:, 1] + len(kws), local[:, 2]]
+    return kws + sv, None
 
 
 def _plots(out: Path, entries: list[dict], reps: dict) -> dict[str, str]:

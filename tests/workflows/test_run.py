@@ -81,3 +81,20 @@ def test_every_shipped_recipe_is_a_valid_config_with_its_command():
         cfg = load_config(RunConfig, p)
         assert cfg.out and cfg.benchmark.split
     assert load_config(RunConfig, recipes[0].parent / "hubert_base_deep.yaml").distill.student.preset == "deep"
+
+
+def test_sv_from_a_second_dataset_is_scored_on_that_dataset(small_corpus, embedded_corpus, tmp_path):
+    import csv
+
+    sv_only = tmp_path / "sv.csv"
+    with open(embedded_corpus) as f, open(sv_only, "w", newline="") as g:
+        w = csv.DictWriter(g, fieldnames=["path", "speaker", "split"])
+        w.writeheader()
+        w.writerows({"path": str(embedded_corpus.parent / r["path"]), "speaker": r["speaker"], "split": r["split"]}
+                    for r in csv.DictReader(f))
+    out = tmp_path / "run"
+    # KWS from the small corpus (4 keywords, 1 test speaker), SV from the embedded corpus (4 test speakers)
+    assert main(["demo", "--out", str(out), f"data={small_corpus}", f"finetune.sv_data={sv_only}", *TINY]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["clips"] == 4 * 2 + 120                   # both test splits
+    assert all(v["sv_eer"] is not None for v in report["variants"])
