@@ -14,12 +14,14 @@ from edgedistill.data.trials import label_index, make_trials
 from edgedistill.metrics import kws_report, sv_report
 
 
-def run_onnx(path, clips: list[Clip], num_samples: int = 16_000, batch_size: int = 16,
+def run_onnx(model, clips: list[Clip], num_samples: int = 16_000, batch_size: int = 16,
              threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(KWS probabilities [n, classes], embeddings [n, dim]) of `clips`."""
+    """(KWS probabilities [n, classes], embeddings [n, dim]) of `clips`; `model` is an
+    `EdgeModel` or the path of one."""
     from edgedistill.runtime import EdgeModel
 
-    model = EdgeModel(path, threads=threads)
+    if not isinstance(model, EdgeModel):
+        model = EdgeModel(model, threads=threads)
     probs, embs = [], []
     for i in range(0, len(clips), batch_size):
         batch = []
@@ -47,8 +49,9 @@ def evaluate_onnx(path, clips: list[Clip], num_trials: int = 20_000, seed: int =
     """
     from edgedistill.runtime import EdgeModel
 
-    labels = EdgeModel(path).labels
-    probs, emb = run_onnx(path, clips, num_samples, threads=threads)
+    model = EdgeModel(path, threads=threads)
+    labels = model.labels
+    probs, emb = run_onnx(model, clips, num_samples)
     report: dict = {"clips": len(clips), "probs": probs, "embeddings": emb}
     kw = [i for i, c in enumerate(clips) if c.label is not None]
     if kw:
