@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from edgedistill.data.labelled import IGNORE, LabelledAudio, collate_labelled
-from edgedistill.data.trials import label_index, make_trials
+from edgedistill.data.trials import label_index, trials_for_clips
 from edgedistill.data.manifest import Clip
 from edgedistill.metrics import kws_report, sv_report
 
@@ -67,8 +67,7 @@ def evaluate_model(model, clips: list[Clip], num_samples: int = 16_000, batch_si
                       kws_frr_at_far0_01=k["frr_at_far0.01"],
                       clips_per_label=dict(Counter(clips[i].label for i in kw_idx)))
     if trials is None and len(sv_idx):
-        local = make_trials([clips[i].speaker for i in sv_idx], num_trials, seed)
-        trials = np.c_[sv_idx[local[:, 0]], sv_idx[local[:, 1]], local[:, 2]]
+        trials = trials_for_clips(clips, num_trials, seed)
     if trials is not None:
         scores = trial_scores(emb, trials)
         s = sv_report(scores, trials[:, 2])

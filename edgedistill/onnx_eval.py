@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgedistill.audio import fit_length, load_audio
-from edgedistill.data.manifest import Clip
-from edgedistill.data.trials import label_index, make_trials
+from edgedistill.audio import fit_length
+from edgedistill.data.manifest import Clip, load_clip
+from edgedistill.data.trials import label_index, trials_for_clips
 from edgedistill.metrics import kws_report, sv_report
 
 
@@ -26,10 +26,7 @@ def run_onnx(model, clips: list[Clip], num_samples: int = 16_000, batch_size: in
     for i in range(0, len(clips), batch_size):
         batch = []
         for c in clips[i:i + batch_size]:
-            a = load_audio(c.path, downmix=True)
-            if c.offset or c.frames:
-                a = a[c.offset: c.offset + c.frames if c.frames else None]
-            batch.append(fit_length(a, num_samples))
+            batch.append(fit_length(load_clip(c), num_samples))
         out = model.run(np.stack(batch))
         logits = out["keyword_logits"].astype(np.float64)
         p = np.exp(logits - logits.max(1, keepdims=True))
@@ -58,18 +55,15 @@ def evaluate_onnx(path, clips: list[Clip], num_trials: int = 20_000, seed: int =
         targets = label_index([clips[i] for i in kw], labels)
         k = kws_report(probs[kw], targets, labels)
         report.update(kws_accuracy=k["accuracy"], kws_confusion=k["confusion"], kws_labels=labels)
-    sv = np.array([i for i, c in enumerate(clips) if c.speaker is not None], dtype=np.int64)
-    if trials is not None or len({clips[i].speaker for i in sv}) >= 2:
+    if trials is None:
         key = ("trials", len(clips), num_trials, seed)
-        if trials is not None:
-            pass
-        elif cache is not None and key in cache:
+        if cache is not None and key in cache:
             trials = cache[key]
         else:
-            local = make_trials([clips[i].speaker for i in sv], num_trials, seed)
-            trials = np.c_[sv[local[:, 0]], sv[local[:, 1]], local[:, 2]]
+            trials = trials_for_clips(clips, num_trials, seed)
             if cache is not None:
                 cache[key] = trials
+    if trials is not None:
         scores = np.einsum("nd,nd->n", emb[trials[:, 0]], emb[trials[:, 1]])
         s = sv_report(scores, trials[:, 2])
         report.update(sv_eer=s["eer"], sv_min_dcf=s["min_dcf_p0.01"], trials=s["trials"],

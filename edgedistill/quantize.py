@@ -99,18 +99,18 @@ class AudioCalibrationReader:
     """`CalibrationDataReader` over clips: one clip in memory at a time."""
 
     def __init__(self, clips, num_clips: int, num_samples: int, seed: int = 0):
-        from edgedistill.audio import load_audio
+        from edgedistill.data.manifest import load_clip
 
         rng = np.random.default_rng(seed)
         idx = rng.permutation(len(clips))[:num_clips]
-        self._clips, self._load, self._n = [clips[i] for i in idx], load_audio, num_samples
+        self._clips, self._load, self._n = [clips[i] for i in idx], load_clip, num_samples
         self._it = iter(self._clips)
 
     def get_next(self):
         clip = next(self._it, None)
         if clip is None:
             return None
-        a = self._load(clip.path, downmix=True)[: self._n]
+        a = self._load(clip)[: self._n]
         a = np.pad(a, (0, self._n - len(a)))
         return {"waveform": a[None, :].astype(np.float32)}
 
@@ -122,9 +122,7 @@ def _reader(cfg: QuantizeConfig):
     from edgedistill.data.layouts import resolve_labelled
 
     clips = resolve_labelled(cfg.calibration, cfg.calibration_split)
-    reader = AudioCalibrationReader(clips, cfg.calibration_clips, cfg.calibration_samples)
-    # onnxruntime's reader base class, when present, only adds iteration helpers
-    return reader
+    return AudioCalibrationReader(clips, cfg.calibration_clips, cfg.calibration_samples)
 
 
 def _calibration(cfg: QuantizeConfig) -> dict:
@@ -193,14 +191,12 @@ def _int8_static(src: Path, dst: Path, cfg: QuantizeConfig, s: dict, tmp: Path) 
 @register("int4-weights")
 def _int4(src: Path, dst: Path, cfg: QuantizeConfig, s: dict, tmp: Path) -> None:
     import onnx
-    from onnx import numpy_helper
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model = onnx.load(str(src))
     weights = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
     small = [n.name for n in model.graph.node if n.op_type == "MatMul"
              and weights.get(n.input[1], 0) < max(cfg.int4_min_elements, 1)]
-    del numpy_helper
     q = MatMulNBitsQuantizer(model, bits=4, block_size=cfg.int4_block_size, is_symmetric=True,
                              nodes_to_exclude=list(cfg.exclude_nodes) + small)
     q.process()

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from edgedistill.audio import fit_length, load_audio
-from edgedistill.data.manifest import Clip
+from edgedistill.audio import fit_length
+from edgedistill.data.manifest import Clip, load_clip
 from edgedistill.data.trials import IGNORE, label_index, make_trials  # noqa: F401 (re-exported)
 
 
@@ -44,15 +44,9 @@ class LabelledAudio(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
-    def _audio(self, clip: Clip) -> np.ndarray:
-        audio = load_audio(clip.path, downmix=True)
-        if clip.offset or clip.frames:
-            audio = audio[clip.offset: clip.offset + clip.frames if clip.frames else None]
-        return audio
-
     def __getitem__(self, item) -> tuple[np.ndarray, int, int]:
         idx, seed = item if isinstance(item, tuple) else (item, None)
-        audio = self._audio(self.clips[idx])
+        audio = load_clip(self.clips[idx])
         rng = np.random.default_rng(seed) if seed is not None else None
         audio = fit_length(audio, self.num_samples, rng)
         if rng is not None and self.noise and rng.random() < self.noise_prob:

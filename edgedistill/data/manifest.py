@@ -101,3 +101,13 @@ def resolve_audio(data: str | os.PathLike, split: str | None = None) -> list[Cli
                                 f"({', '.join(AUDIO_EXTENSIONS)})")
         return [Clip(f) for f in files]
     raise FileNotFoundError(f"data '{data}' is neither 'embedded', a manifest CSV nor a folder")
+
+
+def load_clip(clip: Clip):
+    """The clip's audio (mono float32, 16 kHz), cut to its segment when it has one."""
+    from edgedistill.audio import load_audio
+
+    audio = load_audio(clip.path, downmix=True)
+    if clip.offset or clip.frames:
+        audio = audio[clip.offset: clip.offset + clip.frames if clip.frames else None]
+    return audio

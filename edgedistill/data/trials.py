@@ -61,3 +61,13 @@ def make_trials(speakers: list[str], num_trials: int = 20_000, seed: int = 0) ->
             nontarget.add((int(min(a, b)), int(max(a, b))))
     rows = sorted((a, b, 1) for a, b in target) + sorted((a, b, 0) for a, b in nontarget)
     return np.asarray(rows, dtype=np.int64)
+
+
+def trials_for_clips(clips: list[Clip], num_trials: int = 20_000, seed: int = 0) -> np.ndarray | None:
+    """Trials [n, 3] (i, j, target) indexing `clips`, drawn among the clips that have a
+    speaker; None when fewer than 2 speakers are there."""
+    idx = np.array([i for i, c in enumerate(clips) if c.speaker is not None], dtype=np.int64)
+    if len({clips[i].speaker for i in idx}) < 2:
+        return None
+    local = make_trials([clips[i].speaker for i in idx], num_trials, seed)
+    return np.c_[idx[local[:, 0]], idx[local[:, 1]], local[:, 2]]
