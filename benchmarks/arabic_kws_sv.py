@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from edgedistill.models.student import StudentConfig, save_scratch_student
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "arabic_speech_commands"
 
 
@@ -56,20 +58,6 @@ def _random_teacher(folder: Path, layers: int, hidden: int, cnn: int, seed: int)
         torch.manual_seed(seed)
         HubertModel(cfg).save_pretrained(folder)
         Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False).save_pretrained(folder)
-    return str(folder)
-
-
-def _scratch_student(folder: Path, teacher: str, preset: str, seed: int) -> str:
-    from transformers import Wav2Vec2FeatureExtractor
-
-    from edgedistill.models.student import StudentConfig, build_student
-    from edgedistill.models.teacher import load_teacher
-
-    if not (folder / "config.json").exists():
-        t = load_teacher(teacher)
-        student, _ = build_student(t.model, StudentConfig(preset=preset, init_from_teacher=False), seed=seed)
-        student.save_pretrained(folder)
-        Wav2Vec2FeatureExtractor(do_normalize=t.do_normalize, return_attention_mask=False).save_pretrained(folder)
     return str(folder)
 
 
@@ -133,7 +121,7 @@ def main(argv=None) -> dict:
            lambda: ft(str(work / "distill"), work / "student_ft", args.student_steps), timings)
     rows = [("teacher", work / "teacher_ft"), (f"{args.student} (distilled)", work / "student_ft")]
     if not args.no_baseline:
-        scratch = _scratch_student(work / "scratch_init", distill_from, args.student, args.seed)
+        scratch = save_scratch_student(distill_from, StudentConfig(preset=args.student), work / "scratch_init", args.seed)
         _stage(work / "scratch_ft", "scratch student fine-tune",
                lambda: ft(scratch, work / "scratch_ft", args.student_steps), timings)
         rows.append((f"{args.student} (no distillation)", work / "scratch_ft"))

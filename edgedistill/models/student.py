@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -173,6 +174,26 @@ def build_student(teacher_model: nn.Module, cfg: StudentConfig | None = None,
         report = init_from_teacher(student, teacher_model)
     report["params"] = count_parameters(student)
     return student, report
+
+
+def save_scratch_student(teacher: str, cfg: StudentConfig, folder: str | Path, seed: int = 0) -> str:
+    """Writes a randomly initialised student of `cfg`'s shape for `teacher` (an id, folder or
+    builtin:*) to `folder` (HF `save_pretrained` + feature-extractor config): the no-distillation
+    baseline. Kept if already there. Returns the folder."""
+    from dataclasses import replace
+
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from edgedistill.models.teacher import load_teacher
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        t = load_teacher(teacher, seed=seed)
+        student, _ = build_student(t.model, replace(cfg, init_from_teacher=False), seed=seed)
+        student.save_pretrained(folder)
+        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0,
+                                 do_normalize=t.do_normalize, return_attention_mask=False).save_pretrained(folder)
+    return str(folder)
 
 
 def preset_table(teacher_config) -> list[dict]:

@@ -81,6 +81,9 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=_demo_finetune, metadata={"help": "fine-tuning stage"})
     export: ExportStage = field(default_factory=ExportStage, metadata={"help": "export stage"})
     benchmark: BenchmarkStage = field(default_factory=BenchmarkStage, metadata={"help": "benchmark stage"})
+    baseline: bool = field(default=False, metadata={
+        "help": "also fine-tune a student of the same shape from random weights (no distillation) "
+                "and benchmark it as 'scratch fp32': what distillation buys"})
 
 
 def _hash(obj) -> str:
@@ -173,8 +176,27 @@ def run(cfg: RunConfig) -> dict:
     specs["export"] = {"up": specs["finetune"], "cfg": to_dict(cfg.export), "teacher_model": teacher_model}
     _stage("export", out / "export", specs["export"], lambda: _export(cfg, out, teacher_model))
 
-    specs["benchmark"] = {"up": specs["export"], "cfg": to_dict(cfg.benchmark)}
-    return _stage("benchmark", out / "benchmark", specs["benchmark"], lambda: _benchmark(cfg, out, teacher_model))
+    baseline = None
+    if cfg.baseline:
+        specs["baseline"] = {"up": specs["teacher"], "student": to_dict(dcfg.student), "cfg": to_dict(fcfg)}
+        baseline = _stage("baseline", out / "baseline", specs["baseline"],
+                          lambda: _baseline(cfg, out / "baseline", teacher_backbone, fcfg))
+
+    specs["benchmark"] = {"up": specs["export"], "cfg": to_dict(cfg.benchmark), "baseline": specs.get("baseline")}
+    return _stage("benchmark", out / "benchmark", specs["benchmark"], lambda: _benchmark(cfg, out, teacher_model, baseline))
+
+
+def _baseline(cfg: RunConfig, folder: Path, teacher_backbone: str, fcfg: FinetuneConfig) -> dict:
+    """The distilled student's shape from random weights, fine-tuned exactly as the student."""
+    from edgedistill.export import export_onnx
+    from edgedistill.models.student import save_scratch_student
+    from edgedistill.workflows.finetune import finetune
+
+    init = save_scratch_student(teacher_backbone, cfg.distill.student, folder / "init", cfg.distill.seed)
+    ft = dataclasses.replace(fcfg, model=init, out=str(folder / "ft"))
+    summary = finetune(ft, resume=True)
+    return {"summary": summary, "model": str(folder / "ft" / "model"),
+            "onnx": export_onnx(str(folder / "ft" / "model"), folder / "scratch.fp32.onnx")["path"]}
 
 
 def _export(cfg: RunConfig, out: Path, teacher_model: str | None) -> dict:
@@ -193,7 +215,7 @@ def _export(cfg: RunConfig, out: Path, teacher_model: str | None) -> dict:
     return files
 
 
-def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None) -> dict:
+def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None, baseline: dict | None = None) -> dict:
     from edgedistill.data.layouts import resolve_labelled
     from edgedistill.data.manifest import ManifestError
     from edgedistill.latency import time_onnx
@@ -218,6 +240,8 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None) -> dict:
         variants.append(("teacher fp32", files["teacher-fp32"],
                          count_parameters(MultiTaskModel.from_pretrained(teacher_model).backbone)))
     variants += [(f"student {k.split('-', 1)[1]}", v, student_params) for k, v in files.items() if k.startswith("student")]
+    if baseline:
+        variants.append(("scratch fp32", baseline["onnx"], student_params))
     entries, reps = [], {}
     for name, path, params in variants:
         rep = reps[name] = evaluate_onnx(path, clips, b.num_trials, cfg.finetune.seed, threads=b.threads,
@@ -281,7 +305,7 @@ def _plots(out: Path, entries: list[dict], reps: dict) -> dict[str, str]:
         made["KWS confusion"] = plots.plot_confusion(reps[student]["kws_confusion"], reps[student]["kws_labels"],
                                                      folder / "confusion.png", f"KWS confusion: {student}")
     logs = {"teacher": out / "teacher" / "ft" / "train_log.jsonl", "distill": out / "distill" / "train_log.jsonl",
-            "finetune": out / "finetune" / "train_log.jsonl"}
+            "finetune": out / "finetune" / "train_log.jsonl", "scratch": out / "baseline" / "ft" / "train_log.jsonl"}
     made["training curves"] = plots.plot_training(logs, folder / "training.png")
     return {k: str(v) for k, v in made.items()}
 
@@ -291,6 +315,7 @@ def _model_card(cfg: RunConfig, out: Path, report: dict) -> None:
     from edgedistill import __version__
 
     students = [e for e in report["variants"] if e["variant"].startswith("student")]
+    baseline = [e for e in report["variants"] if e["variant"] == "scratch fp32"]
     best = students[-1]
     meta = ["---", "library_name: onnxruntime", "pipeline_tag: audio-classification",
             "tags: [keyword-spotting, speaker-verification, knowledge-distillation, edgedistill, onnx]",
@@ -319,6 +344,9 @@ def _model_card(cfg: RunConfig, out: Path, report: dict) -> None:
             f"3. Joint KWS + SV fine-tuning for {cfg.finetune.steps} steps (AAM softmax s={cfg.finetune.aam_scale}, "
             f"m={cfg.finetune.aam_margin}), selected on the '{cfg.finetune.val_split}' split.",
             f"4. ONNX export (parity-checked against PyTorch) and quantization: {', '.join(cfg.export.quantize) or 'none'}.",
+            *([f"5. Baseline: the same shape from random weights with the same fine-tuning (no distillation): "
+               f"KWS {_pct(baseline[0]['kws_accuracy'])}, EER {_pct(baseline[0]['sv_eer'])} ('scratch fp32')."]
+              if baseline else []),
             "", f"## Measured on the '{report['split']}' split ({report['clips']} clips)", "",
             *rows, "", f"Latency: onnxruntime, {report['threads']} thread(s), {report['latency_audio_s']:g} s of audio, on "
             f"{report['machine']['cpu']}. Command: `{report['command']}`. edgedistill {__version__}, {report['date']}.", "",
