@@ -5,9 +5,12 @@
 
 Runs `edgedistill run configs/arabic_speech_commands.yaml` once per student preset
 (out=runs/arabic_PRESET, distill.student.preset=PRESET). The first run trains the teacher; the
-others reuse it: its stage folder is copied, and `run` skips it because its config hash is the
-same. The first preset also gets the from-scratch baseline (`baseline=true`): the same shape
-from random weights, fine-tuned the same way. Each run is resumable (interrupt and run again).
+others reuse it: a finished teacher stage of a sibling run is copied, and `run` skips it when
+its config hash is the same (it is retrained otherwise). `--baseline-for` (distilhubert) also
+gets the from-scratch baseline (`baseline=true`): the same shape from random weights,
+fine-tuned the same way. Each run is resumable (interrupt and run again), and presets can run
+in separate processes (`--presets wide` on another core); a last call with all presets only
+gathers the finished runs into the report.
 
 Writes benchmarks/results/arabic_recipe.{json,md} (teacher, each student in fp32 and int8,
 the baseline; measured on the val speakers) and arabic_recipe_tradeoff.png.
@@ -31,6 +34,7 @@ RECIPE = ROOT / "configs" / "arabic_speech_commands.yaml"
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", nargs="+", default=["distilhubert", "deep", "wide"])
+    p.add_argument("--baseline-for", default="distilhubert", help="preset that also gets the from-scratch baseline")
     p.add_argument("--work", default="runs", help="run folders go to WORK/arabic_PRESET")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arabic_recipe"))
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. distill.steps=100)")
@@ -41,15 +45,16 @@ def main(argv=None) -> dict:
     from edgedistill.plots import plot_tradeoff
 
     work = Path(args.work)
-    first = work / f"arabic_{args.presets[0]}"
     reports, seconds = {}, {}
-    for i, preset in enumerate(args.presets):
+    for preset in args.presets:
         out = work / f"arabic_{preset}"
-        if i and (first / "teacher" / "stage.json").exists() and not (out / "teacher" / "stage.json").exists():
-            shutil.copytree(first / "teacher", out / "teacher", dirs_exist_ok=True)
+        done = sorted(work.glob("arabic_*/teacher/stage.json"))
+        if done and not (out / "teacher" / "stage.json").exists():
+            shutil.rmtree(out / "teacher", ignore_errors=True)
+            shutil.copytree(done[0].parent, out / "teacher")
         t = time.perf_counter()
         cmd = ["run", str(RECIPE), f"out={out}", f"distill.student.preset={preset}",
-               f"baseline={'true' if i == 0 else 'false'}", *args.overrides]
+               f"baseline={'true' if preset == args.baseline_for else 'false'}", *args.overrides]
         print("edgedistill " + " ".join(cmd), flush=True)
         if cli(cmd) != 0:
             raise SystemExit(f"the {preset} run failed; run this script again to resume it")

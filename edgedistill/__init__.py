@@ -21,6 +21,7 @@ _API = {
     "build_student": "edgedistill.models.student",
     "DistillConfig": "edgedistill.distill.config",
     "DistillHeads": "edgedistill.distill.heads",
+    "load_text_teacher": "edgedistill.models.text_teacher",
     "distill": "edgedistill.workflows.distill",
     "load_config": "edgedistill.config",
     "ConfigError": "edgedistill.config",

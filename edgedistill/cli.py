@@ -22,7 +22,7 @@ def _distill(args) -> int:
     from edgedistill.distill.config import DistillConfig
     from edgedistill.workflows.distill import distill
 
-    values = {"teacher": args.teacher, "data": args.data, "out": args.out}
+    values = {"teacher": args.teacher, "data": args.data, "out": args.out, "text_teacher": args.text_teacher}
     if args.student:
         values["student"] = {"preset": args.student}
     cfg = load_config(DistillConfig, args.config, args.overrides, **values)
@@ -133,7 +133,8 @@ def _run(args) -> int:
     from edgedistill.workflows.run import RunConfig, run
 
     values = {"out": getattr(args, "out", None), "teacher": getattr(args, "teacher", None)}
-    cfg = load_config(RunConfig, getattr(args, "recipe", None), args.overrides, **values)
+    extra = [f"distill.text_teacher={args.text_teacher}"] if args.text_teacher else []
+    cfg = load_config(RunConfig, getattr(args, "recipe", None), extra + args.overrides, **values)
     report = run(cfg)
     print(f"\nreport: {cfg.out}/report.md, {cfg.out}/report.json; device kit: {cfg.out}/export")
     return 0 if report else 1
@@ -185,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--student", help="student preset: distilhubert, deep, wide, custom")
     d.add_argument("--data", help="'embedded', a manifest CSV, or a folder")
     d.add_argument("--out", help="output folder")
+    d.add_argument("--text-teacher", help="text encoder (HF id, folder, builtin:bert-tiny) for text-informed "
+                   "distillation; weights: text_weight=, global_weight=, local_weight=, quantity_weight=, ...")
     d.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     d.add_argument("--stop-after", type=int, help="stop after this many steps (resumable)")
     d.add_argument("overrides", nargs="*", help="key=value config overrides")
@@ -237,12 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="the whole pipeline from a recipe: distill, finetune, export, benchmark")
     r.add_argument("recipe", help="YAML recipe (a RunConfig written out; see configs/)")
+    r.add_argument("--text-teacher", help="text encoder for text-informed distillation (distill.text_teacher)")
     r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. distill.steps=1000")
     r.set_defaults(func=_run)
 
     dm = sub.add_parser("demo", help="the whole pipeline on the embedded corpus, a few minutes on a CPU")
     dm.add_argument("--teacher", help="a pretrained teacher (HF id or folder) instead of training one here")
     dm.add_argument("--out", default="runs/demo", help="run folder")
+    dm.add_argument("--text-teacher", help="text encoder for text-informed distillation (distill.text_teacher)")
     dm.add_argument("overrides", nargs="*", help="key=value overrides")
     dm.set_defaults(func=_run, recipe=None)
 

@@ -26,6 +26,16 @@ def test_shipped_demo_config_runs_through_the_cli(small_corpus, tmp_path, capsys
     assert (out / "student" / "config.json").exists() and (out / "config.yaml").exists()
 
 
+def test_text_teacher_flag_turns_on_text_informed_distillation(small_corpus, tmp_path, capsys):
+    out = tmp_path / "text"
+    assert main(["distill", "--data", str(small_corpus), "--out", str(out), "--text-teacher", "builtin:bert-tiny",
+                 "steps=2", "batch_size=4", "max_samples=16000", "local_weight=0.5", "log_every=1"]) == 0
+    last = json.loads((out / "train_log.jsonl").read_text().splitlines()[-1])
+    assert {"text_token", "text_word", "text_utterance", "layerwise"} <= last.keys()
+    assert main(["distill", "--out", str(tmp_path / "x"), "--text-teacher", "builtin:nope"]) == 2
+    assert "unknown builtin text teacher" in capsys.readouterr().err
+
+
 def test_bad_input_exits_2_with_a_message(tmp_path, capsys):
     assert main(["distill", "--out", str(tmp_path), "student.preset=huge"]) == 2
     assert "unknown student preset 'huge'" in capsys.readouterr().err

@@ -22,15 +22,21 @@ log = logging.getLogger(__name__)
 class CroppedAudio(Dataset):
     """Yields random crops of at most `max_samples` samples.
 
-    Items are addressed by (index, crop_seed) pairs from `BucketBatchSampler`.
+    Items are addressed by (index, crop_seed) pairs from `BucketBatchSampler`. With
+    `transcripts` (one per clip, e.g. `Clip.text`), an item is (audio, transcript), and the
+    transcript is None when the clip was cropped: it no longer matches the audio.
     """
 
-    def __init__(self, clips: list[Clip], max_samples: int, min_samples: int = 400):
-        self.clips, self.max_samples, self.min_samples = clips, max_samples, min_samples
+    def __init__(self, clips: list[Clip], max_samples: int, min_samples: int = 400,
+                 transcripts: list[str | None] | None = None):
+        if transcripts is not None and len(transcripts) != len(clips):
+            raise ValueError(f"{len(transcripts)} transcripts for {len(clips)} clips")
+        self.max_samples, self.min_samples = max_samples, min_samples
         self.lengths = []
+        self.transcripts: list[str | None] | None = None if transcripts is None else []
         self.skipped: list[tuple[str, str]] = []
         kept = []
-        for c in clips:
+        for i, c in enumerate(clips):
             try:
                 n = audio_num_samples(c.path)
             except AudioError as exc:
@@ -41,6 +47,8 @@ class CroppedAudio(Dataset):
                 continue
             kept.append(c)
             self.lengths.append(min(n, max_samples))
+            if transcripts is not None:
+                self.transcripts.append(transcripts[i])
         if self.skipped:
             log.warning("skipped %d unusable clip(s), e.g. %s", len(self.skipped), self.skipped[:2])
         if not kept:
@@ -50,13 +58,16 @@ class CroppedAudio(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getitem__(self, item: tuple[int, int]) -> np.ndarray:
+    def __getitem__(self, item: tuple[int, int]):
         idx, crop_seed = item
         audio = load_audio(self.clips[idx].path, min_samples=self.min_samples)
-        if len(audio) > self.max_samples:
+        cropped = len(audio) > self.max_samples
+        if cropped:
             start = np.random.default_rng(crop_seed).integers(0, len(audio) - self.max_samples + 1)
             audio = audio[start:start + self.max_samples]
-        return audio
+        if self.transcripts is None:
+            return audio
+        return audio, None if cropped else self.transcripts[idx]
 
 
 class BucketBatchSampler(Sampler):
@@ -100,12 +111,16 @@ class BucketBatchSampler(Sampler):
             yield [(i, (self.seed * 1_000_003 + self.epoch) * 10_000_019 + i) for i in batch]
 
 
-def collate_padded(batch: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_padded(batch: list) -> tuple:
     """Zero-pads to the longest clip (HuBERT Base takes no attention mask).
 
     Returns:
-        waves [batch, samples] float32, lengths [batch] int64.
+        waves [batch, samples] float32, lengths [batch] int64; and the transcripts (a list)
+        when the items are (audio, transcript) pairs.
     """
+    if batch and isinstance(batch[0], tuple):
+        waves, lengths = collate_padded([a for a, _ in batch])
+        return waves, lengths, [t for _, t in batch]
     lengths = torch.tensor([len(a) for a in batch], dtype=torch.long)
     waves = torch.zeros(len(batch), int(lengths.max()))
     for i, a in enumerate(batch):

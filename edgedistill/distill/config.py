@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgedistill.distill.heads import OBJECTIVES
+from edgedistill.distill.text import UNITS
 from edgedistill.models.student import StudentConfig
 
 _PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -28,6 +29,27 @@ class DistillConfig:
     student_layers: list[int] | None = field(default=None, metadata={
         "help": "layer-to-layer only: student layer per target (null: proportional)"})
     cos_weight: float = field(default=1.0, metadata={"help": "lambda of the -log sigmoid(cos) term"})
+    layerwise_weight: float = field(default=1.0, metadata={
+        "help": "weight of the layer-wise loss; 0 = text losses alone (the teacher's forward is skipped)"})
+    text_teacher: str | None = field(default=None, metadata={
+        "help": "text encoder (HF id, folder, builtin:bert-tiny) for text-informed distillation; null: off"})
+    text_source: str = field(default="text", metadata={
+        "help": "transcript per clip: 'text' (the manifest's text column) or 'label' (the keyword, '_' -> ' ')"})
+    text_units: list[str] = field(default_factory=lambda: list(UNITS), metadata={
+        "help": f"unit granularities, fine to coarse, among {UNITS}"})
+    text_layers: list[int] | None = field(default=None, metadata={
+        "help": "student layer of each text unit's auxiliary head (null: spread evenly, finest shallowest)"})
+    text_weight: float = field(default=1.0, metadata={"help": "weight of all text alignment losses"})
+    global_weight: float = field(default=1.0, metadata={"help": "utterance (global) alignment weight"})
+    local_weight: float = field(default=1.0, metadata={"help": "token / word (local) alignment weight"})
+    contrastive_weight: float = field(default=0.0, metadata={
+        "help": "in-batch InfoNCE term of the global alignment (0: off; keyword batches repeat words)"})
+    adaptive_units: bool = field(default=True, metadata={
+        "help": "learn the granularity weights during training (else fixed)"})
+    quantity_weight: float = field(default=1.0, metadata={"help": "CIF quantity loss |sum(alpha) - N| weight"})
+    monotonic_weight: float = field(default=1.0, metadata={"help": "monotonic alignment prior weight"})
+    frequency_prior: bool = field(default=True, metadata={
+        "help": "down-weight tokens frequent in the training transcripts (1 / log(e + count))"})
     steps: int = field(default=200_000, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=24, metadata={"help": "clips per step per process"})
     max_samples: int = field(default=250_000, metadata={
@@ -70,6 +92,22 @@ class DistillConfig:
             if not self.student.init_from_teacher:
                 raise ValueError("reuse_teacher_cnn needs student.init_from_teacher=true "
                                  "(the student CNN must equal the teacher's)")
+        if self.text_teacher is None and self.layerwise_weight <= 0:
+            raise ValueError("layerwise_weight=0 leaves nothing to learn without a text_teacher: "
+                             "set text_teacher or a positive layerwise_weight")
+        if self.text_source not in ("text", "label"):
+            raise ValueError(f"text_source '{self.text_source}': use 'text' or 'label'")
+        bad = [u for u in self.text_units if u not in UNITS]
+        if bad or not self.text_units:
+            raise ValueError(f"text_units {self.text_units}: choose among {UNITS}")
+        if self.text_layers is not None and len(self.text_layers) != len(self.text_units):
+            raise ValueError(f"text_layers {self.text_layers} needs one layer per text unit {self.text_units}")
+        if self.text_teacher is not None and not self.active_units():
+            raise ValueError("global_weight and local_weight leave no text unit active: raise one of them")
+        for name in ("layerwise_weight", "text_weight", "global_weight", "local_weight", "contrastive_weight",
+                     "quantity_weight", "monotonic_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
         for name in ("steps", "batch_size", "log_every", "save_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -77,3 +115,8 @@ class DistillConfig:
             raise ValueError("max_samples must be >= 400 (one frame of the HuBERT CNN)")
         if not 0 <= self.warmup_frac < 1:
             raise ValueError("warmup_frac must be in [0, 1)")
+
+    def active_units(self) -> list[str]:
+        """Text units with a positive weight (utterance: global_weight; token, word: local_weight)."""
+        return [u for u in self.text_units
+                if (self.global_weight if u == "utterance" else self.local_weight) > 0]

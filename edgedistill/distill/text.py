@@ -1,20 +1,34 @@
-"""Text-informed distillation components (issue 5, in progress): continuous integrate-and-fire
-(CIF) segmentation, global and local speech-text alignment losses, and priors.
+"""Text-informed distillation: a frozen text encoder teaches the speech student.
+
+Components: continuous integrate-and-fire (CIF) segmentation, global and local speech-text
+alignment losses, a monotonic alignment prior and a token prior (PAD), and `TextHeads`:
+hierarchical auxiliary heads at several student depths (Lee & Chang), finer units at shallower
+layers and coarser ones deeper, each distilled from the text teacher. Units come at three
+granularities (`UNITS`): sub-word tokens, words, the whole utterance; their losses are
+combined with weights that adapt during training (learned log-variances, Kendall et al. 2018:
+exp(-s_g) * L_g + s_g, so a granularity that stays hard weighs less). All of it is
+training-only: the exported student is the same with or without it.
 
 CIF (BLSP-KD; Dong & Xu 2020): each frame gets a weight alpha_t in (0, 1); weights accumulate
 and a unit "fires" each time the running sum crosses an integer, as the alpha-weighted sum of
 the frames it covers (a boundary frame is split between two units). Here it is written
 loop-free: with c_t = alpha_1 + ... + alpha_t, frame t gives unit k the overlap of the interval
 [c_{t-1}, c_t] with [k-1, k]. During training the weights are scaled so that they sum to the
-number of text tokens N, which makes exactly N units, and a quantity loss |sum(alpha) - N|
-teaches the unscaled weights the count.
+number of text tokens N, which makes exactly N units, and a quantity loss |sum(alpha) - N| / N
+teaches the unscaled weights the count (divided by N here, so that long transcripts do not
+dominate the other losses and the gradient clipping).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+UNITS = ("token", "word", "utterance")  # fine -> coarse
 
 
 class CIF(nn.Module):
@@ -24,9 +38,12 @@ class CIF(nn.Module):
         dim: feature size.
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, init_rate: float = 0.12):
         super().__init__()
         self.weight = nn.Linear(dim, 1)
+        # Start near a plausible unit rate (about 6 units per second at 50 frames per second)
+        # rather than at sigmoid(0) = 0.5 (25 per second): a gentler quantity loss at the start.
+        nn.init.constant_(self.weight.bias, float(torch.logit(torch.tensor(init_rate))))
 
     def alphas(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Per-frame weights in (0, 1), [batch, frames]; 0 on padded frames."""
@@ -46,7 +63,8 @@ class CIF(nn.Module):
         Returns:
             units [batch, max_units, dim], unit_mask [batch, max_units], weights (the frame-to-
             unit matrix) [batch, max_units, frames], alphas [batch, frames] (unscaled),
-            quantity_loss (mean |sum(alpha) - N|; 0 without `num_units`).
+            quantity_loss (mean |sum(alpha) - N| / N, the count error relative to the count, so
+            that its scale does not grow with the transcript length; 0 without `num_units`).
         """
         alpha = self.alphas(hidden, mask)
         total = alpha.sum(-1)
@@ -55,7 +73,7 @@ class CIF(nn.Module):
             quantity = hidden.new_zeros(())
         else:
             counts = num_units.to(alpha.dtype)
-            quantity = (total - counts).abs().mean()
+            quantity = ((total - counts).abs() / counts.clamp(min=1)).mean()
         scaled = alpha * (counts / total.clamp(min=1e-6)).unsqueeze(-1)
         weights, unit_mask = integrate(scaled, int(counts.max().item()))
         units = torch.bmm(weights, hidden)
@@ -137,3 +155,114 @@ def token_prior(token_ids: torch.Tensor, mask: torch.Tensor, counts: dict[int, i
                             dtype=torch.float32, device=w.device)
         w = w / torch.log(torch.e + freq)
     return w
+
+
+def default_text_layers(units: list[str], student_layers: int) -> list[int]:
+    """One student layer per unit, spread evenly from shallow (finest) to the last (coarsest):
+    round(L * i / n) for i = 1..n, e.g. 4, 8, 12 for three units on 12 layers."""
+    n = len(units)
+    return [max(1, min(student_layers, round(student_layers * (i + 1) / n))) for i in range(n)]
+
+
+class TextHeads(nn.Module):
+    """Auxiliary heads distilled from a text teacher, one per unit granularity.
+
+    Unit g reads student layer `layers[i]` (HF indexing). Token and word units are CIF
+    segments of that layer (as many as the transcript has tokens / words), projected to the
+    text width and aligned to the token / word embeddings (local alignment); the utterance
+    unit is the layer's masked mean, projected and aligned to the sentence embedding (global).
+
+    Args:
+        student_dim, text_dim: widths.
+        units: granularities, a subset of `UNITS`.
+        layers: student layer per unit.
+        adaptive: learn the granularity weights (else all 1).
+    """
+
+    def __init__(self, student_dim: int, text_dim: int, units: list[str], layers: list[int], adaptive: bool = True):
+        super().__init__()
+        bad = [u for u in units if u not in UNITS]
+        if bad or not units:
+            raise ValueError(f"text units {list(units)}: choose among {UNITS}")
+        if len(layers) != len(units):
+            raise ValueError(f"{len(units)} text units need as many student layers, got {list(layers)}")
+        self.spec = dict(student_dim=student_dim, text_dim=text_dim, units=list(units), layers=list(layers),
+                         adaptive=adaptive)
+        self.cif = nn.ModuleDict({u: CIF(student_dim) for u in units if u != "utterance"})
+        self.proj = nn.ModuleDict({u: nn.Sequential(nn.Linear(student_dim, student_dim), nn.GELU(),
+                                                    nn.Linear(student_dim, text_dim)) for u in units})
+        self.log_vars = nn.Parameter(torch.zeros(len(units))) if adaptive else None
+
+    @property
+    def units(self) -> list[str]:
+        return self.spec["units"]
+
+    def unit_weights(self) -> dict[str, float]:
+        """The current adaptive weight exp(-s_g) of each granularity."""
+        if self.log_vars is None:
+            return {u: 1.0 for u in self.units}
+        return {u: float(w) for u, w in zip(self.units, torch.exp(-self.log_vars.detach()))}
+
+    def forward(self, hidden_states: tuple[torch.Tensor, ...], frame_mask: torch.Tensor, text,
+                scale: dict[str, float] | None = None, contrastive_weight: float = 0.0,
+                slack: float = 0.5) -> dict[str, torch.Tensor]:
+        """Raw losses of each unit plus `quantity` and `monotonic` (CIF units), and `adaptive`:
+        sum over units of scale_g * (exp(-s_g) * L_g + s_g) (scale_g * L_g when not adaptive).
+
+        Args:
+            hidden_states: the student's, HF indexing.
+            frame_mask: [batch, frames] True on real frames.
+            text: a `TextBatch` of the same batch (clips without text are left out).
+            scale: fixed weight of each unit's loss (e.g. global vs local alignment); default 1.
+        """
+        rows = text.has_text
+        if not bool(rows.any()):
+            return {}
+        text = text.select(rows)
+        mask = frame_mask[rows]
+        out: dict[str, torch.Tensor] = {}
+        quantity, monotonic = [], []
+        for unit, layer in zip(self.units, self.spec["layers"]):
+            h = hidden_states[layer][rows].float()
+            frames = min(h.shape[1], mask.shape[1])
+            h, m = h[:, :frames], mask[:, :frames]
+            if unit == "utterance":
+                pooled = (h * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
+                out[unit] = global_alignment_loss(self.proj[unit](pooled), text.sentence, contrastive_weight)
+                continue
+            targets, t_mask = (text.tokens, text.token_mask) if unit == "token" else (text.words, text.word_mask)
+            weights = text.token_weight if unit == "token" else None
+            seg = self.cif[unit](h, m, t_mask.sum(-1))
+            k = min(seg["units"].shape[1], targets.shape[1])
+            units = self.proj[unit](seg["units"][:, :k])
+            both = seg["unit_mask"][:, :k] & t_mask[:, :k]
+            out[unit] = local_alignment_loss(units, targets[:, :k], both,
+                                             weights[:, :k] if weights is not None else None)
+            quantity.append(seg["quantity_loss"])
+            monotonic.append(monotonic_prior(seg["weights"], seg["unit_mask"], m, slack))
+        raw = torch.stack([out[u] for u in self.units])
+        lam = raw.new_tensor([(scale or {}).get(u, 1.0) for u in self.units])
+        if self.log_vars is not None:
+            raw = torch.exp(-self.log_vars) * raw + self.log_vars
+        out["adaptive"] = (lam * raw).sum()
+        if quantity:
+            out["quantity"] = torch.stack(quantity).mean()
+            out["monotonic"] = torch.stack(monotonic).mean()
+        return out
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, folder / "text_heads.safetensors")
+        (folder / "text_heads.json").write_text(json.dumps(self.spec, indent=1))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "TextHeads":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        heads = cls(**json.loads((folder / "text_heads.json").read_text()))
+        heads.load_state_dict(load_file(folder / "text_heads.safetensors"))
+        return heads

@@ -320,13 +320,15 @@ def _model_card(cfg: RunConfig, out: Path, report: dict) -> None:
     meta = ["---", "library_name: onnxruntime", "pipeline_tag: audio-classification",
             "tags: [keyword-spotting, speaker-verification, knowledge-distillation, edgedistill, onnx]",
             "model-index:", "- name: edgedistill student", "  results:"]
-    for e in students:
-        meta += ["  - task: {type: audio-classification, name: keyword spotting}",
-                 f"    dataset: {{name: '{cfg.data}', type: custom, split: {report['split']}}}",
-                 f"    metrics: [{{type: accuracy, value: {e['kws_accuracy']:.4f}, name: '{e['variant']} KWS accuracy'}}]",
-                 "  - task: {type: audio-classification, name: speaker verification}",
-                 f"    dataset: {{name: '{cfg.data}', type: custom, split: {report['split']}}}",
-                 f"    metrics: [{{type: eer, value: {e['sv_eer']:.4f}, name: '{e['variant']} EER'}}]"]
+    for e in students:  # a task that could not be scored (e.g. one speaker in the split) is left out
+        if e["kws_accuracy"] is not None:
+            meta += ["  - task: {type: audio-classification, name: keyword spotting}",
+                     f"    dataset: {{name: '{cfg.data}', type: custom, split: {report['split']}}}",
+                     f"    metrics: [{{type: accuracy, value: {e['kws_accuracy']:.4f}, name: '{e['variant']} KWS accuracy'}}]"]
+        if e["sv_eer"] is not None:
+            meta += ["  - task: {type: audio-classification, name: speaker verification}",
+                     f"    dataset: {{name: '{cfg.data}', type: custom, split: {report['split']}}}",
+                     f"    metrics: [{{type: eer, value: {e['sv_eer']:.4f}, name: '{e['variant']} EER'}}]"]
     meta.append("---")
     teacher = ("a HuBERT-shaped teacher trained in this run from random weights "
                f"({cfg.teacher_training.layers} x {cfg.teacher_training.hidden}, {cfg.teacher_training.steps} steps)"
@@ -340,7 +342,10 @@ def _model_card(cfg: RunConfig, out: Path, report: dict) -> None:
             "exported to ONNX for onnxruntime on CPUs.", "",
             "## How it was made", "",
             f"1. Teacher: {teacher}.",
-            f"2. Layer-wise distillation ({cfg.distill.objective}, L1 + log-sigmoid cosine) for {cfg.distill.steps} steps on `{cfg.data}`.",
+            f"2. Layer-wise distillation ({cfg.distill.objective}, L1 + log-sigmoid cosine) for {cfg.distill.steps} steps on "
+            f"`{cfg.distill_data or cfg.data}`" + (f", with text-informed distillation from `{cfg.distill.text_teacher}` "
+                                                 f"(units: {', '.join(cfg.distill.active_units())})."
+                                                 if cfg.distill.text_teacher else "."),
             f"3. Joint KWS + SV fine-tuning for {cfg.finetune.steps} steps (AAM softmax s={cfg.finetune.aam_scale}, "
             f"m={cfg.finetune.aam_margin}), selected on the '{cfg.finetune.val_split}' split.",
             f"4. ONNX export (parity-checked against PyTorch) and quantization: {', '.join(cfg.export.quantize) or 'none'}.",

@@ -26,12 +26,12 @@ def test_integrate_splits_boundary_frames():
     assert m.tolist() == [[True, True]]
 
 
-def test_quantity_loss_counts_the_distance_to_n():
+def test_quantity_loss_is_the_count_error_relative_to_n():
     cif = CIF(4)
     h = torch.zeros(1, 10, 4)
     torch.nn.init.zeros_(cif.weight.weight)
     torch.nn.init.zeros_(cif.weight.bias)       # alpha = 0.5 everywhere: sum = 5
-    assert abs(float(cif(h, None, torch.tensor([3]))["quantity_loss"].detach()) - 2.0) < 1e-6
+    assert abs(float(cif(h, None, torch.tensor([4]))["quantity_loss"].detach()) - 0.25) < 1e-6  # |5 - 4| / 4
     assert int(cif(h)["unit_mask"].sum()) == 5   # without a target: round(sum)
 
 
@@ -67,3 +67,51 @@ def test_token_prior_down_weights_padding_specials_and_frequent_tokens():
     w = token_prior(ids, mask, counts={7: 1000, 8: 1}, special_ids=(101, 102))
     assert w[0, 0] == 0 and w[0, 3] == 0 and w[0, 4] == 0
     assert 0 < w[0, 1] < w[0, 2] <= 1
+
+
+def _batch(texts):
+    from edgedistill.models.text_teacher import load_text_teacher
+
+    return load_text_teacher("builtin:bert-tiny").encode(texts)
+
+
+def test_text_layers_put_finer_units_at_shallower_layers():
+    from edgedistill.distill.text import default_text_layers
+
+    assert default_text_layers(["token", "word", "utterance"], 12) == [4, 8, 12]
+    assert default_text_layers(["token", "word", "utterance"], 2) == [1, 1, 2]
+    assert default_text_layers(["utterance"], 3) == [3]
+
+
+def test_text_heads_give_each_unit_loss_and_gradients_to_every_head():
+    from edgedistill.distill.text import TextHeads
+
+    torch.manual_seed(0)
+    heads = TextHeads(16, 32, ["token", "word", "utterance"], [1, 2, 3])
+    hidden = tuple(torch.randn(2, 40, 16, requires_grad=True) for _ in range(4))
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 30:] = False
+    out = heads(hidden, mask, _batch(["zoom in", "stop"]), scale={"utterance": 0.5})
+    assert {"token", "word", "utterance", "quantity", "monotonic", "adaptive"} <= out.keys()
+    lam = torch.tensor([1.0, 1.0, 0.5])
+    raw = torch.stack([out[u] for u in ("token", "word", "utterance")])
+    assert torch.allclose(out["adaptive"], (lam * raw).sum())         # log-variances start at 0
+    (out["adaptive"] + out["quantity"] + out["monotonic"]).backward()
+    for name, p in heads.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert hidden[0].grad is None and all(h.grad.abs().sum() > 0 for h in hidden[1:])
+    assert set(heads.unit_weights()) == {"token", "word", "utterance"}
+
+
+def test_clips_without_a_transcript_do_not_change_the_text_losses():
+    from edgedistill.distill.text import TextHeads
+
+    torch.manual_seed(0)
+    heads = TextHeads(16, 32, ["token", "utterance"], [1, 1], adaptive=False)
+    hidden = (torch.randn(3, 30, 16),) * 2
+    mask = torch.ones(3, 30, dtype=torch.bool)
+    with_gap = heads(hidden, mask, _batch(["go", None, "left"]))
+    only = heads(tuple(h[[0, 2]] for h in hidden), mask[[0, 2]], _batch(["go", "left"]))
+    for k in ("token", "utterance", "quantity"):
+        assert torch.allclose(with_gap[k], only[k], atol=1e-6), k
+    assert heads(hidden, mask, _batch([None, None, None])) == {}

@@ -105,3 +105,75 @@ with open(os.path.join("{tmp_path}", "rank" + os.environ["RANK"] + ".json"), "w"
     assert r0["ranks_in_sync"] and r1["ranks_in_sync"] and r0["steps_done"] == 6
     assert (tmp_path / "ddp" / "student" / "model.safetensors").exists()
     assert {p.name for p in (tmp_path / "ddp" / "checkpoints" / "step-000006").glob("rng-*.pt")} == {"rng-0.pt", "rng-1.pt"}
+
+
+def _text_log_means(log, key, rows):
+    vals = [r[key] for r in rows if key in r]
+    return sum(vals) / len(vals)
+
+
+def test_layerwise_and_text_informed_run_lowers_every_active_loss(embedded_corpus, tmp_path):
+    out = tmp_path / "run"
+    summary = distill(_cfg(embedded_corpus, out, "steps=100", "max_samples=16000", "log_every=5",
+                           "text_teacher=builtin:bert-tiny", "global_weight=0.5"))
+    log = _log(out)
+    assert summary["finished"] and summary["text_units"]["units"] == ["token", "word", "utterance"]
+    # finer units at shallower layers: the 2-layer student gets token @1, word @1, utterance @2
+    assert summary["text_units"]["layers"] == [1, 1, 2]
+    for key in ("text_token", "text_word", "text_utterance", "text_quantity", "layerwise"):
+        first, last = _text_log_means(log, key, log[:2]), _text_log_means(log, key, log[-2:])
+        assert last < 0.9 * first, (key, first, last)
+    assert log[-1]["text_monotonic"] <= log[0]["text_monotonic"] + 1e-6
+    weights = log[-1]["text_unit_weights"]
+    assert set(weights) == {"token", "word", "utterance"} and any(abs(w - 1) > 1e-3 for w in weights.values())
+    assert (out / "heads" / "text_heads.safetensors").exists()
+
+
+def test_text_losses_alone_skip_the_layerwise_heads(small_corpus, tmp_path):
+    out = tmp_path / "run"
+    distill(_cfg(small_corpus, out, "steps=6", "text_teacher=builtin:bert-tiny", "layerwise_weight=0",
+                 "text_units=[word,utterance]", "max_samples=16000"))
+    log = _log(out)
+    assert "layerwise" not in log[-1] and "text_word" in log[-1] and "text_token" not in log[-1]
+    assert not (out / "heads" / "distill_heads.json").exists() and (out / "heads" / "text_heads.json").exists()
+
+
+def test_exported_student_is_the_same_with_or_without_text_distillation(small_corpus, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from edgedistill.export import export_onnx
+
+    counts = {}
+    for name, extra in (("plain", []), ("text", ["text_teacher=builtin:bert-tiny"])):
+        out = tmp_path / name
+        distill(_cfg(small_corpus, out, "steps=2", "max_samples=16000", *extra))
+        onnx_path = export_onnx(str(out), tmp_path / f"{name}.onnx")["path"]
+        inits = onnx.load(str(onnx_path)).graph.initializer
+        counts[name] = (sum(numpy_helper.to_array(t).size for t in inits),
+                        sum(v.numel() for v in load_file(out / "student" / "model.safetensors").values()))
+    assert counts["plain"] == counts["text"]
+
+
+def test_text_distillation_config_errors(small_corpus, tmp_path):
+    with pytest.raises(ValueError, match="nothing to learn"):
+        _cfg(small_corpus, tmp_path, "layerwise_weight=0")
+    with pytest.raises(ValueError, match="text_units"):
+        _cfg(small_corpus, tmp_path, "text_units=[phoneme]")
+    with pytest.raises(ValueError, match="one layer per text unit"):
+        _cfg(small_corpus, tmp_path, "text_layers=[1]")
+    with pytest.raises(ValueError, match="no text unit active"):
+        _cfg(small_corpus, tmp_path, "text_teacher=builtin:bert-tiny", "global_weight=0", "local_weight=0")
+    # a manifest without transcripts: the error names the fix
+    import csv
+
+    bare = tmp_path / "bare.csv"
+    with open(small_corpus) as f, open(bare, "w", newline="") as g:
+        w = csv.DictWriter(g, fieldnames=["path", "label", "speaker", "split"])
+        w.writeheader()
+        w.writerows({"path": str(small_corpus.parent / r["path"]), "label": r["label"], "speaker": r["speaker"],
+                     "split": r["split"]} for r in csv.DictReader(f))
+    with pytest.raises(ConfigError, match="text_source=label"):
+        distill(_cfg(bare, tmp_path / "a", "steps=2", "text_teacher=builtin:bert-tiny"))
+    summary = distill(_cfg(bare, tmp_path / "b", "steps=2", "text_teacher=builtin:bert-tiny", "text_source=label"))
+    assert summary["finished"]

@@ -1,0 +1,26 @@
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_training.cnn=32",
+        "teacher_training.steps=2", "distill.steps=2", "distill.batch_size=4", "finetune.steps=2",
+        "finetune.batch_size=4", "finetune.eval_every=2", "finetune.num_trials=200", "finetune.noise=null",
+        "export.quantize=[int8]", "export.calibration_clips=4", "benchmark.runs=2", "benchmark.num_trials=200"]
+
+
+def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_recipe", ROOT / "benchmarks" / "arabic_recipe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "res"
+    res = mod.main(["--presets", "distilhubert", "deep", "--work", str(tmp_path / "w"), "--out", str(out),
+                    f"data={small_corpus}", *TINY])
+    names = [v["variant"] for v in res["variants"]]
+    assert names == ["teacher fp32", "distilhubert fp32", "distilhubert int8",
+                     "distilhubert from scratch (no distillation) fp32", "deep fp32", "deep int8"]
+    first = json.loads((tmp_path / "w" / "arabic_distilhubert" / "teacher" / "stage.json").read_text())
+    second = json.loads((tmp_path / "w" / "arabic_deep" / "teacher" / "stage.json").read_text())
+    assert first == second   # trained once, skipped in the second run
+    assert "| deep int8 |" in out.with_suffix(".md").read_text()
+    assert open(out.with_name("res_tradeoff.png"), "rb").read(4) == b"\x89PNG"

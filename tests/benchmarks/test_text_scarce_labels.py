@@ -1,0 +1,36 @@
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("bench_text", ROOT / "benchmarks" / "text_scarce_labels.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_one_iteration_smoke_on_the_embedded_corpus(small_corpus, tmp_path):
+    mod = _load()
+    out, work = tmp_path / "res", tmp_path / "w"
+    args = ["--data", str(small_corpus), "--teacher", "builtin:hubert-tiny", "--text-teacher", "builtin:bert-tiny",
+            "--seeds", "0", "1", "--distill-steps", "2", "--finetune-steps", "2", "--batch-size", "4",
+            "--label-fraction", "0.5", "--trials", "100", "--work", str(work), "--out", str(out)]
+    res = mod.main(args)
+    assert [(r["seed"], r["condition"]) for r in res["runs"]] == [
+        (0, "layer-wise"), (0, "layer-wise + text"), (1, "layer-wise"), (1, "layer-wise + text")]
+    assert res["summary"]["difference"]["seeds"] == 2
+    assert "text_token" in res["runs"][1]["distill_log_last"] and "text_token" not in res["runs"][0]["distill_log_last"]
+    # labelled clips: half of each keyword's train clips, the same ones carry transcripts
+    with open(work / "distill_seed0.csv") as f:
+        rows = list(csv.DictReader(f))
+    with open(work / "labelled_seed0.csv") as f:
+        labelled = [r for r in csv.DictReader(f) if r["split"] == "train"]
+    assert {r["path"] for r in rows if r["text"]} == {r["path"] for r in labelled}
+    assert len(labelled) == len(rows) // 2
+    assert "Paired difference" in out.with_suffix(".md").read_text()
+    assert json.loads(out.with_suffix(".json").read_text())["command"].startswith("python")
+    assert mod.main(args)["runs"] == res["runs"]   # finished runs are read back, not redone
