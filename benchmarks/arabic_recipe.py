@@ -36,6 +36,8 @@ def main(argv=None) -> dict:
     p.add_argument("--presets", nargs="+", default=["distilhubert", "deep", "wide"])
     p.add_argument("--baseline-for", default="distilhubert", help="preset that also gets the from-scratch baseline")
     p.add_argument("--work", default="runs", help="run folders go to WORK/arabic_PRESET")
+    p.add_argument("--gather", action="store_true",
+                   help="only gather the finished runs' report.json files into the report (run nothing)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arabic_recipe"))
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. distill.steps=100)")
     args = p.parse_args(argv)
@@ -48,6 +50,11 @@ def main(argv=None) -> dict:
     reports, seconds = {}, {}
     for preset in args.presets:
         out = work / f"arabic_{preset}"
+        if args.gather:
+            if not (out / "report.json").exists():
+                raise SystemExit(f"--gather: {out}/report.json is missing: run that preset first")
+            reports[preset] = json.loads((out / "report.json").read_text())
+            continue
         done = sorted(work.glob("arabic_*/teacher/stage.json"))
         if done and not (out / "teacher" / "stage.json").exists():
             shutil.rmtree(out / "teacher", ignore_errors=True)

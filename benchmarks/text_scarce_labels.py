@@ -31,7 +31,18 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "arabic_speech_commands"
-CONDITIONS = ("layer-wise", "layer-wise + text")
+PLAIN, TEXT = "layer-wise", "layer-wise + text"
+
+
+def _conditions(variants: list[str]) -> list[tuple[str, str, list[str]]]:
+    """(name, folder suffix, DistillConfig overrides) per condition: the plain one first, then
+    one text run per variant ("" = the library's default weights; "a=1,b=2" = overrides)."""
+    out = [(PLAIN, "plain", [])]
+    for v in variants:
+        over = [x for x in v.split(",") if x]
+        slug = "_".join(x.replace("=", "") for x in over)
+        out.append((f"{TEXT} ({', '.join(over)})" if over else TEXT, f"text_{slug}" if slug else "text", over))
+    return out
 
 
 def _default_text_teacher() -> str:
@@ -95,7 +106,8 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--work", default="runs/text_scarce_labels", help="stage outputs (resumable)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "text_scarce_labels"))
-    p.add_argument("--extra", nargs="*", default=[], help="key=value DistillConfig overrides of the text run")
+    p.add_argument("--variants", nargs="+", default=[""], help="text runs: '' = default weights, or comma-separated "
+                   "DistillConfig overrides, e.g. text_weight=0.1 contrastive_weight=1")
     args = p.parse_args(argv)
     if not 0 < args.label_fraction <= 1:
         raise SystemExit("--label-fraction must be in (0, 1]")
@@ -117,10 +129,12 @@ def main(argv=None) -> dict:
     manifest = data / "manifest.csv" if data.is_dir() else data
     noise = manifest.parent / "background_noise"
     runs = []
+    conditions = _conditions(args.variants)
+    names = [c[0] for c in conditions]
     for seed in args.seeds:
         d_csv, f_csv, n_lab = _manifests(manifest, work, args.label_fraction, seed)
-        for cond in CONDITIONS:
-            folder = work / f"seed{seed}_{'text' if 'text' in cond else 'plain'}"
+        for cond, suffix, extra in conditions:
+            folder = work / f"seed{seed}_{suffix}"
             done = folder / "result.json"
             if done.exists():
                 runs.append(json.loads(done.read_text()))
@@ -129,8 +143,8 @@ def main(argv=None) -> dict:
             over = [f"teacher={args.teacher}", f"data={d_csv}", "split=train", f"out={folder / 'distill'}",
                     f"student.preset={args.student}", f"steps={args.distill_steps}", f"batch_size={args.batch_size}",
                     "max_samples=16000", "lr=5e-4", "cpu=true", "log_every=25", "save_every=100", f"seed={seed}"]
-            if "text" in cond:
-                over += [f"text_teacher={text_teacher}", "text_source=text", *args.extra]
+            if cond != PLAIN:
+                over += [f"text_teacher={text_teacher}", "text_source=text", *extra]
             distill(load_config(DistillConfig, None, over), resume=True)
             ft = [f"model={folder / 'distill'}", f"data={f_csv}", f"out={folder / 'ft'}",
                   f"steps={args.finetune_steps}", f"batch_size={args.batch_size}", f"eval_every={args.finetune_steps}",
@@ -151,7 +165,7 @@ def main(argv=None) -> dict:
             print(f"[seed {seed}] {cond}: KWS {100 * res['kws_accuracy']:.2f}%  EER {_pct(res['sv_eer'])}", flush=True)
 
     summary = {}
-    for cond in CONDITIONS:
+    for cond in names:
         acc = np.array([r["kws_accuracy"] for r in runs if r["condition"] == cond])
         eer = np.array([r["sv_eer"] for r in runs if r["condition"] == cond and r["sv_eer"] is not None])
         summary[cond] = {"kws_mean": float(acc.mean()), "kws_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
@@ -159,11 +173,12 @@ def main(argv=None) -> dict:
                          "eer_std": float(eer.std(ddof=1)) if len(eer) > 1 else 0.0,
                          "n": len(acc)}
     by_seed = {s: {r["condition"]: r for r in runs if r["seed"] == s} for s in args.seeds}
-    diffs = np.array([by_seed[s][CONDITIONS[1]]["kws_accuracy"] - by_seed[s][CONDITIONS[0]]["kws_accuracy"]
-                      for s in args.seeds])
-    summary["difference"] = {"kws_mean": float(diffs.mean()),
-                             "kws_std": float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0,
-                             "text_better_seeds": int((diffs > 0).sum()), "seeds": len(diffs)}
+    summary["difference"] = {}
+    for cond in names[1:]:
+        diffs = np.array([by_seed[s][cond]["kws_accuracy"] - by_seed[s][PLAIN]["kws_accuracy"] for s in args.seeds])
+        summary["difference"][cond] = {"kws_mean": float(diffs.mean()),
+                                       "kws_std": float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0,
+                                       "text_better_seeds": int((diffs > 0).sum()), "seeds": len(diffs)}
     command = "python benchmarks/text_scarce_labels.py " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {"benchmark": "text_scarce_labels", "data": str(manifest), "teacher": args.teacher,
               "text_teacher": text_teacher, "student": args.student, "label_fraction": args.label_fraction,
@@ -181,13 +196,15 @@ def main(argv=None) -> dict:
           f"Machine: {m['cpu']}, {result['threads']} thread(s); " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
           + f"; {result['date']}.", "",
           "| condition | seeds | KWS accuracy mean ± sd | SV EER mean ± sd |", "|---|---|---|---|"]
-    for cond in CONDITIONS:
+    for cond in names:
         s = summary[cond]
         eer = f"{_pct(s['eer_mean'])} ± {100 * s['eer_std']:.2f}" if s["eer_mean"] is not None else "-"
         md.append(f"| {cond} | {s['n']} | {100 * s['kws_mean']:.2f}% ± {100 * s['kws_std']:.2f} | {eer} |")
-    d = summary["difference"]
-    md += ["", f"Paired difference (text − layer-wise) in KWS accuracy: {100 * d['kws_mean']:+.2f} points ± "
-               f"{100 * d['kws_std']:.2f} (sd over seeds); text better on {d['text_better_seeds']} of {d['seeds']} seeds.",
+    md.append("")
+    for cond, d in summary["difference"].items():
+        md.append(f"Paired difference ({cond} − {PLAIN}) in KWS accuracy: {100 * d['kws_mean']:+.2f} points ± "
+                  f"{100 * d['kws_std']:.2f} (sd over seeds); better on {d['text_better_seeds']} of {d['seeds']} seeds.")
+    md += [
            "", "| seed | condition | KWS accuracy | SV EER | minDCF (0.01) |", "|---|---|---|---|---|"]
     md += [f"| {r['seed']} | {r['condition']} | {100 * r['kws_accuracy']:.2f}% | {_pct(r['sv_eer'])} | "
            f"{r['sv_min_dcf'] if r['sv_min_dcf'] is None else round(r['sv_min_dcf'], 3)} |" for r in runs]

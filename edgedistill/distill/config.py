@@ -71,6 +71,8 @@ class DistillConfig:
     cpu: bool = field(default=False, metadata={"help": "train on the CPU even if a GPU is there"})
     num_workers: int = field(default=0, metadata={"help": "data-loader worker processes"})
     seed: int = field(default=0, metadata={"help": "seed of init, data order, crops and dropout"})
+    log_with: str | None = field(default=None, metadata={
+        "help": "also log to an accelerate tracker: 'tensorboard' (in OUT/tensorboard), 'wandb', ..."})
     log_every: int = field(default=10, metadata={"help": "steps between log lines"})
     save_every: int = field(default=1000, metadata={"help": "steps between checkpoints"})
     keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept on disk"})

@@ -1,7 +1,9 @@
-"""What every training workflow does first: pick the accelerator and claim the run folder."""
+"""What every training workflow does first: pick the accelerator and claim the run folder;
+and what it does at every log step: `TrainLog`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -10,14 +12,60 @@ from edgedistill.config import ConfigError, save_config, to_dict
 from edgedistill.training.checkpoint import Checkpointer
 
 
-def make_accelerator(mixed_precision: str = "auto", cpu: bool = False):
-    """`accelerate.Accelerator`; "auto" = bf16 on a GPU that has it, else fp32."""
+def make_accelerator(mixed_precision: str = "auto", cpu: bool = False, log_with: str | None = None,
+                     project_dir: str | Path | None = None):
+    """`accelerate.Accelerator`; "auto" = bf16 on a GPU that has it, else fp32. `log_with`
+    names an accelerate tracker (e.g. "tensorboard") writing under `project_dir`."""
     from accelerate import Accelerator
 
     if mixed_precision == "auto":
         mixed_precision = "bf16" if (torch.cuda.is_available() and not cpu
                                      and torch.cuda.is_bf16_supported()) else "no"
-    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    if log_with == "tensorboard":
+        from accelerate.utils import is_tensorboard_available
+
+        if not is_tensorboard_available():
+            raise ConfigError("log_with=tensorboard needs tensorboard or tensorboardX: "
+                              "pip install 'edgedistill[tensorboard]'")
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu, log_with=log_with,
+                       project_dir=str(project_dir) if project_dir is not None else None)
+
+
+class TrainLog:
+    """`train_log.jsonl` on the main process, plus the accelerator's trackers (TensorBoard...)
+    when it has any: every numeric field of a record becomes a scalar (lists: one per index,
+    dicts: one per key)."""
+
+    def __init__(self, acc, out: Path, name: str, cfg=None):
+        self.acc = acc
+        self.file = open(Path(out) / "train_log.jsonl", "a") if acc.is_main_process else None
+        self.tracking = bool(acc.log_with)
+        if self.tracking:
+            flat = {k: v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+                    for k, v in (to_dict(cfg) if cfg is not None else {}).items()}
+            acc.init_trackers(name, config=flat)
+
+    def write(self, record: dict) -> None:
+        if self.file:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        if self.tracking:
+            scalars = {}
+            for k, v in record.items():
+                if k == "step":
+                    continue
+                items = (v.items() if isinstance(v, dict) else
+                         ((str(i), x) for i, x in enumerate(v)) if isinstance(v, list) else [(None, v)])
+                for sub, x in items:
+                    if isinstance(x, (int, float)) and not isinstance(x, bool):
+                        scalars[f"{k}/{sub}" if sub is not None else k] = x
+            self.acc.log(scalars, step=record["step"])
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+        if self.tracking:
+            self.acc.end_training()
 
 
 def claim_run_folder(acc, cfg, out: Path, resume: bool, ckpt: Checkpointer, command: str,

@@ -29,12 +29,12 @@ from edgedistill.models.student import build_student
 from edgedistill.models.teacher import load_teacher, prepare_input
 from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
-from edgedistill.training.run import claim_run_folder, make_accelerator
+from edgedistill.training.run import TrainLog, claim_run_folder, make_accelerator
 
 log = logging.getLogger("edgedistill.distill")
 
 # Fields that may change between a run and its resumption without changing the result.
-_RESUMABLE = {"log_every", "save_every", "keep_checkpoints", "num_workers", "steps"}
+_RESUMABLE = {"log_every", "save_every", "keep_checkpoints", "num_workers", "log_with", "steps"}
 
 
 def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = None) -> dict:
@@ -50,7 +50,7 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
     `heads/` (training-only heads), `checkpoints/`, `config.yaml`, `train_log.jsonl`,
     `summary.json`.
     """
-    acc = make_accelerator(cfg.mixed_precision, cfg.cpu)
+    acc = make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.log_with, Path(cfg.out) / "tensorboard")
     out = Path(cfg.out)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
     claim_run_folder(acc, cfg, out, resume, ckpt, "edgedistill distill", _RESUMABLE)
@@ -102,7 +102,7 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
 
     bar = tqdm(total=cfg.steps, initial=step, desc="distill", unit="step",
                disable=not acc.is_main_process, dynamic_ncols=True)
-    logf = open(out / "train_log.jsonl", "a") if acc.is_main_process else None
+    logf = TrainLog(acc, out, "distill", cfg)
     audio_s, t0, loss_acc, n_acc = 0.0, time.perf_counter(), 0.0, 0
     parts_acc: dict[str, torch.Tensor] = {}
     parts_n: dict[str, int] = {}
@@ -173,17 +173,14 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
                     rec["text_unit_weights"] = acc.unwrap_model(model).text_heads.unit_weights()
                 parts_acc, parts_n = {}, {}
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", audio_x=f"{rec['audio_s_per_s']:.1f}")
-                if logf:
-                    logf.write(json.dumps(rec) + "\n")
-                    logf.flush()
+                logf.write(rec)
                 loss_acc, n_acc = 0.0, 0
             if step % cfg.save_every == 0 or step == end:
                 save_training_state(acc, ckpt, model, optimizer, step)
             if step >= end:
                 break
     bar.close()
-    if logf:
-        logf.close()
+    logf.close()
     in_sync = _ranks_in_sync(acc, model)
     summary = {"steps_done": step, "finished": step >= cfg.steps, "params": init["params"],
                "teacher_init_copied": len(init["copied"]), "targets": targets,

@@ -31,10 +31,10 @@ from edgedistill.models.multitask import MultiTaskModel
 from edgedistill.models.teacher import load_teacher
 from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
-from edgedistill.training.run import claim_run_folder, make_accelerator
+from edgedistill.training.run import TrainLog, claim_run_folder, make_accelerator
 
 log = logging.getLogger("edgedistill.finetune")
-_RESUMABLE = {"log_every", "save_every", "keep_checkpoints", "num_workers"}
+_RESUMABLE = {"log_every", "save_every", "keep_checkpoints", "num_workers", "log_with"}
 
 
 def load_backbone(spec: str, seed: int = 0) -> tuple[torch.nn.Module, bool]:
@@ -90,7 +90,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
     Writes to `cfg.out`: `model/` (the selected MultiTaskModel), `val_report.json`,
     `checkpoints/`, `config.yaml`, `train_log.jsonl`, `summary.json`.
     """
-    acc = make_accelerator(cfg.mixed_precision, cfg.cpu)
+    acc = make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.log_with, Path(cfg.out) / "tensorboard")
     out = Path(cfg.out)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
     claim_run_folder(acc, cfg, out, resume, ckpt, "edgedistill finetune", _RESUMABLE)
@@ -145,7 +145,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
     end = min(cfg.steps, stop_after) if stop_after is not None else cfg.steps
     bar = tqdm(total=cfg.steps, initial=step, desc="finetune", unit="step",
                disable=not acc.is_main_process, dynamic_ncols=True)
-    logf = open(out / "train_log.jsonl", "a") if acc.is_main_process else None
+    logf = TrainLog(acc, out, "finetune", cfg)
     t0, sums, n = time.perf_counter(), {}, 0
     while step < end:
         sampler.set_epoch(step // len(loader), start=(step % len(loader)) * cfg.batch_size)
@@ -187,16 +187,13 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
             if record is not None:
                 bar.set_postfix(loss=f"{record['loss']:.3f}" if "loss" in record else "-",
                                 val=f"{best['score']:.3f}" if best["step"] else "-")
-                if logf:
-                    logf.write(json.dumps(record) + "\n")
-                    logf.flush()
+                logf.write(record)
             if step % cfg.save_every == 0 or step == end:
                 save_training_state(acc, ckpt, model, optimizer, step, {"best": best})
             if step >= end:
                 break
     bar.close()
-    if logf:
-        logf.close()
+    logf.close()
     summary = {"steps_done": step, "finished": step >= cfg.steps, "labels": labels,
                "train_speakers": len(speakers), "train_clips": len(clips), "val_clips": len(val_clips),
                "best_step": best["step"], "val": best["report"], "select_metric": cfg.select_metric}

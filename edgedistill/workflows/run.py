@@ -86,8 +86,18 @@ class RunConfig:
                 "and benchmark it as 'scratch fp32': what distillation buys"})
 
 
+# Config fields that do not change a stage's result: left out of its hash, so turning on
+# TensorBoard does not redo finished stages.
+_NOT_HASHED = {"log_with"}
+
+
 def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if k not in _NOT_HASHED}
+        return o
+
+    return hashlib.sha256(json.dumps(strip(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _stage(name: str, folder: Path, spec: dict, fn) -> dict:
