@@ -152,8 +152,9 @@ def _train_teacher(cfg: RunConfig, folder: Path) -> dict:
         torch.manual_seed(cfg.finetune.seed)
         HubertModel(hcfg).save_pretrained(init)
         Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False).save_pretrained(init)
+    # From random weights the CNN must learn too, whatever the student's fine-tuning does with it.
     ft = dataclasses.replace(cfg.finetune, model=str(init), data=cfg.data, out=str(folder / "ft"), steps=tt.steps,
-                             eval_every=tt.steps)
+                             eval_every=tt.steps, freeze_cnn=False, freeze_backbone=False)
     return {"summary": finetune(ft, resume=True), "model": str(folder / "ft" / "model")}
 
 
@@ -167,7 +168,7 @@ def run(cfg: RunConfig) -> dict:
     specs: dict[str, dict] = {}
     if cfg.teacher == "train":
         specs["teacher"] = {"data": cfg.data, "train": to_dict(cfg.teacher_training),
-                            "finetune": to_dict(cfg.finetune)}
+                            "finetune": to_dict(cfg.finetune), "cnn": "trained"}  # teachers before this froze it
         teacher = _stage("teacher", out / "teacher", specs["teacher"], lambda: _train_teacher(cfg, out / "teacher"))
         teacher_model, teacher_backbone = teacher["model"], str(Path(teacher["model"]) / "backbone")
     else:

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import torch
+
 from edgedistill.cli import main
 
 TINY = ["teacher_training.layers=4", "teacher_training.hidden=64", "teacher_training.cnn=32",
@@ -16,7 +18,8 @@ TINY = ["teacher_training.layers=4", "teacher_training.hidden=64", "teacher_trai
 
 def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     out = tmp_path / "run"
-    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true"]) == 0
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true",
+                 "finetune.freeze_cnn=true"]) == 0
     report = json.loads((out / "report.json").read_text())
     names = [v["variant"] for v in report["variants"]]
     assert names == ["teacher fp32", "student fp32", "student int8-dynamic", "scratch fp32"]
@@ -25,6 +28,15 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     # the baseline has the student's shape but its own (random-init) weights
     assert scratch["params"] == student["params"] and scratch["path"] != student["path"]
     assert "from random weights" in (out / "export" / "README.md").read_text()
+    # the teacher trained here from random weights trains its CNN even when the student's
+    # fine-tuning freezes it (finetune.freeze_cnn=true): the student's CNN stays as distilled
+    from safetensors.torch import load_file
+
+    def conv(folder):
+        return load_file(folder / "model.safetensors")["feature_extractor.conv_layers.1.conv.weight"]
+
+    assert not torch.equal(conv(out / "teacher" / "init"), conv(out / "teacher" / "ft" / "model" / "backbone"))
+    assert torch.equal(conv(out / "distill" / "student"), conv(out / "finetune" / "model" / "backbone"))
     for v in report["variants"]:
         assert {"params", "file_bytes", "kws_accuracy", "sv_eer", "sv_min_dcf", "latency_ms_p50",
                 "latency_ms_p90", "rtf"} <= v.keys()
@@ -39,7 +51,8 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     assert f"{100 * student['kws_accuracy']:.2f}%" in card and (out / "export" / "DEVICE.md").exists()
     # everything done: a second run skips every stage
     marks = {p: p.stat().st_mtime_ns for p in out.glob("*/stage.json")}
-    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true"]) == 0
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true",
+                 "finetune.freeze_cnn=true"]) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/stage.json")} == marks
 
 
