@@ -65,8 +65,35 @@ class LayerToLayer(nn.Module):
         return torch.stack([p(hidden_states[i]) for p, i in zip(self.proj, self.student_layers)])
 
 
-class DistillHeads(nn.Module):
+class SavedHeads(nn.Module):
+    """Training-only heads saved as `STEM.safetensors` + `STEM.json` (the constructor's
+    arguments, `self.spec`) and rebuilt from them."""
+
+    stem = "heads"
+    spec: dict
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, folder / f"{self.stem}.safetensors")
+        (folder / f"{self.stem}.json").write_text(json.dumps(self.spec, indent=1))
+
+    @classmethod
+    def load(cls, folder: str | Path):
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        heads = cls(**json.loads((folder / f"{cls.stem}.json").read_text()))
+        heads.load_state_dict(load_file(folder / f"{cls.stem}.safetensors"))
+        return heads
+
+
+class DistillHeads(SavedHeads):
     """The heads of one objective, with what is needed to rebuild them."""
+
+    stem = "distill_heads"
 
     def __init__(self, objective: str, student_dim: int, teacher_dim: int, targets: list[int],
                  student_layers: list[int] | None = None, head_dim: int | None = None):
@@ -88,21 +115,3 @@ class DistillHeads(nn.Module):
 
     def forward(self, hidden_states):
         return self.net(hidden_states)
-
-    def save(self, folder: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()},
-                  folder / "distill_heads.safetensors")
-        (folder / "distill_heads.json").write_text(json.dumps(self.spec, indent=1))
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "DistillHeads":
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        heads = cls(**json.loads((folder / "distill_heads.json").read_text()))
-        heads.load_state_dict(load_file(folder / "distill_heads.safetensors"))
-        return heads

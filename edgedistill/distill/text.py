@@ -21,12 +21,11 @@ dominate the other losses and the gradient clipping).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from edgedistill.distill.heads import SavedHeads
 
 UNITS = ("token", "word", "utterance")  # fine -> coarse
 
@@ -164,7 +163,7 @@ def default_text_layers(units: list[str], student_layers: int) -> list[int]:
     return [max(1, min(student_layers, round(student_layers * (i + 1) / n))) for i in range(n)]
 
 
-class TextHeads(nn.Module):
+class TextHeads(SavedHeads):
     """Auxiliary heads distilled from a text teacher, one per unit granularity.
 
     Unit g reads student layer `layers[i]` (HF indexing). Token and word units are CIF
@@ -178,6 +177,8 @@ class TextHeads(nn.Module):
         layers: student layer per unit.
         adaptive: learn the granularity weights (else all 1).
     """
+
+    stem = "text_heads"
 
     def __init__(self, student_dim: int, text_dim: int, units: list[str], layers: list[int], adaptive: bool = True):
         super().__init__()
@@ -249,20 +250,3 @@ class TextHeads(nn.Module):
             out["quantity"] = torch.stack(quantity).mean()
             out["monotonic"] = torch.stack(monotonic).mean()
         return out
-
-    def save(self, folder: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, folder / "text_heads.safetensors")
-        (folder / "text_heads.json").write_text(json.dumps(self.spec, indent=1))
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "TextHeads":
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        heads = cls(**json.loads((folder / "text_heads.json").read_text()))
-        heads.load_state_dict(load_file(folder / "text_heads.safetensors"))
-        return heads

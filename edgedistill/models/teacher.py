@@ -180,31 +180,42 @@ def load_teacher(id_or_path: str | nn.Module, *, seed: int = 0,
     return Teacher(*_from_pretrained(name, do_normalize))
 
 
-def _from_pretrained(name: str, do_normalize: bool | None):
-    from transformers import AutoConfig, AutoModel
+def find_pretrained(name: str, what: str = "teacher", flag: str = "--teacher"):
+    """(source, from_pretrained kwargs, config) of a local folder or hub id, without
+    `trust_remote_code`: a folder as is; a hub id from the local cache first (fast), then from
+    the hub unless `HF_HUB_OFFLINE` is set.
+
+    Raises:
+        TeacherNotFoundError: naming `what` and the `flag` to pass a downloaded folder with.
+    """
+    from transformers import AutoConfig
 
     local = Path(name).expanduser()
     if local.exists():
         src, attempts = str(local), [dict(local_files_only=True)]
     elif name.startswith((".", "/", "~")):
-        raise TeacherNotFoundError(f"teacher path '{name}' does not exist: check the path")
-    else:  # a hub id: the local cache first (fast), then the hub unless offline
+        raise TeacherNotFoundError(f"{what} path '{name}' does not exist: check the path")
+    else:
         src, attempts = name, [dict(local_files_only=True)]
         if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("0", "", "false", "no"):
             attempts.append({})
     last = None
     for kw in attempts:
         try:
-            config = AutoConfig.from_pretrained(src, trust_remote_code=False, **kw)
-            break
+            return src, kw, AutoConfig.from_pretrained(src, trust_remote_code=False, **kw)
         except (OSError, ValueError) as exc:
             last = exc
-    else:
-        raise TeacherNotFoundError(
-            f"cannot load teacher '{name}': it is not a local folder and not in the Hugging Face "
-            f"cache, and the hub could not be reached ({str(last).splitlines()[0][:160]}). "
-            f"On a connected machine run `huggingface-cli download {name} --local-dir DIR` "
-            "and pass --teacher DIR") from last
+    raise TeacherNotFoundError(
+        f"cannot load {what} '{name}': it is not a local folder and not in the Hugging Face "
+        f"cache, and the hub could not be reached ({str(last).splitlines()[0][:160]}). "
+        f"On a connected machine run `huggingface-cli download {name} --local-dir DIR` "
+        f"and pass {flag} DIR") from last
+
+
+def _from_pretrained(name: str, do_normalize: bool | None):
+    from transformers import AutoModel
+
+    src, kw, config = find_pretrained(name)
     if config.model_type not in SPEECH_MODEL_TYPES:
         raise ValueError(f"'{name}' is a '{config.model_type}' model, not a speech SSL model; "
                          f"supported: {SPEECH_MODEL_TYPES}")

@@ -15,14 +15,13 @@ transcripts thousands of times.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from edgedistill.models.teacher import TeacherNotFoundError
+from edgedistill.models.teacher import TeacherNotFoundError, find_pretrained
 
 TEXT_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet", "albert",
                     "deberta", "deberta-v2", "camembert", "ernie", "modernbert")
@@ -182,29 +181,10 @@ def load_text_teacher(id_or_path: str | TextTeacher, *, seed: int = 0, pooling: 
         return builtin_text_teacher(seed)
     if name.startswith("builtin:"):
         raise TeacherNotFoundError(f"unknown builtin text teacher '{name}'; available: {BUILTIN_TEXT_TEACHERS}")
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer
 
-    local = Path(name).expanduser()
-    if local.exists():
-        src, attempts = str(local), [dict(local_files_only=True)]
-    elif name.startswith((".", "/", "~")):
-        raise TeacherNotFoundError(f"text teacher path '{name}' does not exist: check the path")
-    else:
-        src, attempts = name, [dict(local_files_only=True)]
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("0", "", "false", "no"):
-            attempts.append({})
-    last = None
-    for kw in attempts:
-        try:
-            config = AutoConfig.from_pretrained(src, trust_remote_code=False, **kw)
-            break
-        except (OSError, ValueError) as exc:
-            last = exc
-    else:
-        raise TeacherNotFoundError(
-            f"cannot load text teacher '{name}': not a local folder, not in the Hugging Face cache, and the "
-            f"hub could not be reached ({str(last).splitlines()[0][:160]}). On a connected machine run "
-            f"`huggingface-cli download {name} --local-dir DIR` and pass --text-teacher DIR") from last
+    src, kw, config = find_pretrained(name, "text teacher", "--text-teacher")
+    local = Path(src)
     if config.model_type not in TEXT_MODEL_TYPES:
         raise ValueError(f"'{name}' is a '{config.model_type}' model, not a text encoder; "
                          f"supported: {TEXT_MODEL_TYPES}")

@@ -115,3 +115,15 @@ def test_clips_without_a_transcript_do_not_change_the_text_losses():
     for k in ("token", "utterance", "quantity"):
         assert torch.allclose(with_gap[k], only[k], atol=1e-6), k
     assert heads(hidden, mask, _batch([None, None, None])) == {}
+
+
+def test_text_heads_save_and_load_round_trip(tmp_path):
+    from edgedistill.distill.text import TextHeads
+
+    heads = TextHeads(16, 32, ["word", "utterance"], [1, 2])
+    with torch.no_grad():
+        heads.log_vars.fill_(0.3)
+    heads.save(tmp_path)
+    again = TextHeads.load(tmp_path)
+    assert again.spec == heads.spec and again.unit_weights() == heads.unit_weights()
+    assert all(torch.equal(a, b) for a, b in zip(heads.state_dict().values(), again.state_dict().values()))
