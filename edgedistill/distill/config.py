@@ -39,7 +39,9 @@ class DistillConfig:
         "help": f"unit granularities, fine to coarse, among {UNITS}"})
     text_layers: list[int] | None = field(default=None, metadata={
         "help": "student layer of each text unit's auxiliary head (null: spread evenly, finest shallowest)"})
-    text_weight: float = field(default=1.0, metadata={"help": "weight of all text alignment losses"})
+    text_weight: float = field(default=0.1, metadata={
+        "help": "weight of the text alignment losses (0.1: per transcribed clip, their gradient into a "
+                "HuBERT-shaped student was about 7x the layer-wise loss's at weight 1)"})
     global_weight: float = field(default=1.0, metadata={"help": "utterance (global) alignment weight"})
     local_weight: float = field(default=1.0, metadata={"help": "token / word (local) alignment weight"})
     contrastive_weight: float = field(default=0.0, metadata={

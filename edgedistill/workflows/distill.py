@@ -92,7 +92,11 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
     if step:
         log.info("resumed from %s at step %d", ckpt.latest(), step)
     model, optimizer = acc.prepare(model, optimizer)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    # Clipped as two groups: the training-only text heads' gradients (large while CIF learns
+    # the unit count) must not shrink the student's and layer-wise heads' through a shared norm.
+    text_ids = {id(p) for p in text_heads.parameters()} if text_heads is not None else set()
+    trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in text_ids]
+    text_trainable = [p for p in model.parameters() if p.requires_grad and id(p) in text_ids]
     kernel, stride = s_cfg.conv_kernel, s_cfg.conv_stride
 
     if acc.is_main_process and dataset.skipped:
@@ -148,6 +152,8 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
             if loss.requires_grad:
                 acc.backward(loss)
                 grad_norm = acc.clip_grad_norm_(trainable, cfg.grad_clip)
+                if text_trainable:
+                    parts["text_grad_norm"] = acc.clip_grad_norm_(text_trainable, cfg.grad_clip).detach()
                 optimizer.step()
             else:  # text losses alone and no clip of this batch has a transcript
                 grad_norm = torch.zeros(())

@@ -127,3 +127,18 @@ def test_text_heads_save_and_load_round_trip(tmp_path):
     again = TextHeads.load(tmp_path)
     assert again.spec == heads.spec and again.unit_weights() == heads.unit_weights()
     assert all(torch.equal(a, b) for a, b in zip(heads.state_dict().values(), again.state_dict().values()))
+
+
+def test_quantity_loss_trains_the_cif_not_the_speech_model_unless_asked():
+    torch.manual_seed(0)
+    h = torch.randn(2, 30, 8, requires_grad=True)
+    cif = CIF(8)
+    cif(h, None, torch.tensor([2, 3]))["quantity_loss"].backward()
+    assert h.grad is None and cif.weight.weight.grad.abs().sum() > 0   # boundaries: the CIF's job
+    both = CIF(8, detach=False)
+    both(h, None, torch.tensor([2, 3]))["quantity_loss"].backward()
+    assert h.grad.abs().sum() > 0
+    # the units' contents still teach the speech model through the integration
+    h.grad = None
+    cif(h, None, torch.tensor([2, 3]))["units"].sum().backward()
+    assert h.grad.abs().sum() > 0
