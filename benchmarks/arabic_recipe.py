@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
               "command": command.strip(), "machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
               "plot": plot.name}
     m = result["machine"]
-    md = ["# Arabic Speech Commands recipe: teacher vs distilhubert, deep, wide", "", f"`{result['command']}`", "",
+    md = [f"# Arabic Speech Commands recipe: teacher vs {', '.join(reports)}", "", f"`{result['command']}`", "",
           f"Each student: `edgedistill run {result['recipe']} distill.student.preset=PRESET`. Measured on the "
           f"'{ref['split']}' split ({ref['clips']} clips, 6 speakers never seen in training; the dataset's test "
           "speakers are held out and not available). Every fine-tune validates once, at its last step: nothing is "
