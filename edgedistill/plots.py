@@ -31,10 +31,11 @@ def plot_tradeoff(entries: list[dict], path: str | Path) -> Path:
                             textcoords="offset points")
             if e.get("sv_eer") is not None:
                 ax.scatter(x, 100 * (1 - e["sv_eer"]), marker="s", color="tab:orange")
-        from matplotlib.ticker import NullFormatter, ScalarFormatter
+        from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xscale("log")  # ticks at 1-2-5 steps: labels even when the points span less than a decade
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.margins(x=0.25, y=0.15)
         ax.set_xlabel(xlabel + " (log scale)")
