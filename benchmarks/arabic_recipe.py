@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     from edgedistill.cli import main as cli
-    from edgedistill.machine import machine_info, write_report
+    from edgedistill.machine import machine_info, num, pct, write_report
     from edgedistill.plots import plot_tradeoff
 
     work = Path(args.work)
@@ -99,8 +99,8 @@ def main(argv=None) -> dict:
           "| variant | params | file MB | KWS accuracy | SV EER | minDCF (0.01) | p50 ms | p90 ms |",
           "|---|---|---|---|---|---|---|---|"]
     for e in rows:
-        md.append(f"| {e['variant']} | {e['params']:,} | {e['file_bytes'] / 1e6:.2f} | {_pct(e['kws_accuracy'])} | "
-                  f"{_pct(e['sv_eer'])} | {_num(e['sv_min_dcf'])} | {e['latency_ms_p50']:.1f} | {e['latency_ms_p90']:.1f} |")
+        md.append(f"| {e['variant']} | {e['params']:,} | {e['file_bytes'] / 1e6:.2f} | {pct(e['kws_accuracy'])} | "
+                  f"{pct(e['sv_eer'])} | {num(e['sv_min_dcf'])} | {e['latency_ms_p50']:.1f} | {e['latency_ms_p90']:.1f} |")
     md += ["", "Stage wall times (s): " + "; ".join(f"{pr}: " + ", ".join(f"{k} {v}" for k, v in st.items())
                                                     for pr, st in stage_s.items()), "",
            f"![accuracy vs size and latency]({plot.name})", "",
@@ -108,14 +108,6 @@ def main(argv=None) -> dict:
            "10.5281/zenodo.4662481), CC BY 4.0."]
     write_report(args.out, result, md)
     return result
-
-
-def _pct(x) -> str:
-    return f"{100 * x:.2f}%" if x is not None else "-"
-
-
-def _num(x) -> str:
-    return f"{x:.3f}" if x is not None else "-"
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def main(argv=None) -> dict:
     from edgedistill.config import load_config
     from edgedistill.distill.config import DistillConfig
     from edgedistill.finetune.config import FinetuneConfig
-    from edgedistill.machine import machine_info, write_report
+    from edgedistill.machine import machine_info, pct, write_report
     from edgedistill.workflows.distill import distill
     from edgedistill.workflows.evaluate import evaluate
     from edgedistill.workflows.finetune import finetune
@@ -162,7 +162,7 @@ def main(argv=None) -> dict:
                    "seconds": time.perf_counter() - t0}
             done.write_text(json.dumps(res, indent=1))
             runs.append(res)
-            print(f"[seed {seed}] {cond}: KWS {100 * res['kws_accuracy']:.2f}%  EER {_pct(res['sv_eer'])}", flush=True)
+            print(f"[seed {seed}] {cond}: KWS {100 * res['kws_accuracy']:.2f}%  EER {pct(res['sv_eer'])}", flush=True)
 
     summary = {}
     for cond in names:
@@ -198,7 +198,7 @@ def main(argv=None) -> dict:
           "| condition | seeds | KWS accuracy mean ± sd | SV EER mean ± sd |", "|---|---|---|---|"]
     for cond in names:
         s = summary[cond]
-        eer = f"{_pct(s['eer_mean'])} ± {100 * s['eer_std']:.2f}" if s["eer_mean"] is not None else "-"
+        eer = f"{pct(s['eer_mean'])} ± {100 * s['eer_std']:.2f}" if s["eer_mean"] is not None else "-"
         md.append(f"| {cond} | {s['n']} | {100 * s['kws_mean']:.2f}% ± {100 * s['kws_std']:.2f} | {eer} |")
     md.append("")
     for cond, d in summary["difference"].items():
@@ -206,16 +206,12 @@ def main(argv=None) -> dict:
                   f"{100 * d['kws_std']:.2f} (sd over seeds); better on {d['text_better_seeds']} of {d['seeds']} seeds.")
     md += [
            "", "| seed | condition | KWS accuracy | SV EER | minDCF (0.01) |", "|---|---|---|---|---|"]
-    md += [f"| {r['seed']} | {r['condition']} | {100 * r['kws_accuracy']:.2f}% | {_pct(r['sv_eer'])} | "
+    md += [f"| {r['seed']} | {r['condition']} | {100 * r['kws_accuracy']:.2f}% | {pct(r['sv_eer'])} | "
            f"{r['sv_min_dcf'] if r['sv_min_dcf'] is None else round(r['sv_min_dcf'], 3)} |" for r in runs]
     md += ["", "Data: Arabic Speech Commands (A. Ghandoura, F. Hjabo, O. Al Dakkak, 2021; Zenodo "
                "10.5281/zenodo.4662481), CC BY 4.0."]
     write_report(args.out, result, md)
     return result
-
-
-def _pct(x) -> str:
-    return f"{100 * x:.2f}%" if x is not None else "-"
 
 
 if __name__ == "__main__":

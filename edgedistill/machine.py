@@ -54,3 +54,13 @@ def write_report(out: str | Path, result: dict, markdown: list[str]) -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float))
     out.with_suffix(".md").write_text("\n".join(markdown) + "\n")
     print("\n".join(markdown))
+
+
+def pct(x) -> str:
+    """A fraction as a percentage for report tables ('-' when not measured)."""
+    return f"{100 * x:.2f}%" if x is not None else "-"
+
+
+def num(x) -> str:
+    """A number with three decimals for report tables ('-' when not measured)."""
+    return f"{x:.3f}" if x is not None else "-"

@@ -22,7 +22,7 @@ from edgedistill.data.manifest import resolve_audio
 from edgedistill.data.unlabelled import BucketBatchSampler, CroppedAudio, collate_padded
 from edgedistill.distill.config import DistillConfig
 from edgedistill.distill.heads import DistillHeads, default_student_layers, default_targets
-from edgedistill.distill.losses import frame_mask, layerwise_loss
+from edgedistill.distill.losses import layerwise_loss
 from edgedistill.distill.model import DistillModel
 from edgedistill.distill.text import token_prior
 from edgedistill.models.student import build_student
@@ -97,7 +97,6 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
     text_ids = {id(p) for p in text_heads.parameters()} if text_heads is not None else set()
     trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in text_ids]
     text_trainable = [p for p in model.parameters() if p.requires_grad and id(p) in text_ids]
-    kernel, stride = s_cfg.conv_kernel, s_cfg.conv_stride
 
     if acc.is_main_process and dataset.skipped:
         (out / "skipped_clips.txt").write_text("".join(f"{p}\t{why}\n" for p, why in dataset.skipped))
@@ -135,7 +134,7 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
                 pred = res["pred"]
                 frames = min(pred.shape[2], target.shape[2])
                 pred, target = pred[:, :, :frames], target[:, :, :frames]
-                mask = frame_mask(lengths, frames, kernel, stride)
+                mask = res["mask"][:, :frames]  # computed once, in the model
                 lw, parts = layerwise_loss(pred, target, mask, cfg.cos_weight)
                 loss = loss + cfg.layerwise_weight * lw
                 parts["layerwise"] = lw.detach()
@@ -162,9 +161,9 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
             # One sync per log interval, not per step: .item() waits for the device.
             audio_s += float(lengths.sum()) / 16_000 * acc.num_processes
             loss_acc += loss.detach()
-            for k in parts_acc.keys() | {k for k, v in parts.items() if v.ndim == 0}:
-                if k in parts:
-                    parts_acc[k] = parts_acc.get(k, 0.0) + parts[k]
+            for k, v in parts.items():  # scalar parts: means over the log interval
+                if v.ndim == 0:
+                    parts_acc[k] = parts_acc.get(k, 0.0) + v
                     parts_n[k] = parts_n.get(k, 0) + 1
             n_acc += 1
             bar.update(1)

@@ -27,6 +27,7 @@ import numpy as np
 from edgedistill.config import to_dict
 from edgedistill.distill.config import DistillConfig
 from edgedistill.finetune.config import FinetuneConfig
+from edgedistill.machine import num, pct
 
 log = logging.getLogger("edgedistill.run")
 
@@ -273,8 +274,8 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None, baseline: d
           "| variant | params | file MB | KWS accuracy | SV EER | minDCF (0.01) | p50 ms | p90 ms | RTF |",
           "|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
-        md.append(f"| {e['variant']} | {e['params']:,} | {e['file_bytes'] / 1e6:.2f} | {_pct(e['kws_accuracy'])} | "
-                  f"{_pct(e['sv_eer'])} | {_num(e['sv_min_dcf'])} | {e['latency_ms_p50']:.1f} | "
+        md.append(f"| {e['variant']} | {e['params']:,} | {e['file_bytes'] / 1e6:.2f} | {pct(e['kws_accuracy'])} | "
+                  f"{pct(e['sv_eer'])} | {num(e['sv_min_dcf'])} | {e['latency_ms_p50']:.1f} | "
                   f"{e['latency_ms_p90']:.1f} | {e['rtf']:.4f} |")
     md += ["", *[f"![{name}]({Path(p).relative_to(out)})" for name, p in plots.items()]]
     write_report(out / "report", report, md)
@@ -345,8 +346,8 @@ def _model_card(cfg: RunConfig, out: Path, report: dict) -> None:
                f"({cfg.teacher_training.layers} x {cfg.teacher_training.hidden}, {cfg.teacher_training.steps} steps)"
                if cfg.teacher == "train" else f"`{cfg.teacher}`")
     rows = ["| variant | params | file MB | KWS accuracy | SV EER | minDCF (0.01) | p50 ms |", "|---|---|---|---|---|---|---|"]
-    rows += [f"| {e['variant']} | {e['params']:,} | {e['file_bytes'] / 1e6:.2f} | {_pct(e['kws_accuracy'])} | "
-             f"{_pct(e['sv_eer'])} | {_num(e['sv_min_dcf'])} | {e['latency_ms_p50']:.1f} |" for e in report["variants"]]
+    rows += [f"| {e['variant']} | {e['params']:,} | {e['file_bytes'] / 1e6:.2f} | {pct(e['kws_accuracy'])} | "
+             f"{pct(e['sv_eer'])} | {num(e['sv_min_dcf'])} | {e['latency_ms_p50']:.1f} |" for e in report["variants"]]
     body = ["", "# edgedistill student: keyword spotting + speaker verification", "",
             f"A `{cfg.distill.student.preset}` student (one backbone, a KWS head and a speaker-embedding head) for "
             f"{len(json.loads((out / 'finetune' / 'model' / 'multitask.json').read_text())['labels'])} keywords, "
@@ -361,7 +362,7 @@ def _model_card(cfg: RunConfig, out: Path, report: dict) -> None:
             f"m={cfg.finetune.aam_margin}), selected on the '{cfg.finetune.val_split}' split.",
             f"4. ONNX export (parity-checked against PyTorch) and quantization: {', '.join(cfg.export.quantize) or 'none'}.",
             *([f"5. Baseline: the same shape from random weights with the same fine-tuning (no distillation): "
-               f"KWS {_pct(baseline[0]['kws_accuracy'])}, EER {_pct(baseline[0]['sv_eer'])} ('scratch fp32')."]
+               f"KWS {pct(baseline[0]['kws_accuracy'])}, EER {pct(baseline[0]['sv_eer'])} ('scratch fp32')."]
               if baseline else []),
             "", f"## Measured on the '{report['split']}' split ({report['clips']} clips)", "",
             *rows, "", f"Latency: onnxruntime, {report['threads']} thread(s), {report['latency_audio_s']:g} s of audio, on "
@@ -375,9 +376,3 @@ def _model_card(cfg: RunConfig, out: Path, report: dict) -> None:
     (out / "export" / "README.md").write_text("\n".join(meta + body))
 
 
-def _pct(x) -> str:
-    return f"{100 * x:.2f}%" if x is not None else "-"
-
-
-def _num(x) -> str:
-    return f"{x:.3f}" if x is not None else "-"

@@ -1,17 +1,12 @@
-import importlib.util
 import json
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks import load_benchmark
 
 
 def test_one_iteration_smoke_on_the_embedded_corpus(tmp_path):
     from edgedistill.data.corpus import build_corpus
 
     data = build_corpus(root=tmp_path / "c").parent
-    spec = importlib.util.spec_from_file_location("bench_ar", ROOT / "benchmarks" / "arabic_kws_sv.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("arabic_kws_sv")
     out = tmp_path / "res"
     args = ["--data", str(data), "--teacher-layers", "2", "--teacher-hidden", "64", "--teacher-cnn", "32",
             "--teacher-steps", "2", "--distill-steps", "2", "--student-steps", "2", "--batch-size", "4",

@@ -1,8 +1,6 @@
-import importlib.util
 import json
-from pathlib import Path
+from tests.benchmarks import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_training.cnn=32",
         "teacher_training.steps=2", "distill.steps=2", "distill.batch_size=4", "finetune.steps=2",
         "finetune.batch_size=4", "finetune.eval_every=2", "finetune.num_trials=200", "finetune.noise=null",
@@ -10,9 +8,7 @@ TINY = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_trai
 
 
 def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_recipe", ROOT / "benchmarks" / "arabic_recipe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("arabic_recipe")
     out = tmp_path / "res"
     res = mod.main(["--presets", "distilhubert", "deep", "--work", str(tmp_path / "w"), "--out", str(out),
                     f"data={small_corpus}", *TINY])

@@ -1,14 +1,9 @@
-import importlib.util
 import json
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks import load_benchmark
 
 
 def test_one_iteration_smoke(tmp_path, embedded_corpus):
-    spec = importlib.util.spec_from_file_location("bench_lat", ROOT / "benchmarks" / "latency.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("latency")
     out = tmp_path / "lat"
     res = mod.main(["--teacher", "builtin:hubert-tiny", "--students", "distilhubert", "--modes", "int8-dynamic,int8",
                     "--threads", "1", "--seconds", "1", "--runs", "1", "--warmup", "1",

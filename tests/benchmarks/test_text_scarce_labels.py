@@ -1,20 +1,10 @@
 import csv
-import importlib.util
 import json
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_text", ROOT / "benchmarks" / "text_scarce_labels.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.benchmarks import load_benchmark
 
 
 def test_one_iteration_smoke_on_the_embedded_corpus(small_corpus, tmp_path):
-    mod = _load()
+    mod = load_benchmark("text_scarce_labels")
     out, work = tmp_path / "res", tmp_path / "w"
     args = ["--data", str(small_corpus), "--teacher", "builtin:hubert-tiny", "--text-teacher", "builtin:bert-tiny",
             "--seeds", "0", "1", "--distill-steps", "2", "--finetune-steps", "2", "--batch-size", "4",
