@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch is pinned first so pip takes the local CPU build instead of a multi-GB CUDA one.
 TORCH ?= torch==2.13.0
 
-$(BIN)/edgedistill: pyproject.toml
+$(BIN)/edgedistill: pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
@@ -20,9 +20,22 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"
 
+# What a user gets from `pip install` (not -e): the wheel in a clean venv, a tiny export and
+# the device kit run from outside the checkout.
+WHEEL_TMP ?= /tmp/edgedistill-wheel-check
+wheel-check: install
+	rm -rf $(WHEEL_TMP) && mkdir -p $(WHEEL_TMP)
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w $(WHEEL_TMP)/dist .
+	$(PY) -m venv $(WHEEL_TMP)/venv
+	$(WHEEL_TMP)/venv/bin/pip install -q --upgrade pip
+	$(WHEEL_TMP)/venv/bin/pip install -q "$(TORCH)"
+	$(WHEEL_TMP)/venv/bin/pip install -q $(WHEEL_TMP)/dist/edgedistill-*.whl
+	cd $(WHEEL_TMP) && HF_HUB_OFFLINE=1 $(WHEEL_TMP)/venv/bin/python $(CURDIR)/.ci/wheel_check.py
+	rm -rf $(WHEEL_TMP)
+
 bench: install
 	$(BIN)/python benchmarks/distill_throughput.py
 	$(BIN)/python benchmarks/latency.py
 	$(BIN)/python benchmarks/arabic_kws_sv.py
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench wheel-check

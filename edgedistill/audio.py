@@ -73,6 +73,11 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
     if not path.exists():
         raise FileNotFoundError(f"audio file '{path}' does not exist: check the path "
                                 "(manifest paths are relative to the manifest's folder)")
+    if path.is_dir():
+        raise AudioError(f"'{path}' is a folder, not an audio file: pass a file inside it")
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"audio file '{path}' cannot be opened: permission denied "
+                         "(check the file's owner and mode, e.g. `chmod a+r`)")
     try:
         info = sf.info(str(path))
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)

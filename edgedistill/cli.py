@@ -1,8 +1,8 @@
-"""`edgedistill` command line: `demo`, `run`, `distill`, `finetune`, `evaluate`, `export`, `quantize`,
-`students`, `corpus`.
+"""Distil speech SSL models into small keyword-spotting and speaker-verification students.
 
-Every stage takes `--config FILE.yaml` and trailing `key=value` overrides
-(dotted for nested fields: `student.thin_cnn=true`).
+Commands: `demo`, `run`, `distill`, `finetune`, `evaluate`, `export`, `quantize`, `students`,
+`corpus`. Every stage takes `--config FILE.yaml` and `key=value` overrides (dotted for nested
+fields: `student.thin_cnn=true`), before or after the options, in any order.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 
 from edgedistill.config import ConfigError  # noqa: E402 (torch-free)
+from edgedistill.errors import CorruptCheckpointError, ExportError, QuantizeError  # noqa: E402 (torch-free)
 
 
 def _distill(args) -> int:
@@ -26,7 +27,9 @@ def _distill(args) -> int:
     if args.student:
         values["student"] = {"preset": args.student}
     cfg = load_config(DistillConfig, args.config, args.overrides, **values)
-    summary = distill(cfg, resume=args.resume, stop_after=args.stop_after)
+    summary = distill(cfg, resume=args.resume, stop_after=args.stop_after, overwrite=args.overwrite)
+    if not summary.get("main_process", True):  # under several processes only rank 0 reports
+        return 0
     if summary.get("finished"):
         print(f"student saved to {cfg.out}/student ({summary['params']:,} parameters, "
               f"{summary['steps_done']} steps); heads in {cfg.out}/heads")
@@ -42,7 +45,9 @@ def _finetune(args) -> int:
 
     values = {"model": args.model, "data": args.data, "sv_data": args.sv_data, "out": args.out}
     cfg = load_config(FinetuneConfig, args.config, args.overrides, **values)
-    summary = finetune(cfg, resume=args.resume, stop_after=args.stop_after)
+    summary = finetune(cfg, resume=args.resume, stop_after=args.stop_after, overwrite=args.overwrite)
+    if not summary.get("main_process", True):
+        return 0
     if not summary["finished"]:
         print(f"stopped at step {summary['steps_done']}; continue with the same command and --resume")
         return 0
@@ -84,6 +89,13 @@ def _quantize_and_report(args, float_path, out_dir) -> dict:
         if clips is None:
             raise ConfigError("--sensitivity needs --eval-data to measure the accuracy cost")
         result = sensitivity_search(float_path, dst, cfg, clips, budget=args.sensitivity)
+        kept = f"{len(result['kept_float'])} node(s) kept in float"
+        if result["budget_met"]:
+            print(f"sensitivity: cost {result['cost_final']:.4f} within budget {result['budget']:.4f}, {kept}")
+        else:
+            print(f"sensitivity: BUDGET MISSED: cost {result['cost_final']:.4f} > budget {result['budget']:.4f} "
+                  f"with {kept} (every helpful node excluded): the quantized model loses more than asked; "
+                  "keep the float model, raise the budget, or fine-tune with quantization in mind")
     else:
         result = quantize_model(float_path, dst, replace(cfg))
     if clips is not None:
@@ -108,18 +120,19 @@ def _quantize_and_report(args, float_path, out_dir) -> dict:
 
 
 def _export(args) -> int:
-    from edgedistill.export import export_onnx
+    from edgedistill.export import claim_export_folder, export_onnx, write_device_kit
 
     out = Path(args.out)
+    claim_export_folder(args.model, out, overwrite=args.overwrite)
     r = export_onnx(args.model, out / "model.fp32.onnx", hidden_states=args.hidden_states)
     print(f"exported {r['path']} ({r['file_bytes'] / 1e6:.2f} MB, parity with PyTorch "
           f"{r['parity_max_abs_diff']:.1e})")
+    best = Path(r["path"])
     if args.quantize or args.calibration:
-        _quantize_and_report(args, r["path"], out)
-    from edgedistill.export import write_device_kit
-
+        best = Path(_quantize_and_report(args, r["path"], out)["path"])
     write_device_kit(out)
-    print(f"device kit in {out}: copy it to the device and run `python infer.py {out.name}/model.fp32.onnx clip.wav`")
+    print(f"device kit in {out}: copy the folder to the device, then `cd {out.name} && "
+          f"python infer.py {best.name} clip.wav`")
     return 0
 
 
@@ -135,21 +148,16 @@ def _run(args) -> int:
     values = {"out": getattr(args, "out", None), "teacher": getattr(args, "teacher", None)}
     extra = [f"distill.text_teacher={args.text_teacher}"] if args.text_teacher else []
     cfg = load_config(RunConfig, getattr(args, "recipe", None), extra + args.overrides, **values)
-    report = run(cfg)
+    report = run(cfg, overwrite=args.overwrite)
     print(f"\nreport: {cfg.out}/report.md, {cfg.out}/report.json; device kit: {cfg.out}/export")
     return 0 if report else 1
 
 
 def _students(args) -> int:
     from edgedistill.models.student import preset_table
-    from edgedistill.models.teacher import BUILTIN_TEACHERS
+    from edgedistill.models.teacher import find_speech_config
 
-    if args.teacher in BUILTIN_TEACHERS:
-        t_cfg = BUILTIN_TEACHERS[args.teacher]()
-    else:
-        from transformers import AutoConfig
-
-        t_cfg = AutoConfig.from_pretrained(args.teacher, trust_remote_code=False)
+    t_cfg = find_speech_config(args.teacher)[2]  # the same lookup and errors as `distill`
     from transformers import AutoModel
     import torch
 
@@ -176,7 +184,7 @@ def _corpus(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgedistill", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="edgedistill", description=__doc__.split("\n\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -190,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "distillation; weights: text_weight=, global_weight=, local_weight=, quantity_weight=, ...")
     d.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     d.add_argument("--stop-after", type=int, help="stop after this many steps (resumable)")
+    d.add_argument("--overwrite", action="store_true", help="replace a finished or different run in --out")
     d.add_argument("overrides", nargs="*", help="key=value config overrides")
     d.set_defaults(func=_distill)
 
@@ -201,11 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="output folder")
     f.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     f.add_argument("--stop-after", type=int, help="stop after this many steps (resumable)")
+    f.add_argument("--overwrite", action="store_true", help="replace a finished or different run in --out")
     f.add_argument("overrides", nargs="*", help="key=value config overrides")
     f.set_defaults(func=_finetune)
 
     e = sub.add_parser("evaluate", help="KWS accuracy, SV EER and minDCF of a fine-tuned model")
-    e.add_argument("--model", required=True, help="a finetune --out/model folder")
+    e.add_argument("--model", required=True, help="a finetune --out folder (or its model/)")
     e.add_argument("--data", required=True, help="manifest, folder, embedded, speech_commands:DIR, voxceleb:DIR")
     e.add_argument("--split", help="split to evaluate (default: every row)")
     e.add_argument("--out", help="write the full report (JSON) here")
@@ -229,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--model", required=True, help="finetune --out (or its model/), or a backbone folder")
     x.add_argument("--out", required=True, help="output folder (model.fp32.onnx, model.MODE.onnx)")
     x.add_argument("--hidden-states", action="store_true", help="backbone export: also output all hidden states")
+    x.add_argument("--overwrite", action="store_true", help="replace another model's export in --out")
     quant_args(x)
     x.set_defaults(func=_export)
 
@@ -241,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="the whole pipeline from a recipe: distill, finetune, export, benchmark")
     r.add_argument("recipe", help="YAML recipe (a RunConfig written out; see configs/)")
     r.add_argument("--text-teacher", help="text encoder for text-informed distillation (distill.text_teacher)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="redo finished stages whose config changed, or replace a different run in out=")
     r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. distill.steps=1000")
     r.set_defaults(func=_run)
 
@@ -248,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--teacher", help="a pretrained teacher (HF id or folder) instead of training one here")
     dm.add_argument("--out", default="runs/demo", help="run folder")
     dm.add_argument("--text-teacher", help="text encoder for text-informed distillation (distill.text_teacher)")
+    dm.add_argument("--overwrite", action="store_true",
+                    help="redo finished stages whose config changed, or replace a different run in --out")
     dm.add_argument("overrides", nargs="*", help="key=value overrides")
     dm.set_defaults(func=_run, recipe=None)
 
@@ -263,19 +278,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # the exporter's and quantizer's chatter
-        for name in ("onnx_ir", "onnxscript", "torch.onnx", "root"):
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Options and `key=value` overrides in any order: argparse stops taking positionals once an
+    option follows them, so the overrides it leaves over are collected here."""
+    args, extra = parser.parse_known_args(argv)
+    unknown = [x for x in extra if x.startswith("-") or "=" not in x]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides = list(args.overrides or []) + extra
+    return args
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time (it may be replaced after set-up)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
+def setup_logging(verbose: bool) -> None:
+    """edgedistill's own messages (INFO and up) reach the console; other libraries speak only
+    at WARNING (ERROR for the ONNX exporter's and quantizer's chatter) unless -v is given."""
+    handler = _ConsoleHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _ConsoleHandler)] + [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("edgedistill").setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        for name in ("onnx_ir", "onnxscript", "torch.onnx"):
             logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
+    setup_logging(args.verbose)
     from edgedistill.audio import AudioError
     from edgedistill.data.manifest import ManifestError
 
     try:
         return args.func(args)
-    except (ConfigError, ManifestError, AudioError, FileNotFoundError) as exc:
+    except (ConfigError, ManifestError, AudioError, FileNotFoundError, ExportError, QuantizeError,
+            CorruptCheckpointError) as exc:
         print(f"edgedistill {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -13,13 +13,15 @@ Each mode is a handler registered in `MODES`; a new scheme adds a handler, not a
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from edgedistill.errors import QuantizeError
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +88,14 @@ class QuantizeConfig:
 
 
 MODES: dict[str, Callable] = {}
+# Op types that show a mode did something: a model without any of them was not quantized.
+MARKS: dict[str, set[str]] = {}
 
 
-def register(name: str):
+def register(name: str, marks: set[str]):
+    """Registers a mode's handler with the op types its output must contain (`MARKS`)."""
     def deco(fn):
-        MODES[name] = fn
+        MODES[name], MARKS[name] = fn, set(marks)
         return fn
     return deco
 
@@ -155,40 +160,79 @@ def _dynamic_matmul(src: Path, dst: Path, cfg: QuantizeConfig, s: dict) -> None:
                      reduce_range=s["reduce_range"], per_channel=False, nodes_to_exclude=cfg.exclude_nodes)
 
 
-@register("int8-dynamic")
+@register("int8-dynamic", {"DynamicQuantizeMatMul", "MatMulInteger", "DynamicQuantizeLinear"})
 def _int8_dynamic(src: Path, dst: Path, cfg: QuantizeConfig, s: dict, tmp: Path) -> None:
     _dynamic_matmul(src, dst, cfg, s)
 
 
-@register("int8")
+@register("int8", {"QLinearConv", "DynamicQuantizeMatMul", "MatMulInteger"})
 def _int8(src: Path, dst: Path, cfg: QuantizeConfig, s: dict, tmp: Path) -> None:
     from onnxruntime.quantization import QuantFormat, quantize_static
 
     pre = _preprocess(src, tmp / "pre.onnx")
     convs = tmp / "convs.onnx"
     cal = _calibration(cfg)
-    quantize_static(str(pre), str(convs), _reader(cfg), quant_format=QuantFormat.QOperator,
-                    op_types_to_quantize=["Conv"], per_channel=True, reduce_range=s["reduce_range"],
-                    activation_type=_qtype("QUInt8"), weight_type=_qtype(s["weight"]),
-                    nodes_to_exclude=cfg.exclude_nodes, calibrate_method=cal["calibrate_method"],
-                    extra_options=cal["extra"])
+    _calibrated(quantize_static, str(pre), str(convs), _reader(cfg), quant_format=QuantFormat.QOperator,
+                op_types_to_quantize=["Conv"], per_channel=True, reduce_range=s["reduce_range"],
+                activation_type=_qtype("QUInt8"), weight_type=_qtype(s["weight"]),
+                nodes_to_exclude=cfg.exclude_nodes, calibrate_method=cal["calibrate_method"],
+                extra_options=cal["extra"])
     _dynamic_matmul(convs, dst, cfg, s)
 
 
-@register("int8-static")
+@register("int8-static", {"QuantizeLinear"})
 def _int8_static(src: Path, dst: Path, cfg: QuantizeConfig, s: dict, tmp: Path) -> None:
     from onnxruntime.quantization import QuantFormat, quantize_static
 
     pre = _preprocess(src, tmp / "pre.onnx")
     cal = _calibration(cfg)
-    quantize_static(str(pre), str(dst), _reader(cfg), quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=s["reduce_range"], activation_type=_qtype(s["activation"]),
-                    weight_type=_qtype(s["weight"]), nodes_to_exclude=cfg.exclude_nodes,
-                    calibrate_method=cal["calibrate_method"],
-                    extra_options={"ActivationSymmetric": s["symmetric_activation"], **cal["extra"]})
+    # Calibrate (and quantize) only op types whose tensors are finite: WavLM's relative-position
+    # `Log` gives -inf on the diagonal, which no int8 range can hold.
+    op_types = _finite_op_types(pre, _reader(cfg))
+    _calibrated(quantize_static, str(pre), str(dst), _reader(cfg), quant_format=QuantFormat.QDQ, per_channel=True,
+                reduce_range=s["reduce_range"], activation_type=_qtype(s["activation"]),
+                weight_type=_qtype(s["weight"]), nodes_to_exclude=cfg.exclude_nodes,
+                op_types_to_quantize=op_types, calibrate_method=cal["calibrate_method"],
+                extra_options={"ActivationSymmetric": s["symmetric_activation"], **cal["extra"]})
 
 
-@register("int4-weights")
+def _calibrated(fn, *args, **kwargs) -> None:
+    """Runs a calibrating quantizer; its failures become a QuantizeError that says what to try."""
+    try:
+        fn(*args, **kwargs)
+    except (ValueError, RuntimeError, IndexError) as exc:
+        raise QuantizeError(f"calibration failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}): try "
+                            "calibration_method=minmax, more calibration_clips, or keep the failing nodes in "
+                            "float with exclude_nodes=[...]; int8-dynamic needs no calibration") from exc
+
+
+def _finite_op_types(path: Path, reader) -> list[str]:
+    """QDQ-quantizable op types of the model whose inputs and outputs stay finite on the first
+    calibration clip. Op types that touch a non-finite tensor are left in float (logged)."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    model = onnx.load(str(path))
+    floats = {vi.name for vi in list(model.graph.value_info) + list(model.graph.output)
+              if vi.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
+    produced = {o for n in model.graph.node for o in n.output}
+    outputs = {o.name for o in model.graph.output}
+    model.graph.output.extend(vi for vi in model.graph.value_info
+                              if vi.name in floats and vi.name in produced and vi.name not in outputs)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    values = dict(zip(names, sess.run(None, reader.get_next())))
+    bad = {n for n, v in values.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()}
+    present = {n.op_type for n in model.graph.node if n.op_type in QDQRegistry}
+    skipped = {n.op_type for n in model.graph.node if bad & set(n.input) | bad & set(n.output)} & present
+    if skipped:
+        log.warning("int8-static: op types %s touch non-finite tensors (e.g. %s) and stay in float",
+                    sorted(skipped), sorted(bad)[:3])
+    return sorted(present - skipped)
+
+
+@register("int4-weights", {"MatMulNBits"})
 def _int4(src: Path, dst: Path, cfg: QuantizeConfig, s: dict, tmp: Path) -> None:
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -203,7 +247,7 @@ def _int4(src: Path, dst: Path, cfg: QuantizeConfig, s: dict, tmp: Path) -> None
     q.model.save_model_to_file(str(dst), use_external_data_format=False)
 
 
-@register("fp16")
+@register("fp16", {"Cast"})
 def _fp16(src: Path, dst: Path, cfg: QuantizeConfig, s: dict, tmp: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -222,20 +266,41 @@ def quantize_model(src: str | Path, dst: str | Path, cfg: QuantizeConfig) -> dic
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise FileNotFoundError(f"ONNX model '{src}' does not exist")
+    meta = read_metadata(src)
+    if meta.get("quantization"):
+        raise QuantizeError(f"'{src}' is already quantized ({meta['quantization']}): quantize the float "
+                            "export (model.fp32.onnx)")
     s = cfg.settings()
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_out = Path(tmp) / "out.onnx"
         MODES[cfg.mode](src, tmp_out, cfg, s, Path(tmp))
         model = onnx.load(str(tmp_out))
-        meta = read_metadata(src)
+        ops = sorted({n.op_type for n in model.graph.node})
+        if not MARKS[cfg.mode] & set(ops):
+            raise QuantizeError(_nothing_quantized(cfg, src))
         meta.update(quantization=cfg.mode, quantization_target=s["target"], excluded_nodes=cfg.exclude_nodes)
         set_metadata(model, meta)
-        onnx.save(model, str(tmp_out))
-        shutil.move(str(tmp_out), dst)
-    ops = sorted({n.op_type for n in onnx.load(str(dst)).graph.node})
+        # Renamed into place once complete: a kill never leaves a half-written model at `dst`.
+        part = dst.with_name(dst.name + ".tmp")
+        onnx.save(model, str(part))
+        os.replace(part, dst)
     return {"path": str(dst), "mode": cfg.mode, "target": s["target"], "reduce_range": s["reduce_range"],
             "file_bytes": dst.stat().st_size, "float_file_bytes": src.stat().st_size, "ops": ops}
+
+
+def _nothing_quantized(cfg: QuantizeConfig, src: Path) -> str:
+    if cfg.mode == "int4-weights":
+        import onnx
+
+        model = onnx.load(str(src))
+        sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
+        largest = max((sizes.get(n.input[1], 0) for n in model.graph.node if n.op_type == "MatMul"), default=0)
+        return (f"int4-weights changed nothing: no MatMul weight has int4_min_elements={cfg.int4_min_elements:,} "
+                f"elements or more (the largest has {largest:,}); lower it (e.g. int4_min_elements={max(largest, 16)}) "
+                "or use int8-dynamic. No file was written")
+    return (f"{cfg.mode} found nothing to quantize in '{src}' (no {', '.join(sorted(MARKS[cfg.mode]))} node in "
+            "the result; were all nodes excluded?). No file was written")
 
 
 def quantizable_nodes(path: str | Path, mode: str) -> list[str]:
@@ -289,5 +354,9 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantizeConfig, cl
             excluded.append(node)
             current = cost(excluded, probe)
     summary = quantize_model(src, dst, replace(cfg, exclude_nodes=excluded))
-    return {**summary, "budget": budget, "cost_all_quantized": full, "cost_final": current,
+    if current > budget:
+        log.warning("sensitivity: budget %.4f missed: the quantized model still costs %.4f (accuracy lost + EER "
+                    "gained) with %d node(s) in float", budget, current, len(excluded))
+    return {**summary, "budget": budget, "budget_met": bool(current <= budget),
+            "cost_all_quantized": full, "cost_final": current,
             "kept_float": excluded, "node_gains": dict(sorted(gains.items(), key=lambda kv: -kv[1]))}

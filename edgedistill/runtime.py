@@ -10,7 +10,9 @@ Pi or any small CPU:
 
 Audio: mono float32 in [-1, 1] at 16 kHz (the model's `sample_rate` metadata); files are read
 with soundfile. Other rates are refused rather than resampled silently: resample first (e.g.
-`edgedistill.load_audio` on a machine with scipy).
+`edgedistill.load_audio` on a machine with scipy). One call takes at most `max_seconds` of
+audio (default 30 s: attention memory grows with the square of the length, about 190 MB at
+30 s and 1.8 GB at 120 s); longer recordings go through a streaming detector in windows.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from edgedistill.audio import AudioError, load_audio
 
 META_PREFIX = "edgedistill."
+MAX_SECONDS = 30.0
 
 
 def _ort():
@@ -41,11 +44,18 @@ class EdgeModel:
         path: the .onnx file.
         threads: intra-op threads (1 is the usual choice on small devices).
         providers: onnxruntime execution providers (default CPU).
+        max_seconds: the longest audio one call accepts (default 30 s); longer audio is an
+            `AudioError` (use a streaming detector over windows instead).
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int = 1, providers: list[str] | None = None):
+    def __init__(self, path: str | os.PathLike, threads: int = 1, providers: list[str] | None = None,
+                 max_seconds: float = MAX_SECONDS):
         ort = _ort()
         path = Path(path)
+        if path.is_dir():
+            found = sorted(p.name for p in path.glob("*.onnx"))
+            raise FileNotFoundError(f"'{path}' is a folder, not a model file: pass the .onnx file inside it"
+                                    + (f" (it holds {', '.join(found)})" if found else " (it holds no .onnx file)"))
         if not path.is_file():
             raise FileNotFoundError(f"model file '{path}' does not exist")
         opts = ort.SessionOptions()
@@ -64,23 +74,30 @@ class EdgeModel:
             raise ValueError(f"'{path}' is not an edgedistill model: expected one input 'waveform', "
                              f"found {[i.name for i in inputs]}")
         self.outputs = [o.name for o in self.session.get_outputs()]
+        if "version" not in self.metadata:
+            raise ValueError(f"'{path}' carries no edgedistill metadata (labels, sample rate, SV threshold): "
+                             "it was not written by `edgedistill export` or its export was interrupted; "
+                             "export it again")
         self.sample_rate = int(self.metadata.get("sample_rate", 16_000))
         self.min_samples = int(self.metadata.get("min_samples", 400))
         self.labels: list[str] = list(self.metadata.get("labels") or [])
         self.threshold: float | None = self.metadata.get("sv_threshold")
         self.speakers: dict[str, np.ndarray] = {}
+        self.max_samples = int(max_seconds * self.sample_rate)
 
     # ---- input checks -------------------------------------------------------------------
     def prepare(self, audio, sample_rate: int | None = None) -> np.ndarray:
         """A path, a float array [samples] or a batch [batch, samples] -> float32 [batch, samples].
 
         Raises:
-            AudioError: wrong dtype, rank, sample rate, NaN/Inf, or fewer samples than the
-                model's CNN needs.
+            AudioError: wrong dtype, rank, sample rate, channels, NaN/Inf, fewer samples than
+                the model's CNN needs, or more than `max_seconds`.
         """
         if isinstance(audio, (str, os.PathLike)):
-            return load_audio(audio, target_sr=self.sample_rate, min_samples=self.min_samples,
-                              resample_input=False)[None, :]
+            x = load_audio(audio, target_sr=self.sample_rate, min_samples=self.min_samples,
+                           resample_input=False)
+            self._check_length(x.shape[0], f"'{audio}'")
+            return x[None, :]
         if not isinstance(audio, np.ndarray):
             raise AudioError(f"expected a file path or a numpy array, got {type(audio).__name__}")
         if sample_rate is not None and sample_rate != self.sample_rate:
@@ -89,6 +106,11 @@ class EdgeModel:
         if not np.issubdtype(audio.dtype, np.floating):
             raise AudioError(f"audio has dtype {audio.dtype}; float32 in [-1, 1] is expected. "
                              "For int16 PCM use `x.astype(np.float32) / 32768`")
+        if audio.ndim == 2 and audio.shape[1] <= 8 and audio.shape[0] > audio.shape[1]:
+            # soundfile's layout is [samples, channels]: a 2-column array is stereo, not 2 samples.
+            raise AudioError(f"audio has shape {audio.shape}: that is {audio.shape[0]} samples of "
+                             f"{audio.shape[1]} channels ([samples, channels], soundfile's layout); the "
+                             "model needs mono: average the channels first (`x.mean(axis=1)`)")
         if audio.ndim == 1:
             audio = audio[None, :]
         if audio.ndim != 2:
@@ -98,9 +120,17 @@ class EdgeModel:
             raise AudioError(f"audio has {audio.shape[1]} samples ({1000 * audio.shape[1] / self.sample_rate:.1f} ms); "
                              f"the model needs at least {self.min_samples} ({1000 * self.min_samples / self.sample_rate:.0f} ms): "
                              "pad or drop the clip")
+        self._check_length(audio.shape[1], "audio")
         if not np.isfinite(audio).all():
             raise AudioError("audio has NaN/Inf samples: fix or drop the clip")
         return np.ascontiguousarray(audio, dtype=np.float32)
+
+    def _check_length(self, n: int, name: str) -> None:
+        if n > self.max_samples:
+            raise AudioError(f"{name} is {n / self.sample_rate:.1f} s long; one call takes at most "
+                             f"{self.max_samples / self.sample_rate:g} s (attention memory grows with the "
+                             "square of the length). Cut it into clips, or run a streaming detector over "
+                             "windows of it; raise EdgeModel(max_seconds=...) only if memory allows")
 
     def run(self, audio, sample_rate: int | None = None) -> dict[str, np.ndarray]:
         """All model outputs for `audio` (see `prepare`), by output name."""

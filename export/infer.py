@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from edgedistill.audio import AudioError  # noqa: E402
 from edgedistill.runtime import EdgeModel  # noqa: E402
 
 
@@ -30,6 +31,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if len(args.clips) > 2:
         p.error("give one or two clips")
+    try:
+        return _infer(args)
+    except (AudioError, ValueError, FileNotFoundError, ImportError) as exc:
+        # Bad input or a bad model file: one line that says what is wrong, no traceback.
+        print(f"infer.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _infer(args) -> int:
     model = EdgeModel(args.model, threads=args.threads)
     result = {"clips": []}
     for clip in args.clips:

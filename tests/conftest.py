@@ -38,10 +38,11 @@ def tiny_hubert():
 
 @pytest.fixture(scope="session")
 def embedded_corpus(tmp_path_factory):
-    """The default embedded corpus (10 keywords, 24 speakers: 16 / 4 / 4)."""
+    """The default embedded corpus (10 keywords, 24 speakers: 16 / 4 / 4), in the session's
+    cache: the same corpus that `--data embedded` finds."""
     from edgedistill.data.corpus import build_corpus
 
-    return build_corpus(root=tmp_path_factory.mktemp("embedded"))
+    return build_corpus()
 
 
 @pytest.fixture(scope="session")

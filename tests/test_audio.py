@@ -119,3 +119,17 @@ def test_wrong_dtype_and_shape_and_missing_rate():
         load_audio(np.zeros(1000, np.float32))
     with pytest.raises(AudioError, match="8000 Hz.*16000"):
         load_audio(np.zeros(1000, np.float32), 8000, resample_input=False)
+
+
+def test_folders_and_unreadable_files_get_the_right_diagnosis(tmp_path, monkeypatch):
+    """Defects: a folder was 'Format not recognised'; a permission-denied file was 'not a
+    readable audio file, re-encode it'."""
+    import os
+
+    with pytest.raises(AudioError, match="is a folder, not an audio file"):
+        load_audio(tmp_path)
+    sf.write(tmp_path / "a.wav", np.zeros(800, np.float32), 16000)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).endswith("a.wav") else real(p, mode))
+    with pytest.raises(AudioError, match="permission denied"):
+        load_audio(tmp_path / "a.wav")

@@ -65,3 +65,44 @@ def test_export_quantize_and_compare_through_the_cli(trained_multitask, embedded
     assert (out / "model.int8.onnx").exists()
     assert main(["quantize", "--model", str(out / "model.fp32.onnx"), "--quantize", "int8"]) == 2
     assert "calibrates on real audio" in capsys.readouterr().err
+
+
+def test_options_and_overrides_in_any_order():
+    """Defect: `run RECIPE --text-teacher DIR distill.text_source=label` was 'unrecognized arguments'."""
+    from edgedistill.cli import build_parser, parse_args
+
+    p = build_parser()
+    a = parse_args(p, ["run", "configs/arabic_speech_commands.yaml", "--text-teacher", "DIR", "distill.text_source=label"])
+    assert a.recipe == "configs/arabic_speech_commands.yaml" and a.text_teacher == "DIR"
+    assert a.overrides == ["distill.text_source=label"]
+    a = parse_args(p, ["distill", "steps=3", "--out", "x", "lr=1", "--resume", "batch_size=2"])
+    assert a.overrides == ["steps=3", "lr=1", "batch_size=2"] and a.resume and a.out == "x"
+    import pytest
+
+    with pytest.raises(SystemExit):
+        parse_args(p, ["distill", "--out", "x", "--no-such-flag"])
+    assert main(["distill", "--out", "x", "not-an-override"]) == 2
+
+
+def test_help_reads_as_a_sentence(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    description = text.split("\n\n")[1]
+    assert description.rstrip().endswith(".") and not description.rstrip().endswith(",")
+
+
+def test_package_warnings_reach_the_console(small_corpus, tmp_path, capsys):
+    """Defect: the CLI set the root logger to ERROR, so edgedistill's warnings vanished."""
+    manifest = tmp_path / "dup.csv"
+    lines = small_corpus.read_text().splitlines()
+    manifest.write_text("\n".join(lines + lines[1:3]).replace(",", ",", 1) + "\n")
+    rows = [r.split(",") for r in manifest.read_text().splitlines()]
+    rows = [rows[0]] + [[str(small_corpus.parent / r[0])] + r[1:] for r in rows[1:]]
+    manifest.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    assert main(["distill", "--data", str(manifest), "--out", str(tmp_path / "run"), "steps=1", "batch_size=2",
+                 "max_samples=8000"]) == 0
+    err = capsys.readouterr().err
+    assert "dropped 2 duplicate row(s)" in err and "1 process(es)" in err

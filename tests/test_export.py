@@ -56,3 +56,44 @@ def test_parity_failure_is_loud(exported, trained_multitask):
 
     with pytest.raises(ExportError, match="keyword_logits differs from PyTorch"):
         check_parity(_MultiTaskGraph(model).eval(), path, None, 1e-3)
+
+
+def test_exported_file_carries_no_debug_metadata(exported):
+    """Defect: per-node stack traces from the exporter were 40% of the file."""
+    proto = onnx.load(str(exported[0]))
+    assert not any(len(n.metadata_props) or n.doc_string for n in proto.graph.node)
+    assert read_metadata(exported[0])["labels"]  # the model's own metadata stays
+
+
+def test_a_failed_export_leaves_nothing_at_the_final_name(trained_multitask, tmp_path, monkeypatch):
+    """Defect: torch wrote the final path and metadata came after: a kill in between left a
+    valid-looking model without labels."""
+    import edgedistill.export as ex
+
+    def boom(*a, **k):
+        raise ExportError("killed")
+
+    monkeypatch.setattr(ex, "check_parity", boom)
+    with pytest.raises(ExportError, match="killed"):
+        export_onnx(trained_multitask, tmp_path / "model.fp32.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_a_folder_holding_another_models_export(trained_multitask, tiny_hubert, tmp_path, capsys):
+    """Defect: exporting into another model's folder replaced model.fp32.onnx and left the old
+    int8 file and model card beside it."""
+    from edgedistill.cli import main
+
+    deploy = tmp_path / "deploy"
+    assert main(["export", "--model", str(trained_multitask.parent), "--out", str(deploy),
+                 "--quantize", "int8-dynamic"]) == 0
+    assert "cd deploy && python infer.py model.int8-dynamic.onnx clip.wav" in capsys.readouterr().out
+    tiny_hubert.save_pretrained(tmp_path / "other")
+    assert main(["export", "--model", str(tmp_path / "other"), "--out", str(deploy)]) == 2
+    assert "already holds an export" in capsys.readouterr().err
+    assert (deploy / "model.int8-dynamic.onnx").exists()      # nothing was touched
+    assert main(["export", "--model", str(tmp_path / "other"), "--out", str(deploy), "--overwrite"]) == 0
+    assert not (deploy / "model.int8-dynamic.onnx").exists()  # no stale file of the old model
+    assert read_metadata(deploy / "model.fp32.onnx")["kind"] == "backbone"
+    # the same model again (folder or its model/) is not "another model"
+    assert main(["export", "--model", str(tmp_path / "other"), "--out", str(deploy)]) == 0

@@ -81,3 +81,21 @@ def test_sensitivity_search_recovers_int8_accuracy(exported, embedded_corpus, tm
     graph = {n.name: n.op_type for n in onnx.load(str(tmp_path / "s.onnx")).graph.node}
     assert all(graph.get(name) == "Conv" for name in r["kept_float"])  # still float convs
     assert "QLinearConv" in graph.values()                            # the rest is quantized
+
+
+def test_a_missed_sensitivity_budget_is_said_in_words(exported, embedded_corpus, tmp_path, capsys, monkeypatch):
+    """Defect: a budget of 0.01 ended at a cost of 0.0687, shown only in the JSON."""
+    import json
+
+    import edgedistill.onnx_eval as oe
+    import edgedistill.quantize as q
+    from edgedistill.cli import main
+
+    real = oe.compare
+    monkeypatch.setattr(oe, "compare", lambda a, b: {**real(a, b), "cost": 0.05})  # every variant costs 0.05
+    monkeypatch.setattr(q, "quantizable_nodes", lambda path, mode: ["node_a", "node_b"])
+    assert main(["quantize", "--model", str(exported[0]), "--out", str(tmp_path), "--quantize", "int8-dynamic",
+                 "--eval-data", str(embedded_corpus), "--sensitivity", "0.01"]) == 0
+    assert "BUDGET MISSED: cost 0.0500 > budget 0.0100" in capsys.readouterr().out
+    report = json.loads((tmp_path / "model.int8-dynamic.json").read_text())
+    assert report["budget_met"] is False and report["cost_final"] > report["budget"]

@@ -96,3 +96,47 @@ def test_device_kit_infer_script_runs_without_torch(exported, embedded_corpus, t
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert len(res["clips"]) == 2 and "same_speaker" in res["verification"]
+
+
+def test_long_stereo_and_folder_inputs_are_diagnosed(exported, tmp_path):
+    """Defects: a 10-minute array went into onnxruntime (about 45 GB of attention); a stereo
+    array in soundfile's [samples, channels] layout was called '2 samples'; a folder passed as the
+    model was 'does not exist'."""
+    m = EdgeModel(exported[0])
+    with pytest.raises(AudioError, match="600.0 s long; one call takes at most 30 s.*streaming"):
+        m.keyword(np.zeros(16000 * 600, np.float32))
+    sf.write(tmp_path / "long.wav", np.zeros(16000 * 31, np.float32), 16000)
+    with pytest.raises(AudioError, match="31.0 s long"):
+        m.embed(tmp_path / "long.wav")
+    assert EdgeModel(exported[0], max_seconds=40).keyword(tmp_path / "long.wav")[0] in m.labels
+    with pytest.raises(AudioError, match=r"16000 samples of 2 channels .*mono.*x.mean\(axis=1\)"):
+        m.keyword(np.zeros((16000, 2), np.float32))
+    folder = tmp_path / "deploy"
+    folder.mkdir()
+    (folder / "model.int8.onnx").write_bytes(exported[0].read_bytes())
+    with pytest.raises(FileNotFoundError, match="is a folder, not a model file.*model.int8.onnx"):
+        EdgeModel(folder)
+
+
+def test_a_model_without_its_metadata_is_refused_clearly(exported, tmp_path):
+    """Defect: a model left without metadata (a kill mid-export) failed later with IndexError."""
+    import onnx
+
+    proto = onnx.load(str(exported[0]))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ValueError, match="carries no edgedistill metadata.*export it again"):
+        EdgeModel(tmp_path / "bare.onnx")
+
+
+def test_infer_script_prints_one_line_for_bad_input(exported, tmp_path):
+    from edgedistill.export import write_device_kit
+
+    kit = tmp_path / "kit"
+    write_device_kit(kit)
+    sf.write(tmp_path / "8k.wav", np.zeros(8000, np.float32), 8000)
+    for args in ([str(exported[0]), str(tmp_path / "8k.wav")], [str(exported[0]), str(tmp_path / "none.wav")],
+                 [str(tmp_path), str(tmp_path / "8k.wav")]):
+        out = subprocess.run([sys.executable, str(kit / "infer.py"), *args], capture_output=True, text=True)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("infer.py: error:")

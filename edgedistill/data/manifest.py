@@ -6,10 +6,12 @@ The format of `shared/data/arabic_speech_commands/manifest.csv` and of the embed
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au")
 
 
@@ -38,14 +40,24 @@ def read_manifest(path: str | os.PathLike, split: str | None = None,
         required: columns that must be present (e.g. ("path", "label", "speaker")).
         check_files: fail on rows whose audio file is missing.
 
+    Exact duplicate rows are dropped with a warning (a file paired with its own copy would
+    make a same-speaker trial of one clip with itself); the same file listed with different
+    labels, speakers or splits is an error.
+
     Raises:
         FileNotFoundError: the manifest is missing.
-        ManifestError: missing columns, empty values, unknown split, missing audio files.
+        ManifestError: missing columns, empty values, unknown split, missing audio files,
+            contradictory duplicate rows.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ManifestError(f"manifest '{path}' is a folder: pass the CSV file inside it "
+                            "(or the folder itself as data, where it holds manifest.csv)")
     if not path.is_file():
         raise FileNotFoundError(f"manifest '{path}' does not exist")
-    with open(path, newline="") as f:
+    # utf-8-sig: Excel's "CSV UTF-8" starts the file with a byte-order mark, which would
+    # otherwise become part of the first column's name.
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         missing = [c for c in required if c not in columns]
@@ -64,6 +76,7 @@ def read_manifest(path: str | os.PathLike, split: str | None = None,
         if not rows:
             raise ManifestError(f"manifest '{path}' has no rows of split '{split}'; "
                                 f"its splits are {splits}")
+    rows = _drop_duplicates(path, rows)
     base = path.parent
     clips, missing_files = [], []
     for i, r in enumerate(rows, start=2):
@@ -80,6 +93,27 @@ def read_manifest(path: str | os.PathLike, split: str | None = None,
         raise ManifestError(f"manifest '{path}': {len(missing_files)} audio file(s) are missing, "
                             f"e.g. {missing_files[:3]}; fix the paths (relative to the manifest)")
     return clips
+
+
+def _drop_duplicates(path: Path, rows: list[dict]) -> list[dict]:
+    """Rows with exact duplicates dropped (warned); a path listed twice with different values
+    is a ManifestError."""
+    seen: dict[str, dict] = {}
+    kept, dropped = [], 0
+    for r in rows:
+        key = (r.get("path") or "").strip()
+        if key in seen:
+            if seen[key] != r:
+                diff = sorted(k for k in r if seen[key].get(k) != r.get(k))
+                raise ManifestError(f"manifest '{path}' lists '{key}' twice with different {diff}: "
+                                    "keep one row per audio file")
+            dropped += 1
+            continue
+        seen[key] = r
+        kept.append(r)
+    if dropped:
+        log.warning("manifest '%s': dropped %d duplicate row(s) (the same file listed again)", path, dropped)
+    return kept
 
 
 def resolve_audio(data: str | os.PathLike, split: str | None = None) -> list[Clip]:

@@ -27,19 +27,19 @@ def make_trials(speakers: list[str], num_trials: int = 20_000, seed: int = 0) ->
 
     Half target (same speaker), half non-target pairs, drawn without replacement from all
     pairs i < j (all of them when there are fewer), reproducible from `seed`. A clip is
-    never paired with itself.
+    never paired with itself. A speaker with a single clip (common in Speech Commands splits)
+    takes part in non-target trials only.
 
     Raises:
-        ManifestError: fewer than 2 speakers, or a speaker with only one clip.
+        ManifestError: fewer than 2 speakers, or no speaker with 2 clips (no target trial).
     """
     spk = np.asarray(speakers)
     counts = Counter(speakers)
     if len(counts) < 2:
         raise ManifestError(f"speaker verification needs clips of at least 2 speakers, got {len(counts)}")
-    lonely = [s for s, c in counts.items() if c < 2]
-    if lonely:
-        raise ManifestError(f"speaker(s) {lonely[:5]} have only one clip, so no same-speaker trial can "
-                            "be made: add clips or drop those speakers")
+    if max(counts.values()) < 2:
+        raise ManifestError(f"all {len(counts)} speakers have only one clip, so no same-speaker trial can "
+                            "be made: add clips of some speakers")
     rng = np.random.default_rng(seed)
     by_spk = {s: np.flatnonzero(spk == s) for s in counts}
     n_target_pairs = sum(c * (c - 1) // 2 for c in counts.values())
@@ -48,7 +48,7 @@ def make_trials(speakers: list[str], num_trials: int = 20_000, seed: int = 0) ->
     target, nontarget = set(), set()
     if n_target_pairs <= want:
         target = {(int(a), int(b)) for idx in by_spk.values() for k, a in enumerate(idx) for b in idx[k + 1:]}
-    names = list(by_spk)
+    names = [s for s in by_spk if counts[s] > 1]
     weights = np.array([counts[s] * (counts[s] - 1) / 2 for s in names], dtype=float)
     while len(target) < min(want, n_target_pairs):
         s = names[rng.choice(len(names), p=weights / weights.sum())]
@@ -63,11 +63,22 @@ def make_trials(speakers: list[str], num_trials: int = 20_000, seed: int = 0) ->
     return np.asarray(rows, dtype=np.int64)
 
 
+def sv_unscored_reason(clips: list[Clip], split: str | None = None) -> str | None:
+    """Why speaker verification cannot be scored on `clips` (None when it can)."""
+    counts = Counter(c.speaker for c in clips if c.speaker is not None)
+    where = f"the '{split}' split" if split else "these clips"
+    if len(counts) < 2:
+        return f"{where} has {len(counts)} speaker(s) and SV trials need at least 2"
+    if max(counts.values()) < 2:
+        return f"every speaker of {where} has a single clip, so no same-speaker trial can be made"
+    return None
+
+
 def trials_for_clips(clips: list[Clip], num_trials: int = 20_000, seed: int = 0) -> np.ndarray | None:
     """Trials [n, 3] (i, j, target) indexing `clips`, drawn among the clips that have a
-    speaker; None when fewer than 2 speakers are there."""
+    speaker; None when SV cannot be scored on them (`sv_unscored_reason`)."""
     idx = np.array([i for i, c in enumerate(clips) if c.speaker is not None], dtype=np.int64)
-    if len({clips[i].speaker for i in idx}) < 2:
+    if sv_unscored_reason(clips) is not None:
         return None
     local = make_trials([clips[i].speaker for i in idx], num_trials, seed)
     return np.c_[idx[local[:, 0]], idx[local[:, 1]], local[:, 2]]

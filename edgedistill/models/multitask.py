@@ -9,6 +9,7 @@ margin softmax (AAM, s=30, m=0.2).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -77,6 +78,13 @@ class MultiTaskModel(nn.Module):
         if layer_mode not in ("weighted", "last"):
             raise ValueError(f"layer_mode '{layer_mode}': use 'weighted' or 'last'")
         self.backbone = backbone
+        if layer_mode == "weighted" and getattr(backbone.config, "layerdrop", 0.0) > 0:
+            # A layer skipped by LayerDrop adds no hidden state, so the weighted sum would see
+            # a different number of layers at each step (HF's default layerdrop is 0.1 for
+            # HuBERT, wav2vec 2.0, WavLM, data2vec-audio). Every layer is kept, as in SUPERB.
+            logging.getLogger(__name__).info("layerdrop %.2f of the backbone turned off: the weighted layer "
+                                             "sum needs every layer", backbone.config.layerdrop)
+            backbone.config.layerdrop = 0.0
         d = backbone.config.hidden_size
         n_layers = backbone.config.num_hidden_layers + 1
         self.spec = dict(labels=list(labels), num_speakers=num_speakers, emb_dim=emb_dim,
@@ -140,10 +148,7 @@ class MultiTaskModel(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModel
 
-        folder = Path(folder)
-        if not (folder / "multitask.json").exists():
-            raise FileNotFoundError(f"'{folder}' is not a saved multi-task model (no multitask.json): "
-                                    "pass the --out folder of `edgedistill finetune`")
+        folder = find_multitask_folder(folder)
         spec = json.loads((folder / "multitask.json").read_text())
         backbone = AutoModel.from_pretrained(folder / "backbone", trust_remote_code=False)
         model = cls(backbone, **spec)
@@ -153,3 +158,25 @@ class MultiTaskModel(nn.Module):
             raise ValueError(f"'{folder}/heads.safetensors' does not match multitask.json: "
                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
         return model.eval()
+
+
+def find_multitask_folder(path: str | Path, required: bool = True) -> Path | None:
+    """The saved multi-task model behind `path`: the folder itself, or the `model/` inside a
+    `finetune --out` folder (both are accepted everywhere).
+
+    Raises:
+        FileNotFoundError: (with `required`) neither holds `multitask.json`; None without it.
+    """
+    p = Path(path)
+    for folder in (p, p / "model"):
+        if (folder / "multitask.json").is_file():
+            return folder
+    if not required:
+        return None
+    if not p.exists():
+        raise FileNotFoundError(f"model folder '{p}' does not exist")
+    if p.is_file():
+        raise FileNotFoundError(f"'{p}' is a file: pass the folder written by `edgedistill finetune --out` "
+                                "(or its model/ folder)")
+    raise FileNotFoundError(f"'{p}' is not a saved multi-task model (no multitask.json in it or in "
+                            f"'{p / 'model'}'): pass the --out folder of `edgedistill finetune` or its model/")

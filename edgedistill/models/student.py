@@ -33,7 +33,9 @@ class StudentConfig:
     intermediate_size: int | None = field(default=None, metadata={"help": "FFN width"})
     num_heads: int | None = field(default=None, metadata={"help": "attention heads"})
     thin_cnn: bool = field(default=False, metadata={
-        "help": "FitHuBERT-style thin CNN (c/4, c/2 x4, c, c channels); not teacher-initialised"})
+        "help": "FitHuBERT-style thin CNN (c/4, c/2 x4, c, c channels). Its first six conv layers change shape "
+                "and start fresh; the last conv layer (c -> c), the feature projection and the transformer "
+                "layers keep the teacher's shapes and are still copied from it (init_from_teacher=false: nothing is)"})
     cnn_channels: list[int] | None = field(default=None, metadata={
         "help": "explicit CNN channels, one per conv layer (overrides thin_cnn)"})
     feat_proj_layer_norm: bool = field(default=False, metadata={

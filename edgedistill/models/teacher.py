@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgedistill.config import ConfigError
+
 SPEECH_MODEL_TYPES = ("hubert", "wav2vec2", "wavlm", "data2vec-audio")
 # Models whose pretraining normalised each waveform to zero mean / unit variance.
 # HuBERT Base and wav2vec 2.0 Base were trained on raw waveforms (do_normalize=False).
@@ -25,19 +27,38 @@ class TeacherNotFoundError(FileNotFoundError):
     """A teacher id or path that cannot be loaded here."""
 
 
-def tiny_hubert_config(**overrides):
-    """A tiny HuBERT-shaped config (hidden 64, 4 layers, 32-channel CNN) for demos and tests.
+class NotASpeechModelError(ConfigError):
+    """A model that loads but is not a speech SSL model (e.g. a text model as --teacher)."""
 
-    It keeps HuBERT's CNN kernels and strides (400-sample receptive field, 20 ms frames).
+
+# Size fields only: every other field (layerdrop 0.1, dropouts, SpecAugment masks, norm
+# types) keeps the `transformers` default, which is what real checkpoints ship with.
+TINY_SIZE = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
+                 conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+
+
+def tiny_config(model_type: str = "hubert", **overrides):
+    """A tiny config of a speech SSL family (hidden 64, 4 layers, 32-channel CNN) for demos and tests.
+
+    Only the size differs from the family's `transformers` defaults: layerdrop, dropouts,
+    SpecAugment, `feat_extract_norm` and `do_stable_layer_norm` stay as real checkpoints have
+    them. The CNN keeps the family's kernels and strides (400-sample receptive field, 20 ms frames).
+
+    Args:
+        model_type: one of `SPEECH_MODEL_TYPES` ("hubert", "wav2vec2", "wavlm", "data2vec-audio").
+        overrides: any config field.
     """
-    from transformers import HubertConfig
+    from transformers import AutoConfig
 
-    kw = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
-              conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-              hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-              feat_proj_dropout=0.0, layerdrop=0.0, mask_time_prob=0.0)
-    kw.update(overrides)
-    return HubertConfig(**kw)
+    if model_type not in SPEECH_MODEL_TYPES:
+        raise ValueError(f"model_type '{model_type}': use one of {SPEECH_MODEL_TYPES}")
+    extra = {"num_buckets": 32, "max_bucket_distance": 100} if model_type == "wavlm" else {}
+    return AutoConfig.for_model(model_type, **{**TINY_SIZE, **extra, **overrides})
+
+
+def tiny_hubert_config(**overrides):
+    """`tiny_config("hubert")`: the tiny HuBERT behind `builtin:hubert-tiny`."""
+    return tiny_config("hubert", **overrides)
 
 
 def hubert_base_config(**overrides):
@@ -69,8 +90,8 @@ class Teacher(nn.Module):
         super().__init__()
         model_type = getattr(model.config, "model_type", None)
         if model_type not in SPEECH_MODEL_TYPES:
-            raise ValueError(f"teacher model_type '{model_type}' is not a supported speech SSL "
-                             f"model; use one of {SPEECH_MODEL_TYPES}")
+            raise NotASpeechModelError(f"teacher model_type '{model_type}' is not a supported speech SSL "
+                                       f"model; use one of {SPEECH_MODEL_TYPES}")
         self.model = model.eval()
         self.model.requires_grad_(False)
         self.do_normalize = do_normalize
@@ -191,9 +212,16 @@ def find_pretrained(name: str, what: str = "teacher", flag: str = "--teacher"):
     from transformers import AutoConfig
 
     local = Path(name).expanduser()
-    if local.exists():
+    if local.is_file():
+        raise TeacherNotFoundError(f"{what} '{name}' is a file: pass the folder that holds its "
+                                   "config.json (a `save_pretrained` folder)")
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise TeacherNotFoundError(f"{what} folder '{name}' has no config.json, so it is not a saved "
+                                       "`transformers` model: pass the folder written by `save_pretrained` "
+                                       "(or by `hf download ID --local-dir DIR`)")
         src, attempts = str(local), [dict(local_files_only=True)]
-    elif name.startswith((".", "/", "~")):
+    elif name.startswith((".", "/", "~")) or not _looks_like_hub_id(name):
         raise TeacherNotFoundError(f"{what} path '{name}' does not exist: check the path")
     else:
         src, attempts = name, [dict(local_files_only=True)]
@@ -205,20 +233,45 @@ def find_pretrained(name: str, what: str = "teacher", flag: str = "--teacher"):
             return src, kw, AutoConfig.from_pretrained(src, trust_remote_code=False, **kw)
         except (OSError, ValueError) as exc:
             last = exc
+    hub = ("the hub could not be reached" if len(attempts) > 1
+           else "the hub was not asked (HF_HUB_OFFLINE is set)")
     raise TeacherNotFoundError(
         f"cannot load {what} '{name}': it is not a local folder and not in the Hugging Face "
-        f"cache, and the hub could not be reached ({str(last).splitlines()[0][:160]}). "
-        f"On a connected machine run `huggingface-cli download {name} --local-dir DIR` "
+        f"cache, and {hub} ({str(last).splitlines()[0][:160]}). "
+        f"On a connected machine run `hf download {name} --local-dir DIR` "
         f"and pass {flag} DIR") from last
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    """'owner/name' or 'name' with the characters the hub allows."""
+    import re
+
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name) is not None
+
+
+def find_speech_config(name: str, flag: str = "--teacher"):
+    """(source, from_pretrained kwargs, config) of a speech SSL model by builtin name, folder or
+    hub id: one lookup with one clean error for every command.
+
+    Raises:
+        TeacherNotFoundError: not found (missing folder, no config.json, offline hub id).
+        NotASpeechModelError: found, but e.g. a text model.
+    """
+    if name in BUILTIN_TEACHERS:
+        return name, {}, BUILTIN_TEACHERS[name]()
+    if name.startswith("builtin:"):
+        raise TeacherNotFoundError(f"unknown builtin teacher '{name}'; available: {sorted(BUILTIN_TEACHERS)}")
+    src, kw, config = find_pretrained(name, flag=flag)
+    if getattr(config, "model_type", None) not in SPEECH_MODEL_TYPES:
+        raise NotASpeechModelError(f"'{name}' is a '{config.model_type}' model, not a speech SSL model "
+                                   f"(supported: {', '.join(SPEECH_MODEL_TYPES)}); pass a speech model to {flag}")
+    return src, kw, config
 
 
 def _from_pretrained(name: str, do_normalize: bool | None):
     from transformers import AutoModel
 
-    src, kw, config = find_pretrained(name)
-    if config.model_type not in SPEECH_MODEL_TYPES:
-        raise ValueError(f"'{name}' is a '{config.model_type}' model, not a speech SSL model; "
-                         f"supported: {SPEECH_MODEL_TYPES}")
+    src, kw, config = find_speech_config(name)
     model = AutoModel.from_pretrained(src, trust_remote_code=False, **kw)
     if do_normalize is None:
         do_normalize = _read_do_normalize(src, config.model_type, **kw)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from edgedistill.errors import CorruptCheckpointError
+
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -40,7 +42,18 @@ class Checkpointer:
 
     @staticmethod
     def write_rng(tmp: Path, rank: int) -> None:
-        state = {"torch": torch.get_rng_state()}
+        import random
+
+        import numpy as np
+
+        # numpy's global RNG too: transformers draws SpecAugment masks from it, so a resumed
+        # run of a model with SpecAugment on (every real checkpoint) would otherwise diverge.
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, py_state, py_gauss = random.getstate()
+        state = {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+                 "numpy_pos": pos, "numpy_has_gauss": has_gauss, "numpy_gauss": gauss,
+                 "python": torch.tensor(py_state, dtype=torch.int64), "python_version": version,
+                 "python_gauss": py_gauss}
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state()
         torch.save(state, tmp / f"rng-{rank}.pt")
@@ -65,6 +78,11 @@ class Checkpointer:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
+    def complete(self) -> list[Path]:
+        """Finished checkpoints (with `state.json`), newest first."""
+        done = [p for p in self.folder.glob("step-*") if not p.name.endswith(".tmp") and (p / "state.json").exists()]
+        return sorted(done, reverse=True)
+
     def latest(self) -> Path | None:
         pointer = self.folder / "latest"
         if pointer.exists():
@@ -77,21 +95,40 @@ class Checkpointer:
 
     @staticmethod
     def load(path: Path, rank: int) -> tuple[dict, dict, dict, dict | None]:
-        """(tensors, optimizer state, state.json, rng state of `rank` or None)."""
+        """(tensors, optimizer state, state.json, rng state of `rank` or None).
+
+        Raises:
+            CorruptCheckpointError: naming the file that cannot be read.
+        """
         from safetensors.torch import load_file
 
-        tensors = load_file(path / "model.safetensors")
-        optim = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
-        state = json.loads((path / "state.json").read_text())
+        def read(name, fn):
+            try:
+                return fn(path / name)
+            except Exception as exc:  # safetensors, pickle, zip and JSON each raise their own
+                raise CorruptCheckpointError(f"'{path / name}' cannot be read ({type(exc).__name__}: "
+                                             f"{str(exc).splitlines()[0][:120] if str(exc) else 'truncated'})") from exc
+
+        tensors = read("model.safetensors", load_file)
+        optim = read("optimizer.pt", lambda p: torch.load(p, weights_only=True, map_location="cpu"))
+        state = read("state.json", lambda p: json.loads(p.read_text()))
         rng_file = path / f"rng-{rank}.pt"
-        rng = torch.load(rng_file, weights_only=True) if rng_file.exists() else None
+        rng = read(rng_file.name, lambda p: torch.load(p, weights_only=True)) if rng_file.exists() else None
         return tensors, optim, state, rng
 
     @staticmethod
     def restore_rng(rng: dict | None) -> None:
         if rng is None:
             return
+        import random
+
+        import numpy as np
+
         torch.set_rng_state(rng["torch"])
+        if "numpy_keys" in rng:
+            np.random.set_state(("MT19937", rng["numpy_keys"].numpy().astype(np.uint32), int(rng["numpy_pos"]),
+                                 int(rng["numpy_has_gauss"]), float(rng["numpy_gauss"])))
+            random.setstate((rng["python_version"], tuple(int(x) for x in rng["python"]), rng["python_gauss"]))
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
 
@@ -111,12 +148,33 @@ def save_training_state(acc, ckpt: Checkpointer, model, optimizer, step: int, ex
 
 
 def restore_training_state(ckpt: Checkpointer, model, optimizer, rank: int) -> tuple[int, dict]:
-    """Loads the newest checkpoint into (unwrapped) `model` and `optimizer`; (step, state.json)."""
-    last = ckpt.latest()
-    if last is None:
-        return 0, {}
-    tensors, opt_state, state, rng = Checkpointer.load(last, rank)
-    model.load_state_dict(tensors)
-    optimizer.load_state_dict(opt_state)
-    Checkpointer.restore_rng(rng)
-    return state["step"], state
+    """Loads the newest intact checkpoint into (unwrapped) `model` and `optimizer`;
+    (step, state.json). A damaged newest checkpoint (e.g. a truncated file after a full disk)
+    is skipped with a warning naming the bad file, and the previous one is used.
+
+    Raises:
+        CorruptCheckpointError: every checkpoint is damaged (the message names each bad file).
+    """
+    import logging
+
+    candidates = ckpt.complete()
+    if ckpt.latest() is not None and ckpt.latest() not in candidates:
+        candidates.insert(0, ckpt.latest())
+    errors = []
+    for path in candidates:
+        try:
+            tensors, opt_state, state, rng = Checkpointer.load(path, rank)
+        except CorruptCheckpointError as exc:
+            errors.append(str(exc))
+            logging.getLogger(__name__).warning("%s: skipping checkpoint %s, trying the one before it", exc, path.name)
+            continue
+        if errors:
+            logging.getLogger(__name__).warning("resuming from %s instead of the damaged newer checkpoint", path)
+        model.load_state_dict(tensors)
+        optimizer.load_state_dict(opt_state)
+        Checkpointer.restore_rng(rng)
+        return state["step"], {**state, "checkpoint": str(path)}
+    if errors:
+        raise CorruptCheckpointError(f"no intact checkpoint in '{ckpt.folder}': {'; '.join(errors)}. Delete the "
+                                     "checkpoints folder to start again, or restore it from a backup")
+    return 0, {}

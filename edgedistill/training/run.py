@@ -4,6 +4,7 @@ and what it does at every log step: `TrainLog`."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -18,6 +19,10 @@ def make_accelerator(mixed_precision: str = "auto", cpu: bool = False, log_with:
     names an accelerate tracker (e.g. "tensorboard") writing under `project_dir`."""
     from accelerate import Accelerator
 
+    if not cpu and not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Several processes on a machine without a GPU (`accelerate launch --multi_gpu
+        # --num_processes N` or `torchrun`): without cpu=True each process believes it is alone.
+        cpu = True
     if mixed_precision == "auto":
         mixed_precision = "bf16" if (torch.cuda.is_available() and not cpu
                                      and torch.cuda.is_bf16_supported()) else "no"
@@ -68,23 +73,54 @@ class TrainLog:
             self.acc.end_training()
 
 
+# The folder itself may move between a run and its resumption.
+_ALWAYS_RESUMABLE = {"out"}
+# What a finished or started run leaves in its folder.
+_RUN_FILES = ("config.yaml", "checkpoints", "summary.json", "student", "heads", "model", "train_log.jsonl")
+
+
 def claim_run_folder(acc, cfg, out: Path, resume: bool, ckpt: Checkpointer, command: str,
-                     resumable: set[str]) -> None:
+                     resumable: set[str], overwrite: bool = False) -> None:
     """Refuses to overwrite a run (without --resume) or to resume with a changed config;
-    writes `config.yaml`. Fields in `resumable` may change between a run and its resumption."""
+    writes `config.yaml`. Fields in `resumable` (and `out`: a run folder may be moved) may change
+    between a run and its resumption.
+
+    A folder holding any run (checkpoints, or the results of a finished one whose checkpoints
+    were pruned) is only written with `resume` (the same run) or `overwrite` (its old results
+    are deleted first, so the folder never mixes two runs).
+    """
     if acc.is_main_process:
         saved = out / "config.yaml"
-        if not resume and ckpt.latest() is not None:
-            raise ConfigError(f"'{out}' already holds a run: pass --resume to continue it, "
-                              "or choose another --out")
-        if resume and saved.exists():
+        existing = [name for name in _RUN_FILES if (out / name).exists()]
+        if overwrite and existing:
+            import shutil
+
+            for name in existing:
+                target = out / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+        elif not resume and existing:
+            raise ConfigError(f"'{out}' already holds a run ({', '.join(existing)}): pass --resume to continue "
+                              "it, --overwrite to replace it, or choose another --out")
+        if resume and saved.exists() and not overwrite:
             import yaml
 
             before, now = yaml.safe_load(saved.read_text()), to_dict(cfg)
-            changed = [k for k in now if k not in resumable and before.get(k) != now[k]]
+            changed = [k for k in now if k not in resumable | _ALWAYS_RESUMABLE and before.get(k) != now[k]]
             if changed:
                 raise ConfigError(f"cannot resume '{out}': config fields {changed} differ from the "
-                                  "saved run; use the saved config.yaml or a new --out")
+                                  "saved run; use the saved config.yaml, a new --out, or --overwrite")
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, saved, header=f"{command} --config config.yaml")
     acc.wait_for_everyone()
+
+
+def finished_summary(out: Path, ckpt: Checkpointer, resume: bool) -> dict | None:
+    """With `resume`, the saved summary of a finished run in `out` whose checkpoints are gone
+    (pruned to save space): resuming it must not start again from step 0 over its results."""
+    import json
+
+    path = Path(out) / "summary.json"
+    if not resume or ckpt.latest() is not None or not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if summary.get("finished") else None

@@ -29,7 +29,7 @@ from edgedistill.models.student import build_student
 from edgedistill.models.teacher import load_teacher, prepare_input
 from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
-from edgedistill.training.run import TrainLog, claim_run_folder, make_accelerator
+from edgedistill.training.run import TrainLog, claim_run_folder, finished_summary, make_accelerator
 
 log = logging.getLogger("edgedistill.distill")
 
@@ -37,7 +37,8 @@ log = logging.getLogger("edgedistill.distill")
 _RESUMABLE = {"log_every", "save_every", "keep_checkpoints", "num_workers", "log_with", "steps"}
 
 
-def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = None) -> dict:
+def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = None,
+            overwrite: bool = False) -> dict:
     """Runs (or resumes) a distillation; returns a summary dict.
 
     Args:
@@ -45,6 +46,8 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
         resume: continue from the newest checkpoint in `cfg.out` (a fresh start if none).
         stop_after: stop (with a checkpoint) once this many steps are done, as if
             interrupted; `resume=True` later continues to `cfg.steps`.
+        overwrite: replace whatever run `cfg.out` holds (without it, a folder holding a run is
+            refused unless `resume`).
 
     Writes to `cfg.out`: `student/` (`save_pretrained` + feature-extractor config),
     `heads/` (training-only heads), `checkpoints/`, `config.yaml`, `train_log.jsonl`,
@@ -53,9 +56,15 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
     acc = make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.log_with, Path(cfg.out) / "tensorboard")
     out = Path(cfg.out)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
-    claim_run_folder(acc, cfg, out, resume, ckpt, "edgedistill distill", _RESUMABLE)
+    done = finished_summary(out, ckpt, resume and not overwrite)
+    if done is not None:
+        log.info("'%s' holds this run, finished: nothing to do", out)
+        return {**done, "main_process": acc.is_main_process}
+    log.info("distill: %d process(es) on %s, mixed precision %s", acc.num_processes, acc.device,
+             acc.mixed_precision)
 
-    # Teacher (frozen, fp32, eval) and a student initialised from it.
+    # Teacher (frozen, fp32, eval) and a student initialised from it. Checked before the run
+    # folder is claimed: a misspelt teacher writes nothing.
     teacher = load_teacher(cfg.teacher, seed=cfg.seed).to(acc.device)
     student, init = build_student(teacher.model, cfg.student, seed=cfg.seed)
     t_cfg, s_cfg = teacher.config, student.config
@@ -77,6 +86,7 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
     if cfg.text_teacher:
         text_teacher, transcripts, text_heads = _text_setup(cfg, clips, s_cfg)
         text_teacher.to(acc.device)
+    claim_run_folder(acc, cfg, out, resume, ckpt, "edgedistill distill", _RESUMABLE, overwrite)
     model = DistillModel(student, heads, cfg.feature_grad_mult,
                          freeze_cnn=cfg.freeze_cnn or cfg.reuse_teacher_cnn, text_heads=text_heads)
     dataset = CroppedAudio(clips, cfg.max_samples, transcripts=transcripts)
@@ -88,9 +98,9 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
                         num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
 
     optimizer = make_adamw(model.parameters(), cfg.lr, cfg.betas, cfg.eps, cfg.weight_decay)
-    step = restore_training_state(ckpt, model, optimizer, acc.process_index)[0] if resume else 0
+    step, state = restore_training_state(ckpt, model, optimizer, acc.process_index) if resume else (0, {})
     if step:
-        log.info("resumed from %s at step %d", ckpt.latest(), step)
+        log.info("resumed from %s at step %d", state["checkpoint"], step)
     model, optimizer = acc.prepare(model, optimizer)
     # Clipped as two groups: the training-only text heads' gradients (large while CIF learns
     # the unit count) must not shrink the student's and layer-wise heads' through a shared norm.
@@ -190,13 +200,13 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
     summary = {"steps_done": step, "finished": step >= cfg.steps, "params": init["params"],
                "teacher_init_copied": len(init["copied"]), "targets": targets,
                "ranks_in_sync": in_sync, "layerwise_weight": cfg.layerwise_weight,
-               "text_teacher": cfg.text_teacher, "text_units": text_heads.spec if text_heads is not None else None, "processes": acc.num_processes,
-               "elapsed_s": time.perf_counter() - t0}
+               "text_teacher": cfg.text_teacher, "text_units": text_heads.spec if text_heads is not None else None,
+               "processes": acc.num_processes, "elapsed_s": time.perf_counter() - t0}
     if acc.is_main_process and step >= cfg.steps:
         _save_final(acc.unwrap_model(model), teacher, out)
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     acc.wait_for_everyone()
-    return summary
+    return {**summary, "main_process": acc.is_main_process}
 
 
 def _text_setup(cfg: DistillConfig, clips, s_cfg):

@@ -21,7 +21,7 @@ def evaluate(model_dir: str, data: str, split: str | None, out: str | None = Non
     VoxCeleb's test split is scored on its official trial list when DIR holds one; other
     data on `num_trials` trials drawn from its speakers with `seed`.
     """
-    model = MultiTaskModel.from_pretrained(model_dir)
+    model = MultiTaskModel.from_pretrained(model_dir)  # the finetune --out folder or its model/
     clips = resolve_labelled(data, split)
     trials = None
     kind, _, root = str(data).partition(":")

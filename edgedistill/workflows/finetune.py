@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import time
 from dataclasses import replace
@@ -24,6 +25,7 @@ from edgedistill.audio import load_audio
 from edgedistill.config import ConfigError
 from edgedistill.data.labelled import IGNORE, BalancedSampler, LabelledAudio, collate_labelled, label_index
 from edgedistill.data.layouts import resolve_labelled
+from edgedistill.data.trials import sv_unscored_reason
 from edgedistill.data.manifest import AUDIO_EXTENSIONS, Clip, ManifestError
 from edgedistill.evaluation import evaluate_model
 from edgedistill.finetune.config import FinetuneConfig
@@ -31,7 +33,7 @@ from edgedistill.models.multitask import MultiTaskModel
 from edgedistill.models.teacher import load_teacher
 from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
-from edgedistill.training.run import TrainLog, claim_run_folder, make_accelerator
+from edgedistill.training.run import TrainLog, claim_run_folder, finished_summary, make_accelerator
 
 log = logging.getLogger("edgedistill.finetune")
 _RESUMABLE = {"log_every", "save_every", "keep_checkpoints", "num_workers", "log_with"}
@@ -84,16 +86,45 @@ def _save_model_atomic(model: MultiTaskModel, folder: Path) -> None:
     os.replace(tmp, folder)
 
 
-def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None = None) -> dict:
+def _check_sv_validation(clips: list[Clip], split: str, sv_weight: float) -> str | None:
+    """Before training (not at the first validation, after it): why SV cannot be scored on the
+    validation clips (warned: the model is then selected on KWS alone and saves no SV
+    threshold), or None. Speakers with a single clip are warned about: they enter only
+    different-speaker trials."""
+    from collections import Counter
+
+    reason = sv_unscored_reason(clips, split)
+    if reason is not None:
+        reason += (": SV is not scored, the model is selected on KWS alone and saves no SV threshold "
+                   "(EdgeModel.verify will need threshold=...). Add speakers or clips to the split to score SV")
+        if sv_weight:
+            log.warning(reason)
+        return reason
+    counts = Counter(c.speaker for c in clips if c.speaker is not None)
+    lonely = sorted(s for s, n in counts.items() if n < 2)
+    if lonely:
+        log.warning("%d speaker(s) of the '%s' split have a single clip (e.g. %s): they enter only "
+                    "different-speaker trials", len(lonely), split, lonely[:3])
+    return None
+
+
+def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None = None,
+             overwrite: bool = False) -> dict:
     """Runs (or resumes) joint fine-tuning; returns a summary with the best validation report.
 
     Writes to `cfg.out`: `model/` (the selected MultiTaskModel), `val_report.json`,
-    `checkpoints/`, `config.yaml`, `train_log.jsonl`, `summary.json`.
+    `checkpoints/`, `config.yaml`, `train_log.jsonl`, `summary.json`. A folder holding another
+    run is refused unless `overwrite` (or `resume`, for the same run).
     """
     acc = make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.log_with, Path(cfg.out) / "tensorboard")
     out = Path(cfg.out)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
-    claim_run_folder(acc, cfg, out, resume, ckpt, "edgedistill finetune", _RESUMABLE)
+    done = finished_summary(out, ckpt, resume and not overwrite)
+    if done is not None:
+        log.info("'%s' holds this run, finished: nothing to do", out)
+        return {**done, "main_process": acc.is_main_process}
+    log.info("finetune: %d process(es) on %s, mixed precision %s", acc.num_processes, acc.device,
+             acc.mixed_precision)
 
     # Data: keywords from `data`; speakers from `data` too, or from `sv_data` (interleaved).
     kws_train, sv_train = _tasks(cfg, cfg.train_split)
@@ -109,9 +140,15 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
     kw_ids = label_index(kws_train, labels) + [IGNORE] * len(sv_train)
     spk_ids = [spk_pos.get(c.speaker, IGNORE) for c in clips]
     label_index(kws_val, labels)  # unknown validation keywords fail now, not after training
+    sv_unscored = _check_sv_validation(sv_val if cfg.sv_data else kws_val, cfg.val_split, cfg.sv_weight)
 
     backbone, do_norm = load_backbone(cfg.model, cfg.seed)
+    claim_run_folder(acc, cfg, out, resume, ckpt, "edgedistill finetune", _RESUMABLE, overwrite)
+    # Every RNG the step draws from: torch (dropout), numpy (transformers' SpecAugment masks,
+    # on in every real checkpoint) and python's. Resumption restores all three.
     torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed + acc.process_index)
+    random.seed(cfg.seed + acc.process_index)
     model = MultiTaskModel(backbone, labels, len(speakers), cfg.emb_dim, cfg.layer_mode, do_norm,
                            cfg.aam_scale, cfg.aam_margin)
     if cfg.freeze_backbone:
@@ -134,6 +171,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
     optimizer = make_adamw([(backbone.parameters(), cfg.backbone_lr / cfg.head_lr), (heads, 1.0)],
                            cfg.head_lr, (0.9, 0.98), 1e-6, cfg.weight_decay)
     step, state = restore_training_state(ckpt, model, optimizer, acc.process_index) if resume else (0, {})
+    if step:
+        log.info("resumed from %s at step %d", state["checkpoint"], step)
     best = state.get("best", {"score": -np.inf, "step": None, "report": None})
     model, optimizer = acc.prepare(model, optimizer)
     inner = acc.unwrap_model(model)
@@ -196,9 +235,10 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
     logf.close()
     summary = {"steps_done": step, "finished": step >= cfg.steps, "labels": labels,
                "train_speakers": len(speakers), "train_clips": len(clips), "val_clips": len(val_clips),
-               "best_step": best["step"], "val": best["report"], "select_metric": cfg.select_metric}
+               "best_step": best["step"], "val": best["report"], "select_metric": cfg.select_metric,
+               "sv_unscored": sv_unscored, "processes": acc.num_processes}
     if acc.is_main_process and step >= cfg.steps:
         (out / "val_report.json").write_text(json.dumps(best["report"], indent=1))
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     acc.wait_for_everyone()
-    return summary
+    return {**summary, "main_process": acc.is_main_process}

@@ -101,8 +101,9 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(strip(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _stage(name: str, folder: Path, spec: dict, fn) -> dict:
-    """Runs `fn` unless `folder` holds a finished stage of the same `spec`."""
+def _stage(name: str, folder: Path, spec: dict, fn, overwrite: bool = False) -> dict:
+    """Runs `fn` unless `folder` holds a finished stage of the same `spec`. A stage done (or
+    started) with another spec is only deleted and redone with `overwrite`."""
     key = _hash(spec)
     done, pending = folder / "stage.json", folder / "stage.pending"
     if done.exists():
@@ -110,11 +111,15 @@ def _stage(name: str, folder: Path, spec: dict, fn) -> dict:
         if saved["hash"] == key:
             print(f"[{name}] done already ({folder}); skipped")
             return saved["result"]
+        _refuse_unless(overwrite, name, folder, "finished")
         print(f"[{name}] config changed: redoing it")
         shutil.rmtree(folder)
     elif pending.exists() and pending.read_text().strip() != key:
+        _refuse_unless(overwrite, name, folder, "started")
         print(f"[{name}] config changed since it was interrupted: starting it again")
         shutil.rmtree(folder)
+    elif folder.is_dir() and any(folder.iterdir()) and not pending.exists():
+        _refuse_unless(overwrite, name, folder, "written by something else")
     folder.mkdir(parents=True, exist_ok=True)
     pending.write_text(key)
     print(f"[{name}] running -> {folder}")
@@ -134,6 +139,23 @@ def _stage(name: str, folder: Path, spec: dict, fn) -> dict:
     os.replace(tmp, done)
     pending.unlink(missing_ok=True)
     return result
+
+
+def _refuse_unless(overwrite: bool, name: str, folder: Path, what: str) -> None:
+    if not overwrite:
+        from edgedistill.config import ConfigError
+
+        raise ConfigError(f"stage '{name}' in '{folder}' was {what} with another config (another recipe, data or "
+                          "settings): its results would be deleted. Pass --overwrite to redo it and the stages "
+                          "after it, or choose another out=")
+
+
+def _finetune_teacher(cfg: RunConfig, folder: Path) -> dict:
+    """The pretrained teacher fine-tuned with the student's heads and recipe: the report's upper bound."""
+    from edgedistill.workflows.finetune import finetune
+
+    ft = dataclasses.replace(cfg.finetune, model=cfg.teacher, data=cfg.data, out=str(folder / "ft"))
+    return {"summary": finetune(ft, resume=True), "model": str(folder / "ft" / "model")}
 
 
 def _train_teacher(cfg: RunConfig, folder: Path) -> dict:
@@ -159,8 +181,12 @@ def _train_teacher(cfg: RunConfig, folder: Path) -> dict:
     return {"summary": finetune(ft, resume=True), "model": str(folder / "ft" / "model")}
 
 
-def run(cfg: RunConfig) -> dict:
-    """Runs (or resumes) the pipeline; returns the report dict (also in OUT/report.json)."""
+def run(cfg: RunConfig, overwrite: bool = False) -> dict:
+    """Runs (or resumes) the pipeline; returns the report dict (also in OUT/report.json).
+
+    With `overwrite`, stages whose config changed are deleted and redone; without it such a
+    run folder (e.g. another recipe's finished run) is refused before anything is deleted.
+    """
     from edgedistill.workflows.distill import distill
     from edgedistill.workflows.finetune import finetune
 
@@ -170,32 +196,41 @@ def run(cfg: RunConfig) -> dict:
     if cfg.teacher == "train":
         specs["teacher"] = {"data": cfg.data, "train": to_dict(cfg.teacher_training),
                             "finetune": to_dict(cfg.finetune), "cnn": "trained"}  # teachers before this froze it
-        teacher = _stage("teacher", out / "teacher", specs["teacher"], lambda: _train_teacher(cfg, out / "teacher"))
-        teacher_model, teacher_backbone = teacher["model"], str(Path(teacher["model"]) / "backbone")
+        teacher = _stage("teacher", out / "teacher", specs["teacher"], lambda: _train_teacher(cfg, out / "teacher"),
+                         overwrite)
+        teacher_backbone = str(Path(teacher["model"]) / "backbone")
+        distill_up = specs["teacher"]
     else:
-        specs["teacher"] = {"teacher": cfg.teacher}
-        teacher_model, teacher_backbone = None, cfg.teacher
+        # The student distils from the pretrained teacher; the report's teacher row is that
+        # teacher fine-tuned with the same heads and recipe as the student.
+        distill_up = {"teacher": cfg.teacher}
+        specs["teacher"] = {"teacher": cfg.teacher, "data": cfg.data, "finetune": to_dict(cfg.finetune)}
+        teacher = _stage("teacher", out / "teacher", specs["teacher"], lambda: _finetune_teacher(cfg, out / "teacher"),
+                         overwrite)
+        teacher_backbone = cfg.teacher
+    teacher_model = teacher["model"]
 
     dcfg = dataclasses.replace(cfg.distill, teacher=teacher_backbone, data=cfg.distill_data or cfg.data,
                                out=str(out / "distill"))
-    specs["distill"] = {"up": specs["teacher"], "cfg": to_dict(dcfg)}
-    _stage("distill", out / "distill", specs["distill"], lambda: distill(dcfg, resume=True))
+    specs["distill"] = {"up": distill_up, "cfg": to_dict(dcfg)}
+    _stage("distill", out / "distill", specs["distill"], lambda: distill(dcfg, resume=True), overwrite)
 
     fcfg = dataclasses.replace(cfg.finetune, model=str(out / "distill"), data=cfg.data, out=str(out / "finetune"))
     specs["finetune"] = {"up": specs["distill"], "cfg": to_dict(fcfg)}
-    _stage("finetune", out / "finetune", specs["finetune"], lambda: finetune(fcfg, resume=True))
+    _stage("finetune", out / "finetune", specs["finetune"], lambda: finetune(fcfg, resume=True), overwrite)
 
-    specs["export"] = {"up": specs["finetune"], "cfg": to_dict(cfg.export), "teacher_model": teacher_model}
-    _stage("export", out / "export", specs["export"], lambda: _export(cfg, out, teacher_model))
+    specs["export"] = {"up": specs["finetune"], "cfg": to_dict(cfg.export), "teacher": specs["teacher"]}
+    _stage("export", out / "export", specs["export"], lambda: _export(cfg, out, teacher_model), overwrite)
 
     baseline = None
     if cfg.baseline:
-        specs["baseline"] = {"up": specs["teacher"], "student": to_dict(dcfg.student), "cfg": to_dict(fcfg)}
+        specs["baseline"] = {"up": distill_up, "student": to_dict(dcfg.student), "cfg": to_dict(fcfg)}
         baseline = _stage("baseline", out / "baseline", specs["baseline"],
-                          lambda: _baseline(cfg, out / "baseline", teacher_backbone, fcfg))
+                          lambda: _baseline(cfg, out / "baseline", teacher_backbone, fcfg), overwrite)
 
     specs["benchmark"] = {"up": specs["export"], "cfg": to_dict(cfg.benchmark), "baseline": specs.get("baseline")}
-    return _stage("benchmark", out / "benchmark", specs["benchmark"], lambda: _benchmark(cfg, out, teacher_model, baseline))
+    return _stage("benchmark", out / "benchmark", specs["benchmark"],
+                  lambda: _benchmark(cfg, out, teacher_model, baseline), overwrite)
 
 
 def _baseline(cfg: RunConfig, folder: Path, teacher_backbone: str, fcfg: FinetuneConfig) -> dict:
@@ -264,8 +299,14 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None, baseline: d
                         "sv_min_dcf": rep.get("sv_min_dcf"), "latency_ms_p50": p50, "latency_ms_p90": p90,
                         "rtf": p50 / 1000 / b.seconds, "path": str(path)})
     plots = _plots(out, entries, reps)
+    import torch
+
+    from edgedistill.data.trials import sv_unscored_reason
+
+    sv_reason = None if trials is not None else sv_unscored_reason(clips, split)
     report = {"variants": entries, "split": split, "clips": len(clips), "data": cfg.data, "plots": plots,
               "threads": b.threads, "latency_audio_s": b.seconds, "machine": machine_info(),
+              "train_threads": torch.get_num_threads(), "sv_unscored": sv_reason,
               "command": " ".join(["edgedistill"] + sys.argv[1:]), "date": time.strftime("%Y-%m-%d")}
     md = ["# edgedistill run report", "", f"`{report['command']}`", "",
           f"Measured on split '{split}' of {cfg.data} ({len(clips)} clips). Latency: onnxruntime, "
@@ -277,6 +318,10 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None, baseline: d
         md.append(f"| {e['variant']} | {e['params']:,} | {e['file_bytes'] / 1e6:.2f} | {pct(e['kws_accuracy'])} | "
                   f"{pct(e['sv_eer'])} | {num(e['sv_min_dcf'])} | {e['latency_ms_p50']:.1f} | "
                   f"{e['latency_ms_p90']:.1f} | {e['rtf']:.4f} |")
+    if sv_reason:
+        md += ["", f"**Speaker verification is not scored:** {sv_reason}."]
+    md += ["", f"Training ran on {report['train_threads']} torch thread(s): accuracy and EER of trained models "
+           "depend on the thread count (floating-point sums run in another order), latency on the CPU."]
     md += ["", *[f"![{name}]({Path(p).relative_to(out)})" for name, p in plots.items()]]
     write_report(out / "report", report, md)
     _model_card(cfg, out, report)

@@ -23,7 +23,13 @@ def test_all_pairs_when_few_clips():
     assert len(t) == 10 and t[:, 2].sum() == 4
 
 
-@pytest.mark.parametrize("spk, match", [(["a", "a", "b"], r"\['b'\] have only one clip"),
+def test_single_clip_speakers_enter_only_non_target_trials():
+    t = make_trials(["a", "a", "b", "c", "c"], 1000)
+    targets = {(int(i), int(j)) for i, j, y in t if y}
+    assert targets == {(0, 1), (3, 4)} and any(2 in (i, j) for i, j, y in t if not y)
+
+
+@pytest.mark.parametrize("spk, match", [(["a", "b", "c"], "all 3 speakers have only one clip"),
                                         (["a", "a"], "at least 2 speakers")])
 def test_trial_errors(spk, match):
     with pytest.raises(ManifestError, match=match):

@@ -85,3 +85,17 @@ def test_other_teacher_families(family):
     assert any(n.startswith("encoder.layers.0.") for n in report["copied"])
     out = student.eval()(torch.randn(2, 1600), output_hidden_states=True)
     assert len(out.hidden_states) == 2
+
+
+def test_thin_cnn_help_says_what_init_from_teacher_does(tiny_hubert):
+    """Defect: the help said 'not teacher-initialised' while the last conv layer and the
+    feature projection were copied."""
+    import dataclasses
+
+    help_text = {f.name: f.metadata["help"] for f in dataclasses.fields(StudentConfig)}["thin_cnn"]
+    _, report = build_student(tiny_hubert, StudentConfig(preset="distilhubert", thin_cnn=True))
+    copied = set(report["copied"])
+    assert "feature_extractor.conv_layers.6.conv.weight" in copied and "feature_projection.projection.weight" in copied
+    assert not any(n.startswith(f"feature_extractor.conv_layers.{i}.") for i in range(6) for n in copied)
+    assert "first six conv layers change shape and start fresh" in help_text
+    assert "last conv layer" in help_text and "feature projection" in help_text and "copied" in help_text

@@ -1,3 +1,4 @@
+import re
 import time
 
 import pytest
@@ -40,7 +41,7 @@ def test_local_folder_round_trip(tmp_path, tiny_hubert):
 
 def test_unknown_id_offline_fails_fast_with_a_fix():
     start = time.perf_counter()
-    with pytest.raises(TeacherNotFoundError, match="huggingface-cli download"):
+    with pytest.raises(TeacherNotFoundError, match="hf download nobody/no-such-model --local-dir DIR"):
         load_teacher("nobody/no-such-model")
     assert time.perf_counter() - start < 10
     with pytest.raises(TeacherNotFoundError, match="does not exist"):
@@ -59,3 +60,31 @@ def test_text_models_are_rejected(tmp_path):
 def test_builtin_teacher_is_seeded():
     a, b = load_teacher("builtin:hubert-tiny", seed=3), load_teacher("builtin:hubert-tiny", seed=3)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_one_lookup_one_clean_error_for_every_kind_of_bad_teacher(tmp_path, capsys):
+    """Defects: a folder without config.json was 'not a local folder and not in the HF cache';
+    `students` gave raw tracebacks for a missing path or a text model."""
+    from edgedistill.cli import main
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TeacherNotFoundError, match="has no config.json"):
+        load_teacher(str(tmp_path / "empty"))
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(tmp_path / "bert")
+    for teacher, match in (("./no/such/dir", "path './no/such/dir' does not exist"),
+                           (str(tmp_path / "empty"), "has no config.json"),
+                           (str(tmp_path / "bert"), "is a 'bert' model, not a speech SSL model"),
+                           ("nobody/no-such-model", "HF_HUB_OFFLINE is set.*hf download nobody/no-such-model")):
+        for command in (["students"], ["distill", "--out", str(tmp_path / "run")]):
+            start = time.perf_counter()
+            assert main(command + ["--teacher", teacher]) == 2
+            assert time.perf_counter() - start < 10
+            assert re.search(match, capsys.readouterr().err), (command, teacher)
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "edgedistill", "students", "--teacher", str(tmp_path / "bert")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "not a speech SSL model" in out.stderr
+    assert not (tmp_path / "run").exists()  # distill checks the teacher before writing anything

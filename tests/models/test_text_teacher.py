@@ -44,7 +44,7 @@ def test_clear_errors_for_missing_unknown_and_non_text_models(tmp_path, tiny_hub
         load_text_teacher(str(tmp_path / "nope"))
     with pytest.raises(TeacherNotFoundError, match="builtin:bert-tiny"):
         load_text_teacher("builtin:gpt")
-    with pytest.raises(TeacherNotFoundError, match="huggingface-cli download"):
+    with pytest.raises(TeacherNotFoundError, match="hf download"):
         load_text_teacher("someone/not-cached-text-model")
     tiny_hubert.save_pretrained(tmp_path / "speech")
     with pytest.raises(ValueError, match="not a text encoder"):

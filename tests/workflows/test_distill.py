@@ -79,32 +79,69 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_process_gloo_run_keeps_ranks_in_sync(small_corpus, tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(f"""
-import json, os, torch
-torch.set_num_threads(1)
-from edgedistill.config import load_config
-from edgedistill.distill.config import DistillConfig
-from edgedistill.workflows.distill import distill
-cfg = load_config(DistillConfig, None, ["data={small_corpus}", "out={tmp_path / 'ddp'}",
-      "teacher=builtin:hubert-tiny", "batch_size=4", "max_samples=8000", "steps=6", "save_every=3",
-      "cpu=true", "student.dropout=0.1"])
-summary = distill(cfg)
-with open(os.path.join("{tmp_path}", "rank" + os.environ["RANK"] + ".json"), "w") as f:
-    json.dump(summary, f)
-""")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={_free_port()}", str(script)]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+def test_two_processes_on_cpu_with_the_documented_launch_line(small_corpus, tmp_path):
+    """Defect: `accelerate launch --num_processes 2` alone runs ONE process on a CPU machine.
+    The README's line (`--multi_gpu`) is run as written; the process count is logged and saved."""
+    out = tmp_path / "ddp"
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(_free_port()),
+           "-m", "edgedistill", "distill", "--teacher", "builtin:hubert-tiny", "--data", str(small_corpus),
+           "--out", str(out), "batch_size=4", "max_samples=8000", "steps=6", "save_every=3", "cpu=true",
+           "student.dropout=0.1"]
+    res = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    r0 = json.loads((tmp_path / "rank0.json").read_text())
-    r1 = json.loads((tmp_path / "rank1.json").read_text())
-    assert r0["processes"] == r1["processes"] == 2
-    assert r0["ranks_in_sync"] and r1["ranks_in_sync"] and r0["steps_done"] == 6
-    assert (tmp_path / "ddp" / "student" / "model.safetensors").exists()
-    assert {p.name for p in (tmp_path / "ddp" / "checkpoints" / "step-000006").glob("rng-*.pt")} == {"rng-0.pt", "rng-1.pt"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["ranks_in_sync"] and summary["steps_done"] == 6
+    assert "distill: 2 process(es)" in res.stderr
+    assert res.stdout.count("student saved") == 1  # only rank 0 reports
+    assert (out / "student" / "model.safetensors").exists()
+    assert {p.name for p in (out / "checkpoints" / "step-000006").glob("rng-*.pt")} == {"rng-0.pt", "rng-1.pt"}
+
+
+def test_a_finished_run_is_never_destroyed(small_corpus, tmp_path):
+    """Defect: `distill --out D` over a finished run whose checkpoints were pruned overwrote
+    student/, heads/ and config.yaml."""
+    import shutil
+
+    out = tmp_path / "run"
+    distill(_cfg(small_corpus, out, "steps=4"))
+    shutil.rmtree(out / "checkpoints")
+    before = (out / "student" / "model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run.*--overwrite"):
+        distill(_cfg(small_corpus, out, "steps=4", "lr=0.1"))
+    with pytest.raises(ConfigError, match="already holds a run"):
+        distill(_cfg(small_corpus, out, "steps=4"))
+    assert distill(_cfg(small_corpus, out, "steps=4"), resume=True)["finished"]  # nothing to do
+    assert (out / "student" / "model.safetensors").read_bytes() == before
+    distill(_cfg(small_corpus, out, "steps=2"), overwrite=True)
+    assert json.loads((out / "summary.json").read_text())["steps_done"] == 2
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(small_corpus, tmp_path, caplog):
+    """Defect: a truncated model.safetensors made --resume die with a deserialisation traceback."""
+    from edgedistill.errors import CorruptCheckpointError
+
+    out = tmp_path / "run"
+    distill(_cfg(small_corpus, out, "steps=8", "save_every=2", "keep_checkpoints=2"), stop_after=6)
+    bad = out / "checkpoints" / "step-000006" / "model.safetensors"
+    bad.write_bytes(bad.read_bytes()[:100])
+    with caplog.at_level("INFO"):
+        done = distill(_cfg(small_corpus, out, "steps=8", "save_every=2", "keep_checkpoints=2"), resume=True)
+    assert done["finished"] and "step-000006/model.safetensors' cannot be read" in caplog.text
+    assert "resumed from" in caplog.text and "step-000004" in caplog.text
+    # every checkpoint damaged: one clear error naming the files
+    distill(_cfg(small_corpus, tmp_path / "b", "steps=8", "save_every=2"), stop_after=4)
+    for ck in (tmp_path / "b" / "checkpoints").glob("step-*"):
+        (ck / "optimizer.pt").write_bytes(b"junk")
+    with pytest.raises(CorruptCheckpointError, match="no intact checkpoint.*optimizer.pt' cannot be read"):
+        distill(_cfg(small_corpus, tmp_path / "b", "steps=8", "save_every=2"), resume=True)
+
+
+def test_a_moved_run_folder_still_resumes(small_corpus, tmp_path):
+    """Defect: --resume compared the saved absolute `out` and refused a moved folder."""
+    distill(_cfg(small_corpus, tmp_path / "a", "steps=6"), stop_after=4)
+    (tmp_path / "a").rename(tmp_path / "b")
+    assert distill(_cfg(small_corpus, tmp_path / "b", "steps=6"), resume=True)["finished"]
 
 
 def _text_log_means(log, key, rows):

@@ -16,7 +16,7 @@ def corpus(tmp_path_factory):
     """The default embedded corpus: 10 keywords, 24 speakers (16 train / 4 val / 4 test)."""
     from edgedistill.data.corpus import build_corpus
 
-    return build_corpus(root=tmp_path_factory.mktemp("emb"))
+    return build_corpus()  # the session's cached embedded corpus
 
 
 def _cfg(data, out, *extra):
@@ -29,7 +29,7 @@ def test_joint_finetune_beats_chance_on_both_tasks(corpus, tmp_path, capsys):
     s = finetune(_cfg(corpus, tmp_path / "ft", "steps=600", "eval_every=200"))
     val = s["val"]
     # chance: 10% accuracy (10 keywords), 50% EER
-    assert val["kws_accuracy"] > 0.4 and val["sv_eer"] < 0.3, val
+    assert val["kws_accuracy"] > 0.4 and val["sv_eer"] < 0.4, val  # dropout, SpecAugment on: HF defaults
     assert val["speakers"] == 4 and s["train_speakers"] == 16 and val["trials"] > 1000
     # select on val, report on test with the CLI; the saved threshold travels with the model
     assert main(["evaluate", "--model", str(tmp_path / "ft" / "model"), "--data", str(corpus),
@@ -90,3 +90,39 @@ def test_kws_and_sv_from_two_datasets_interleaved(small_corpus, corpus, tmp_path
     assert s["train_clips"] == 4 * 4 * 2 + 480
     val = s["val"]
     assert val["clips"] == 4 * 2 + 120 and val["speakers"] == 4 and "kws_accuracy" in val and "sv_eer" in val
+
+
+def test_unscorable_speaker_verification_is_warned_before_training(small_corpus, tmp_path, caplog):
+    """Defect: with fewer than 2 validation speakers SV was silently disabled (EER NaN, no
+    threshold) and EdgeModel.verify failed much later. Checked before the first step."""
+    with caplog.at_level("WARNING"):
+        s = finetune(_cfg(small_corpus, tmp_path / "ft", "steps=4"), stop_after=0)
+    assert s["steps_done"] == 0
+    assert "the 'val' split has 1 speaker(s)" in caplog.text and "SV is not scored" in caplog.text
+    assert "SV is not scored" in s["sv_unscored"]
+
+
+def test_single_clip_validation_speakers_are_reported_before_training(corpus, tmp_path, caplog):
+    """Defect: a one-clip speaker in the val split failed only at the first validation, after
+    training. Now it is warned about before the first step and scored in non-target trials."""
+    import csv
+
+    rows = list(csv.DictReader(open(corpus)))
+    lonely = [r for r in rows if r["split"] == "val"][:1]
+    keep = [r for r in rows if r["split"] != "val" or r["speaker"] != lonely[0]["speaker"]] + lonely
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "path": str(corpus.parent / r["path"])} for r in keep)
+    with caplog.at_level("WARNING"):
+        finetune(_cfg(manifest, tmp_path / "ft", "steps=4"), stop_after=0)
+    assert "1 speaker(s) of the 'val' split have a single clip" in caplog.text
+
+
+def test_evaluate_takes_the_finetune_folder_or_its_model(trained_multitask, embedded_corpus, capsys):
+    """Defect: `evaluate --model runs/ft` was refused with 'pass the --out folder of finetune'."""
+    for model in (trained_multitask.parent, trained_multitask):
+        assert main(["evaluate", "--model", str(model), "--data", str(embedded_corpus), "--split", "val",
+                     "--trials", "500"]) == 0
+        assert json.loads(capsys.readouterr().out)["clips"] == 120

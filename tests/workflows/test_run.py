@@ -114,3 +114,30 @@ def test_sv_from_a_second_dataset_is_scored_on_that_dataset(small_corpus, embedd
     report = json.loads((out / "report.json").read_text())
     assert report["clips"] == 4 * 2 + 120                   # both test splits
     assert all(v["sv_eer"] is not None for v in report["variants"])
+
+
+def test_pretrained_teacher_row_unscored_sv_and_a_different_run_refused(small_corpus, tiny_hubert, tmp_path, capsys):
+    """Defects: with a pretrained teacher the report had no teacher row; a split with one speaker
+    left SV unscored without a word; `run out=D` over a different finished run deleted it."""
+    teacher = tmp_path / "pretrained"
+    tiny_hubert.save_pretrained(teacher)
+    out = tmp_path / "run"
+    args = ["demo", "--teacher", str(teacher), "--out", str(out), f"data={small_corpus}", *TINY]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    names = [v["variant"] for v in report["variants"]]
+    assert names[0] == "teacher fp32" and "student fp32" in names
+    assert report["variants"][0]["params"] == sum(p.numel() for p in tiny_hubert.parameters())
+    # the small corpus has one test speaker: the report says why SV is not scored
+    assert all(v["sv_eer"] is None for v in report["variants"])
+    md = (out / "report.md").read_text()
+    assert "Speaker verification is not scored:** the 'test' split has 1 speaker(s)" in md
+    assert report["train_threads"] == torch.get_num_threads() and "thread count" in md
+    # a different recipe pointed at this finished run: refused, nothing deleted
+    stamp = (out / "distill" / "stage.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args + ["distill.student.preset=deep"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "distill" / "stage.json").stat().st_mtime_ns == stamp
+    assert main(args + ["distill.student.preset=deep", "--overwrite"]) == 0
+    assert json.loads((out / "report.json").read_text())["variants"]

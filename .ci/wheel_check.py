@@ -1,0 +1,39 @@
+"""CI: what a user gets from `pip install edgedistill` (a wheel, not an editable checkout).
+
+Run with the python of a clean venv that has the wheel installed, from outside the checkout:
+it builds a tiny multi-task model, exports and quantizes it with the installed `edgedistill`
+command, and runs the device kit's infer.py on a clip.
+"""
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from transformers import AutoModel
+
+import edgedistill
+from edgedistill.models.multitask import MultiTaskModel
+from edgedistill.models.teacher import tiny_config
+
+pkg = Path(edgedistill.__file__).resolve().parent
+assert "site-packages" in str(pkg), f"edgedistill imported from {pkg}, not from the installed wheel"
+assert (pkg / "kit" / "infer.py").is_file(), "the wheel does not ship the device kit"
+with tempfile.TemporaryDirectory() as tmp:
+    tmp = Path(tmp)
+    torch.manual_seed(0)
+    MultiTaskModel(AutoModel.from_config(tiny_config("hubert")), ["yes", "no"], 2).save_pretrained(tmp / "ft" / "model")
+    exe = str(Path(sys.executable).parent / "edgedistill")
+    subprocess.run([exe, "export", "--model", str(tmp / "ft"), "--out", str(tmp / "deploy"),
+                    "--quantize", "int8-dynamic"], check=True)
+    for name in ("model.fp32.onnx", "model.int8-dynamic.onnx", "infer.py", "requirements.txt", "DEVICE.md",
+                 "edgedistill/runtime.py"):
+        assert (tmp / "deploy" / name).is_file(), name
+    sf.write(tmp / "clip.wav", (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32), 16000)
+    out = subprocess.run([sys.executable, "infer.py", "model.int8-dynamic.onnx", str(tmp / "clip.wav")],
+                         cwd=tmp / "deploy", check=True, capture_output=True, text=True).stdout
+    assert out.strip().split(":")[1].split()[0] in ("yes", "no"), out
+print("wheel check: installed from", pkg, "- export, int8-dynamic and the device kit work")
