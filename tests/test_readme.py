@@ -139,4 +139,4 @@ def test_every_readme_command_runs_as_written(substitutes, embedded_corpus, tmp_
             raise AssertionError(f"README command of an unknown kind: {line}")
         ran.append(line)
         print(f"README command took {time.perf_counter() - start:.1f} s: {line}")
-    assert len(ran) >= 20, ran
+    assert ran == [c for c in commands if not c.startswith("make ")] and len(ran) >= 15, ran

@@ -139,5 +139,17 @@ def test_pretrained_teacher_row_unscored_sv_and_a_different_run_refused(small_co
     assert main(args + ["distill.student.preset=deep"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "distill" / "stage.json").stat().st_mtime_ns == stamp
-    assert main(args + ["distill.student.preset=deep", "--overwrite"]) == 0
-    assert json.loads((out / "report.json").read_text())["variants"]
+
+
+def test_a_stage_made_with_another_config_is_redone_only_with_overwrite(tmp_path):
+    from edgedistill.config import ConfigError
+    from edgedistill.workflows.run import _stage
+
+    folder = tmp_path / "stage"
+    assert _stage("x", folder, {"a": 1}, lambda: {"v": 1}) == {"v": 1}
+    assert _stage("x", folder, {"a": 1}, lambda: {"v": 2}) == {"v": 1}        # skipped
+    import pytest
+
+    with pytest.raises(ConfigError, match="--overwrite"):
+        _stage("x", folder, {"a": 2}, lambda: {"v": 3})
+    assert _stage("x", folder, {"a": 2}, lambda: {"v": 3}, overwrite=True) == {"v": 3}
