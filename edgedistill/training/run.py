@@ -114,13 +114,20 @@ def claim_run_folder(acc, cfg, out: Path, resume: bool, ckpt: Checkpointer, comm
     acc.wait_for_everyone()
 
 
-def finished_summary(out: Path, ckpt: Checkpointer, resume: bool) -> dict | None:
-    """With `resume`, the saved summary of a finished run in `out` whose checkpoints are gone
-    (pruned to save space): resuming it must not start again from step 0 over its results."""
+def begin_run(acc, name: str, out: Path, ckpt: Checkpointer, resume: bool) -> dict | None:
+    """Logs the process count (`accelerate launch` without `--multi_gpu` silently gives one
+    process on a CPU machine) and, with `resume`, returns the saved summary of a finished run
+    in `out` whose checkpoints are gone (pruned to save space): resuming it must not start again
+    from step 0 over its results. None: the run goes ahead."""
     import json
+    import logging
 
     path = Path(out) / "summary.json"
-    if not resume or ckpt.latest() is not None or not path.is_file():
-        return None
-    summary = json.loads(path.read_text())
-    return summary if summary.get("finished") else None
+    if resume and ckpt.latest() is None and path.is_file():
+        summary = json.loads(path.read_text())
+        if summary.get("finished"):
+            logging.getLogger(f"edgedistill.{name}").info("'%s' holds this run, finished: nothing to do", out)
+            return {**summary, "main_process": acc.is_main_process}
+    logging.getLogger(f"edgedistill.{name}").info("%s: %d process(es) on %s, mixed precision %s", name,
+                                                  acc.num_processes, acc.device, acc.mixed_precision)
+    return None

@@ -29,7 +29,7 @@ from edgedistill.models.student import build_student
 from edgedistill.models.teacher import load_teacher, prepare_input
 from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
-from edgedistill.training.run import TrainLog, claim_run_folder, finished_summary, make_accelerator
+from edgedistill.training.run import TrainLog, begin_run, claim_run_folder, make_accelerator
 
 log = logging.getLogger("edgedistill.distill")
 
@@ -56,12 +56,9 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
     acc = make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.log_with, Path(cfg.out) / "tensorboard")
     out = Path(cfg.out)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
-    done = finished_summary(out, ckpt, resume and not overwrite)
+    done = begin_run(acc, "distill", out, ckpt, resume and not overwrite)
     if done is not None:
-        log.info("'%s' holds this run, finished: nothing to do", out)
-        return {**done, "main_process": acc.is_main_process}
-    log.info("distill: %d process(es) on %s, mixed precision %s", acc.num_processes, acc.device,
-             acc.mixed_precision)
+        return done
 
     # Teacher (frozen, fp32, eval) and a student initialised from it. Checked before the run
     # folder is claimed: a misspelt teacher writes nothing.

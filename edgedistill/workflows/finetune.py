@@ -33,7 +33,7 @@ from edgedistill.models.multitask import MultiTaskModel
 from edgedistill.models.teacher import load_teacher
 from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
-from edgedistill.training.run import TrainLog, claim_run_folder, finished_summary, make_accelerator
+from edgedistill.training.run import TrainLog, begin_run, claim_run_folder, make_accelerator
 
 log = logging.getLogger("edgedistill.finetune")
 _RESUMABLE = {"log_every", "save_every", "keep_checkpoints", "num_workers", "log_with"}
@@ -119,12 +119,9 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
     acc = make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.log_with, Path(cfg.out) / "tensorboard")
     out = Path(cfg.out)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
-    done = finished_summary(out, ckpt, resume and not overwrite)
+    done = begin_run(acc, "finetune", out, ckpt, resume and not overwrite)
     if done is not None:
-        log.info("'%s' holds this run, finished: nothing to do", out)
-        return {**done, "main_process": acc.is_main_process}
-    log.info("finetune: %d process(es) on %s, mixed precision %s", acc.num_processes, acc.device,
-             acc.mixed_precision)
+        return done
 
     # Data: keywords from `data`; speakers from `data` too, or from `sv_data` (interleaved).
     kws_train, sv_train = _tasks(cfg, cfg.train_split)
