@@ -287,10 +287,11 @@ def write_device_kit(folder: str | Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     pkg = Path(edgedistill.__file__).parent
     kit = device_kit_folder()
-    for name, target in (("infer.py", "infer.py"), ("requirements.txt", "requirements.txt"), ("README.md", "DEVICE.md")):
+    for name, target in (("infer.py", "infer.py"), ("listen.py", "listen.py"), ("requirements.txt", "requirements.txt"),
+                         ("README.md", "DEVICE.md")):
         shutil.copy(kit / name, folder / target)
     rt = folder / "edgedistill"
     rt.mkdir(exist_ok=True)
     (rt / "__init__.py").write_text('"""edgedistill device runtime: numpy + onnxruntime + soundfile."""\n')
-    for name in ("runtime.py", "audio.py"):
+    for name in ("runtime.py", "audio.py", "streaming.py"):
         shutil.copy(pkg / name, rt / name)

@@ -9,6 +9,15 @@ Definitions:
 - minDCF: min over thresholds of C_miss * FRR * P_tar + C_fa * FAR * (1 - P_tar), divided by
   min(C_miss * P_tar, C_fa * (1 - P_tar)) (the normalised value, as NIST SRE and
   SUPERB-style toolkits report it), with C_miss = C_fa = 1.
+- Streaming keyword detection (`match_events`, `stream_report`): a true occurrence is a
+  keyword spoken from t0 to t1 s of the stream; an event (keyword, start_s, end_s, score) is a
+  hit when it names that keyword and its window [start_s, end_s] overlaps [t0 - tol, t1 + tol];
+  each occurrence takes at most one hit (the earliest); every other event is a false alarm
+  (a second event on the same word, another keyword, or noise); an occurrence without a hit
+  is a miss. FRR = misses / occurrences; FA/h = false alarms / hours of stream; detection
+  latency = end_s of the hit - t1 (how long after the word ends the event's window closes).
+  FRR at a fixed FA/h sweeps a threshold over the event scores (events of a detector run at
+  a low threshold) and takes the lowest FRR whose FA/h does not exceed the rate.
 """
 
 from __future__ import annotations
@@ -103,3 +112,75 @@ def sv_report(scores, labels) -> dict:
     return {"eer": e, "eer_threshold": thr, "min_dcf_p0.01": min_dcf(scores, labels, 0.01)[0],
             "min_dcf_p0.05": min_dcf(scores, labels, 0.05)[0], "trials": int(y.size),
             "target_trials": int(y.sum()), "nontarget_trials": int((~y).sum())}
+
+
+def match_events(events, truth, tolerance_s: float = 0.5) -> dict:
+    """Hits, misses and false alarms of streaming keyword events (see the module docstring).
+
+    Args:
+        events: (keyword, start_s, end_s, score) tuples (or objects with those attributes).
+        truth: (keyword, t0_s, t1_s) true occurrences.
+        tolerance_s: slack around an occurrence, in seconds.
+
+    Returns:
+        dict with `hits` (list of (event index, occurrence index)), `false_alarms` (event
+        indices), `misses` (occurrence indices).
+    """
+    ev = [_event_tuple(e) for e in events]
+    order = sorted(range(len(ev)), key=lambda i: ev[i][2])
+    taken: set[int] = set()
+    hits, false_alarms = [], []
+    for i in order:
+        kw, start, end, _ = ev[i]
+        match = next((j for j, (tk, t0, t1) in enumerate(truth)
+                      if j not in taken and tk == kw and start <= t1 + tolerance_s and end >= t0 - tolerance_s), None)
+        if match is None:
+            false_alarms.append(i)
+        else:
+            taken.add(match)
+            hits.append((i, match))
+    return {"hits": hits, "false_alarms": false_alarms, "misses": [j for j in range(len(truth)) if j not in taken]}
+
+
+def _event_tuple(e) -> tuple[str, float, float, float]:
+    if hasattr(e, "keyword"):
+        return e.keyword, float(e.start_s), float(e.end_s), float(e.score)
+    kw, start, end, score = e
+    return kw, float(start), float(end), float(score)
+
+
+def stream_report(events, truth, duration_s: float, tolerance_s: float = 0.5,
+                  fa_rates: tuple[float, ...] = (0.5, 1.0, 2.0)) -> dict:
+    """FRR and FA/h of the events as given, FRR at fixed false alarms per hour over a score
+    sweep, the FRR-vs-FA/h curve and detection latency (median, p90) of the hits.
+
+    Args:
+        events: (keyword, start_s, end_s, score) of a detector run at a low threshold.
+        truth: (keyword, t0_s, t1_s) occurrences.
+        duration_s: the stream's length in seconds.
+    """
+    if duration_s <= 0 or not truth:
+        raise ValueError("stream_report needs a stream of positive duration with at least one occurrence")
+    ev = [_event_tuple(e) for e in events]
+    hours = duration_s / 3600
+
+    def at(threshold: float) -> tuple[float, float, dict]:
+        kept = [e for e in ev if e[3] >= threshold]
+        m = match_events(kept, truth, tolerance_s)
+        return len(m["misses"]) / len(truth), len(m["false_alarms"]) / hours, {"m": m, "kept": kept}
+
+    thresholds = sorted({e[3] for e in ev}) + [np.inf]
+    curve = [(t, *at(t)[:2]) for t in thresholds]
+    frr_at = {}
+    for rate in fa_rates:
+        ok = [frr for _, frr, fa in curve if fa <= rate]
+        frr_at[f"frr_at_{rate:g}_fa_per_hour"] = float(min(ok)) if ok else 1.0
+    frr, fa, detail = at(-np.inf)
+    lat = np.array([detail["kept"][i][2] - truth[j][2] for i, j in detail["m"]["hits"]])
+    return {"occurrences": len(truth), "events": len(ev), "hours": hours, "frr": frr, "fa_per_hour": fa,
+            "hits": len(detail["m"]["hits"]), "misses": len(detail["m"]["misses"]),
+            "false_alarms": len(detail["m"]["false_alarms"]), **frr_at,
+            "latency_s_median": float(np.median(lat)) if lat.size else float("nan"),
+            "latency_s_p90": float(np.percentile(lat, 90)) if lat.size else float("nan"),
+            "curve": {"threshold": [float(t) for t, _, _ in curve], "frr": [float(f) for _, f, _ in curve],
+                      "fa_per_hour": [float(a) for _, _, a in curve]}}

@@ -4,6 +4,8 @@
     python infer.py model.onnx clip.wav               # keyword
     python infer.py model.onnx clip.wav other.wav     # keyword of each + same speaker?
     python infer.py model.onnx clip.wav --threads 2 --json
+    python infer.py model.onnx --stream long.wav --keywords yes,stop --enroll me=a.wav,b.wav
+        # -> one JSON line per keyword event (time, keyword, score, speaker), then a summary
 
 Audio: mono, 16 kHz, any format soundfile reads (wav, flac, ogg).
 Needs only numpy, onnxruntime and soundfile (requirements.txt); the `edgedistill/` folder
@@ -24,19 +26,63 @@ from edgedistill.runtime import EdgeModel  # noqa: E402
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="keyword + speaker verification with an edgedistill ONNX model")
     p.add_argument("model", help="the .onnx file")
-    p.add_argument("clips", nargs="+", help="one clip (keyword) or two (keyword + verification)")
+    p.add_argument("clips", nargs="*", help="one clip (keyword) or two (keyword + verification)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     p.add_argument("--threshold", type=float, help="override the model's verification threshold")
     p.add_argument("--json", action="store_true", help="print JSON")
+    s = p.add_argument_group("continuous listening (--stream)")
+    s.add_argument("--stream", metavar="LONG.wav", help="detect keywords along a long recording")
+    s.add_argument("--keywords", help="comma-separated target keywords (default: all but _silence_/_unknown_)")
+    s.add_argument("--detect-threshold", type=float, default=0.8, help="keyword score threshold (0..1)")
+    s.add_argument("--enroll", action="append", default=[], metavar="NAME=a.wav,b.wav",
+                   help="enrol a speaker (repeatable); events then say who spoke")
+    s.add_argument("--only-enrolled", action="store_true", help="only enrolled speakers trigger events")
+    s.add_argument("--hop-ms", type=float, default=100.0, help="evaluation period in ms")
+    s.add_argument("--chunk-ms", type=float, default=100.0,
+                   help="size of the pieces the file is fed in (the events do not depend on it)")
     args = p.parse_args(argv)
-    if len(args.clips) > 2:
-        p.error("give one or two clips")
+    if not args.stream and not 1 <= len(args.clips) <= 2:
+        p.error("give one or two clips, or --stream LONG.wav")
     try:
-        return _infer(args)
+        return _stream(args) if args.stream else _infer(args)
     except (AudioError, ValueError, FileNotFoundError, ImportError) as exc:
         # Bad input or a bad model file: one line that says what is wrong, no traceback.
         print(f"infer.py: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _stream(args) -> int:
+    import soundfile as sf
+
+    from edgedistill.streaming import Detector
+
+    model = EdgeModel(args.model, threads=args.threads)
+    for spec in args.enroll:
+        name, _, clips = spec.partition("=")
+        if not name or not clips:
+            raise ValueError(f"--enroll {spec!r}: write NAME=clip1.wav,clip2.wav")
+        model.enroll(name, clips.split(","))
+    keywords = args.keywords.split(",") if args.keywords else None
+    det = Detector(model, keywords, threshold=args.detect_threshold, hop_s=args.hop_ms / 1000,
+                   only_enrolled=args.only_enrolled, sv_threshold=args.threshold)
+    try:
+        info = sf.info(args.stream)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(f"cannot read '{args.stream}': {exc}") from exc
+    if info.channels != 1:
+        raise AudioError(f"'{args.stream}' has {info.channels} channels: the detector needs mono")
+    events = 0
+    block = max(1, int(info.samplerate * args.chunk_ms / 1000))
+    for chunk in sf.blocks(args.stream, blocksize=block, dtype="float32"):
+        for event in det.push(chunk, sample_rate=info.samplerate):
+            print(json.dumps(event.as_dict()), flush=True)
+            events += 1
+    for event in det.flush():
+        print(json.dumps(event.as_dict()), flush=True)
+        events += 1
+    print(json.dumps({"summary": {"audio_s": round(info.frames / info.samplerate, 3), "events": events,
+                                  "keywords": [t[1] for t in det.targets], **det.stats()}}))
+    return 0
 
 
 def _infer(args) -> int:

@@ -76,3 +76,24 @@ def test_kws_and_sv_reports():
     assert confusion([0, 0], [1, 1], 2).tolist() == [[0, 0], [2, 0]]
     rep = sv_report([0.9, 0.1, 0.8, 0.2], [1, 0, 1, 0])
     assert rep["eer"] == 0 and rep["trials"] == 4 and rep["target_trials"] == 2
+
+
+def test_stream_matching_and_rates_against_a_hand_computed_example():
+    from edgedistill.metrics import match_events, stream_report
+
+    truth = [("yes", 10.0, 10.5), ("stop", 20.0, 20.6), ("yes", 30.0, 30.4)]
+    events = [("yes", 9.8, 10.8, 0.95),    # hit of occurrence 0, latency 0.3 s
+              ("yes", 10.9, 11.9, 0.60),   # second event on the same word: false alarm
+              ("no", 19.9, 20.9, 0.90),    # another keyword over "stop": false alarm
+              ("yes", 45.0, 46.0, 0.70),   # noise: false alarm
+              ("yes", 30.2, 31.2, 0.85)]   # hit of occurrence 2, latency 0.8 s
+    m = match_events(events, truth, tolerance_s=0.5)
+    assert m["hits"] == [(0, 0), (4, 2)] and sorted(m["false_alarms"]) == [1, 2, 3] and m["misses"] == [1]
+    r = stream_report(events, truth, duration_s=3600.0)         # one hour
+    assert r["frr"] == pytest.approx(1 / 3) and r["fa_per_hour"] == 3.0
+    assert r["latency_s_median"] == pytest.approx(0.55) and r["hits"] == 2
+    # at 1 FA/h: threshold 0.85 keeps the hits at 0.95 and 0.85 and the 0.90 false alarm
+    assert r["frr_at_1_fa_per_hour"] == pytest.approx(1 / 3)
+    # at 0.5 FA/h: only thresholds above 0.90 (one hit at 0.95) or nothing: FRR 2/3
+    assert r["frr_at_0.5_fa_per_hour"] == pytest.approx(2 / 3)
+    assert r["frr_at_2_fa_per_hour"] == pytest.approx(1 / 3)

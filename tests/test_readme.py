@@ -86,6 +86,13 @@ def _voxceleb_tree(corpus: Path, root: Path) -> Path:
     return root
 
 
+def _long_recording(clips, path: Path) -> str:
+    from edgedistill.data.manifest import load_clip
+
+    sf.write(path, np.concatenate([np.concatenate([load_clip(c), np.zeros(8000, np.float32)]) for c in clips]), 16000)
+    return str(path)
+
+
 @pytest.fixture
 def substitutes(small_corpus, embedded_corpus, tiny_hubert, tmp_path):
     from edgedistill.data.manifest import read_manifest
@@ -100,6 +107,7 @@ def substitutes(small_corpus, embedded_corpus, tiny_hubert, tmp_path):
         "voxceleb:/data/VoxCeleb1": "voxceleb:" + str(_voxceleb_tree(small_corpus, tmp_path / "vox")),
         "/models/all-MiniLM-L6-v2": "builtin:bert-tiny",
         "clip.wav": str(clips[0].path), "other.wav": str(clips[30].path),
+        "long.wav": _long_recording(clips[:6], tmp_path / "long.wav"),
     }
 
 
@@ -116,6 +124,8 @@ def test_every_readme_command_runs_as_written(substitutes, embedded_corpus, tmp_
         words = [substitutes.get(w, w) for w in line.split()]
         words = [next((v + w[len(k):] for k, v in substitutes.items() if ":" in k and w.startswith(k)), w)
                  for w in words]
+        words = [w.split("=")[0] + "=" + substitutes[w.split("=", 1)[1]] if "=" in w and w.split("=", 1)[1] in substitutes
+                 else w for w in words]  # me=clip.wav
         if words[0] == "make":  # CI runs `make test`; `make demo` is `edgedistill demo`, run below
             assert words[1] in ("demo", "test") and "edgedistill demo" in commands
             continue

@@ -88,7 +88,7 @@ def test_device_kit_infer_script_runs_without_torch(exported, embedded_corpus, t
     kit.mkdir()
     (kit / "model.onnx").write_bytes(path.read_bytes())
     write_device_kit(kit)
-    assert sorted(p.name for p in (kit / "edgedistill").iterdir()) == ["__init__.py", "audio.py", "runtime.py"]
+    assert sorted(p.name for p in (kit / "edgedistill").iterdir()) == ["__init__.py", "audio.py", "runtime.py", "streaming.py"]
     a, b = _clip(embedded_corpus, k=0), _clip(embedded_corpus, k=1)
     runner = NO_TORCH + "import runpy; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
     out = subprocess.run([sys.executable, "-c", runner, str(kit / "infer.py"), str(kit / "model.onnx"),
