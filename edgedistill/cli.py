@@ -1,7 +1,7 @@
 """Distil speech SSL models into small keyword-spotting and speaker-verification students.
 
-Commands: `demo`, `run`, `distill`, `finetune`, `evaluate`, `export`, `quantize`, `students`,
-`corpus`. Every stage takes `--config FILE.yaml` and `key=value` overrides (dotted for nested
+Commands: `demo`, `run`, `distill`, `finetune`, `evaluate`, `evaluate-stream`, `export`,
+`quantize`, `students`, `corpus`. Every stage takes `--config FILE.yaml` and `key=value` overrides (dotted for nested
 fields: `student.thin_cnn=true`), before or after the options, in any order.
 """
 
@@ -66,6 +66,39 @@ def _evaluate(args) -> int:
     print(json.dumps({k: r[k] for k in keys if k in r}, indent=1))
     if args.out:
         print(f"full report: {args.out}")
+    return 0
+
+
+def _evaluate_stream(args) -> int:
+    from edgedistill.data.layouts import resolve_labelled
+    from edgedistill.machine import machine_info, write_report
+    from edgedistill.onnx_eval import evaluate_stream
+    from edgedistill.plots import plot_stream_det
+
+    if not str(args.model).endswith(".onnx"):
+        raise ConfigError(f"--model {args.model}: evaluate-stream runs the exported .onnx file you deploy "
+                          "(edgedistill export writes it)")
+    targets = [k for k in args.keywords.split(",") if k]
+    r = evaluate_stream(args.model, resolve_labelled(args.data, args.split), targets, args.seconds, args.seed,
+                        threads=args.threads, snr_db=args.snr_db)
+    r.update(model=str(args.model), data=str(args.data), split=args.split, machine=machine_info(),
+             command=" ".join(["edgedistill"] + sys.argv[1:]))
+    md = ["# Continuous listening", "", f"`{r['command']}`", "",
+          f"{r['seconds'] / 60:.1f} min stream from split '{args.split}' of {args.data} (seed {args.seed}, "
+          f"background at {args.snr_db:g} dB SNR), targets {', '.join(targets)}: {r['occurrences']} occurrences.", "",
+          "| FRR @ 0.5 FA/h | FRR @ 1 FA/h | FRR @ 2 FA/h | latency median s | latency p90 s | ms / hop (p99) | core share |",
+          "|---|---|---|---|---|---|---|",
+          f"| {100 * r['frr_at_0.5_fa_per_hour']:.1f}% | {100 * r['frr_at_1_fa_per_hour']:.1f}% | "
+          f"{100 * r['frr_at_2_fa_per_hour']:.1f}% | {r['latency_s_median']:.2f} | {r['latency_s_p90']:.2f} | "
+          f"{r['mean_ms']:.1f} ({r['p99_ms']:.1f}) | {100 * r['core_share']:.1f}% |"]
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        r["plot"] = str(plot_stream_det({Path(args.model).name: r["curve"]}, out / "frr_vs_fa_per_hour.png"))
+        md += ["", f"![FRR vs FA/h]({Path(r['plot']).name})"]
+        write_report(out / "stream_report", r, md)
+    else:
+        print("\n".join(md))
     return 0
 
 
@@ -223,6 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the trials")
     e.add_argument("--batch-size", type=int, default=32)
     e.set_defaults(func=_evaluate)
+
+    es = sub.add_parser("evaluate-stream", help="continuous listening: FRR at fixed false alarms per hour")
+    es.add_argument("--model", required=True, help="an exported .onnx model (the file you deploy)")
+    es.add_argument("--data", required=True, help="labelled clips: manifest, folder, embedded, speech_commands:DIR")
+    es.add_argument("--split", default="test", help="split the stream is built from")
+    es.add_argument("--keywords", required=True, help="comma-separated target keywords")
+    es.add_argument("--seconds", type=float, default=600.0, help="stream length in seconds")
+    es.add_argument("--seed", type=int, default=0, help="seed of the stream")
+    es.add_argument("--snr-db", type=float, default=20.0, help="background noise level")
+    es.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+    es.add_argument("--out", help="folder for stream_report.json/.md and the FRR vs FA/h plot")
+    es.set_defaults(func=_evaluate_stream)
 
     def quant_args(q):
         q.add_argument("--quantize", help="int8-dynamic, int8, int8-static, int4-weights or fp16 "

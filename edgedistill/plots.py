@@ -81,6 +81,29 @@ def plot_det(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path)
     return Path(path)
 
 
+def plot_stream_det(curves: dict[str, dict], path: str | Path) -> Path:
+    """Continuous listening: false-reject rate against false alarms per hour (log x), one line
+    per variant; `curves` maps a name to `stream_report(...)["curve"]`."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, c in curves.items():
+        fa = np.maximum(np.asarray(c["fa_per_hour"], float), 0.05)  # 0 FA/h drawn at the axis floor
+        order = np.argsort(fa)
+        ax.step(fa[order], 100 * np.asarray(c["frr"], float)[order], where="post", label=name)
+    for rate in (0.5, 1.0, 2.0):
+        ax.axvline(rate, color="k", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("false alarms per hour")
+    ax.set_ylabel("false-reject rate (%)")
+    ax.set_title("Keyword detection on a stream: misses vs false alarms")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_confusion(matrix, labels: list[str], path: str | Path, title: str = "KWS confusion") -> Path:
     """Row-normalised confusion matrix (true class per row)."""
     plt = _plt()

@@ -174,3 +174,18 @@ def test_infer_script_streams_a_long_recording(exported, embedded_corpus, tmp_pa
     assert summary["audio_s"] == pytest.approx(len(x) / SR, abs=1e-3)
     first = lines[0]
     assert {"time_s", "end_s", "keyword", "score", "speaker", "accepted"} <= first.keys() and first["speaker"] == "me"
+
+
+def test_evaluate_stream_command_writes_the_report_and_plot(exported, embedded_corpus, tmp_path, capsys):
+    from edgedistill.cli import main
+
+    out = tmp_path / "stream"
+    assert main(["evaluate-stream", "--model", str(exported[0]), "--data", str(embedded_corpus), "--split", "test",
+                 "--keywords", "yes,stop", "--seconds", "60", "--out", str(out)]) == 0
+    r = json.loads((out / "stream_report.json").read_text())
+    assert r["occurrences"] >= 3 and r["seconds"] == 60 and r["targets"] == ["yes", "stop"]
+    assert 0 <= r["frr_at_1_fa_per_hour"] <= 1 and r["hits"] + r["misses"] == r["occurrences"]
+    assert (out / "frr_vs_fa_per_hour.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "FRR @ 1 FA/h" in (out / "stream_report.md").read_text()
+    assert main(["evaluate-stream", "--model", str(tmp_path), "--data", str(embedded_corpus), "--keywords", "yes"]) == 2
+    assert "runs the exported .onnx file" in capsys.readouterr().err
