@@ -18,7 +18,7 @@ def run_onnx(model, clips: list[Clip], num_samples: int = 16_000, batch_size: in
              threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(KWS probabilities [n, classes], embeddings [n, dim]) of `clips`; `model` is an
     `EdgeModel` or the path of one."""
-    from edgedistill.runtime import EdgeModel
+    from edgedistill.runtime import EdgeModel, softmax
 
     if not isinstance(model, EdgeModel):
         model = EdgeModel(model, threads=threads)
@@ -28,9 +28,7 @@ def run_onnx(model, clips: list[Clip], num_samples: int = 16_000, batch_size: in
         for c in clips[i:i + batch_size]:
             batch.append(fit_length(load_clip(c), num_samples))
         out = model.run(np.stack(batch))
-        logits = out["keyword_logits"].astype(np.float64)
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        probs.append(p / p.sum(1, keepdims=True))
+        probs.append(softmax(out["keyword_logits"]))
         embs.append(out["speaker_embedding"])
     return np.concatenate(probs), np.concatenate(embs)
 

@@ -29,6 +29,13 @@ META_PREFIX = "edgedistill."
 MAX_SECONDS = 30.0
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis, computed in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
 def _ort():
     try:
         import onnxruntime
@@ -146,9 +153,7 @@ class EdgeModel:
     def keyword(self, audio, sample_rate: int | None = None) -> tuple[str, dict[str, float]]:
         """(best label, {label: probability}) for one clip."""
         self._need("keyword_logits")
-        logits = self.run(audio, sample_rate)["keyword_logits"][0].astype(np.float64)
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
+        p = softmax(self.run(audio, sample_rate)["keyword_logits"][0])
         return self.labels[int(p.argmax())], {lab: float(v) for lab, v in zip(self.labels, p)}
 
     # ---- speaker verification -----------------------------------------------------------

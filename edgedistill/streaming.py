@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgedistill.audio import AudioError
+from edgedistill.runtime import softmax
 
 NEVER_FIRE = ("_silence_", "_unknown_")
 
@@ -189,9 +190,7 @@ class Detector:
         out = self.model.session.run(None, {"waveform": self._buf[None, :]})
         self.hop_ms.append(1000 * (time.perf_counter() - t0))
         out = dict(zip(self.model.outputs, out))
-        logits = out["keyword_logits"][0].astype(np.float64)
-        p = np.exp(logits - logits.max())
-        self._probs.append(p / p.sum())
+        self._probs.append(softmax(out["keyword_logits"][0]))
         smooth = np.mean(self._probs, axis=0)
         emb = out.get("speaker_embedding")
         end = self._total

@@ -157,11 +157,8 @@ def restore_training_state(ckpt: Checkpointer, model, optimizer, rank: int) -> t
     """
     import logging
 
-    candidates = ckpt.complete()
-    if ckpt.latest() is not None and ckpt.latest() not in candidates:
-        candidates.insert(0, ckpt.latest())
     errors = []
-    for path in candidates:
+    for path in ckpt.complete():
         try:
             tensors, opt_state, state, rng = Checkpointer.load(path, rank)
         except CorruptCheckpointError as exc:
