@@ -70,8 +70,8 @@ def _evaluate(args) -> int:
 
 
 def _evaluate_stream(args) -> int:
-    from edgedistill.data.layouts import resolve_labelled
-    from edgedistill.machine import machine_info, write_report
+    from edgedistill.data.layouts import noise_for_split, resolve_labelled, silence_folder
+    from edgedistill.machine import machine_info, stream_note, stream_table, write_report
     from edgedistill.onnx_eval import evaluate_stream
     from edgedistill.plots import plot_stream_det
 
@@ -79,18 +79,14 @@ def _evaluate_stream(args) -> int:
         raise ConfigError(f"--model {args.model}: evaluate-stream runs the exported .onnx file you deploy "
                           "(edgedistill export writes it)")
     targets = [k for k in args.keywords.split(",") if k]
+    noise_dir = args.noise or silence_folder(args.data)
+    noise = noise_for_split(noise_dir, args.split) if noise_dir else None
     r = evaluate_stream(args.model, resolve_labelled(args.data, args.split), targets, args.seconds, args.seed,
-                        threads=args.threads, snr_db=args.snr_db)
+                        threads=args.threads, snr_db=args.snr_db, noise=noise, enroll_clips=args.enroll_clips)
     r.update(model=str(args.model), data=str(args.data), split=args.split, machine=machine_info(),
-             command=" ".join(["edgedistill"] + sys.argv[1:]))
-    md = ["# Continuous listening", "", f"`{r['command']}`", "",
-          f"{r['seconds'] / 60:.1f} min stream from split '{args.split}' of {args.data} (seed {args.seed}, "
-          f"background at {args.snr_db:g} dB SNR), targets {', '.join(targets)}: {r['occurrences']} occurrences.", "",
-          "| FRR @ 0.5 FA/h | FRR @ 1 FA/h | FRR @ 2 FA/h | latency median s | latency p90 s | ms / hop (p99) | core share |",
-          "|---|---|---|---|---|---|---|",
-          f"| {100 * r['frr_at_0.5_fa_per_hour']:.1f}% | {100 * r['frr_at_1_fa_per_hour']:.1f}% | "
-          f"{100 * r['frr_at_2_fa_per_hour']:.1f}% | {r['latency_s_median']:.2f} | {r['latency_s_p90']:.2f} | "
-          f"{r['mean_ms']:.1f} ({r['p99_ms']:.1f}) | {100 * r['core_share']:.1f}% |"]
+             noise=noise_dir, command=" ".join(["edgedistill"] + sys.argv[1:]))
+    md = ["# Continuous listening", "", f"`{r['command']}`", "", stream_note(r, args.split, args.data), "",
+          *stream_table({Path(args.model).name: r})]
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -248,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=_finetune)
 
     e = sub.add_parser("evaluate", help="KWS accuracy, SV EER and minDCF of a fine-tuned model")
-    e.add_argument("--model", required=True, help="a finetune --out folder (or its model/)")
+    e.add_argument("--model", required=True, help="a finetune --out folder (or its model/), or an exported .onnx "
+                                                   "(scored with onnxruntime: the file you deploy)")
     e.add_argument("--data", required=True, help="manifest, folder, embedded, speech_commands:DIR, voxceleb:DIR")
     e.add_argument("--split", help="split to evaluate (default: every row)")
     e.add_argument("--out", help="write the full report (JSON) here")
@@ -265,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--seconds", type=float, default=600.0, help="stream length in seconds")
     es.add_argument("--seed", type=int, default=0, help="seed of the stream")
     es.add_argument("--snr-db", type=float, default=20.0, help="background noise level")
+    es.add_argument("--noise", help="folder of background recordings under the stream (their part for the split); "
+                                    "default: the data's +silence= folder, else synthetic noise")
+    es.add_argument("--enroll-clips", type=int, default=3,
+                    help="enrol every speaker from this many non-target clips (left out of the stream) and "
+                         "report speaker-gating figures; 0: no enrolment")
     es.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
     es.add_argument("--out", help="folder for stream_report.json/.md and the FRR vs FA/h plot")
     es.set_defaults(func=_evaluate_stream)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -16,6 +17,9 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+# `mixed_precision` values of every training stage (auto: bf16 on a GPU that has it, else fp32)
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
 class ConfigError(ValueError):
@@ -116,6 +120,22 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
         raise ConfigError(str(exc)) from exc
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads yes/no/on/off as booleans,
+    which turns the keywords `stream.keywords=[yes, no, on, off]` into [True, False, ...]."""
+
+
+_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def load_yaml(text: str):
+    """`yaml.safe_load` with YAML 1.2 booleans (see `_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_overrides(overrides: list[str]) -> dict:
     """["a.b=3", "c=[4, 8]"] -> {"a": {"b": 3}, "c": [4, 8]} (values parsed as YAML)."""
     out: dict = {}
@@ -123,7 +143,7 @@ def parse_overrides(overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not key=value (e.g. steps=200)")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
         node = out
         parts = key.strip().split(".")
         for p in parts[:-1]:
@@ -147,7 +167,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"config file '{p}' does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
+        loaded = load_yaml(p.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file '{p}' must hold a mapping of keys to values")
         data = loaded

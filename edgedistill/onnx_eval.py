@@ -83,30 +83,65 @@ def compare(base: dict, other: dict) -> dict:
 
 def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float = 600.0, seed: int = 0,
                     threshold: float = 0.05, hop_s: float = 0.1, threads: int = 1, noise=None,
-                    snr_db: float = 20.0, tolerance_s: float = 0.5) -> dict:
+                    snr_db: float = 20.0, tolerance_s: float = 0.5, enroll_clips: int = 0) -> dict:
     """Continuous-listening metrics of an exported model on a stream built from `clips`
     (`edgedistill.data.streams.build_stream`, reproducible from `seed`).
 
     The detector runs once at a low `threshold`; FRR at fixed false alarms per hour then sweeps
     a threshold over the events' peak scores (an approximation: at a higher threshold a
-    detector would also re-arm differently). Returns `stream_report` plus the per-hop cost
-    (`mean_ms`, `p99_ms`, `core_share` at `threads`) and the stream's seed and length.
+    detector would also re-arm differently). With `enroll_clips`, every speaker of `clips` is
+    enrolled from that many of their non-target clips (left out of the stream), and the hits at
+    the 1 FA/h threshold give the speaker-gating figures (`metrics.speaker_gate_report`).
+    Returns `stream_report` plus the per-hop cost (`mean_ms`, `p99_ms`, `core_share` at
+    `threads`), the stream's seed and length, and `speaker_gate` when enrolled.
     """
     from edgedistill.data.streams import build_stream
-    from edgedistill.metrics import stream_report
+    from edgedistill.metrics import match_events, speaker_gate_report, stream_report
     from edgedistill.runtime import EdgeModel
     from edgedistill.streaming import Detector
 
     model = EdgeModel(path, threads=threads)
-    audio, truth = build_stream(clips, targets, seconds, seed, noise=noise, snr_db=snr_db)
+    enrolled, pool = _enrolment(clips, targets, enroll_clips, seed)
+    for spk, chosen in enrolled.items():
+        model.enroll(spk, [load_clip(c) for c in chosen])
+    audio, truth = build_stream(pool, targets, seconds, seed, noise=noise, snr_db=snr_db)
     if not truth:
         raise ValueError(f"a {seconds:g} s stream holds no target keyword: make it longer")
-    det = Detector(model, {k: threshold for k in targets}, hop_s=hop_s)
+    det = Detector(model, {k: threshold for k in targets}, hop_s=hop_s,
+                   sv_threshold=model.threshold if model.threshold is not None else 0.0)
     events, step = [], det.hop
     for i in range(0, len(audio), step):
         events += det.push(audio[i:i + step])
     events += det.flush()
-    report = stream_report(events, [(o.keyword, o.t0, o.t1) for o in truth], len(audio) / model.sample_rate,
-                           tolerance_s)
-    return {**report, **det.stats(), "targets": list(targets), "seed": seed, "seconds": len(audio) / model.sample_rate,
-            "snr_db": snr_db, "threads": threads}
+    occ = [(o.keyword, o.t0, o.t1) for o in truth]
+    report = stream_report(events, occ, len(audio) / model.sample_rate, tolerance_s)
+    report.update(det.stats(), targets=list(targets), seed=seed, seconds=len(audio) / model.sample_rate,
+                  snr_db=snr_db, threads=threads, enrolled_speakers=len(enrolled))
+    if enrolled:
+        if model.threshold is None:
+            report["speaker_gate"] = {"unscored": "the model carries no SV threshold"}
+        else:
+            thr = report["threshold_at_1_fa_per_hour"]
+            kept = [e for e in events if e.score >= thr]
+            m = match_events(kept, occ, tolerance_s)
+            hits = [(truth[j].speaker, kept[i].speaker_scores) for i, j in m["hits"]]
+            n_occ = sum(o.speaker in enrolled for o in truth)
+            report["speaker_gate"] = speaker_gate_report(hits, model.threshold, n_occ)
+    return report
+
+
+def _enrolment(clips: list[Clip], targets: list[str], per_speaker: int, seed: int):
+    """({speaker: enrolment clips}, the other clips): `per_speaker` non-target word clips of
+    each speaker that has enough, drawn with `seed`."""
+    if per_speaker <= 0:
+        return {}, clips
+    rng = np.random.default_rng(seed + 1)
+    by_spk: dict[str, list[int]] = {}
+    for i, c in enumerate(clips):
+        if c.speaker is not None and c.label is not None and c.label not in targets and not c.label.startswith("_"):
+            by_spk.setdefault(c.speaker, []).append(i)
+    chosen = {spk: sorted(rng.choice(idx, per_speaker, replace=False).tolist())
+              for spk, idx in sorted(by_spk.items()) if len(idx) > per_speaker}
+    used = {i for idx in chosen.values() for i in idx}
+    return ({spk: [clips[i] for i in idx] for spk, idx in chosen.items()},
+            [c for i, c in enumerate(clips) if i not in used])

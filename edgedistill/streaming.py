@@ -46,6 +46,7 @@ class Event:
         speaker: the best-matching enrolled speaker (None without enrolment).
         speaker_score: cosine score against that speaker.
         accepted: speaker_score >= the SV threshold (None without enrolment).
+        speaker_scores: cosine score against every enrolled speaker (None without enrolment).
     """
 
     keyword: str
@@ -55,6 +56,7 @@ class Event:
     speaker: str | None = None
     speaker_score: float | None = None
     accepted: bool | None = None
+    speaker_scores: dict[str, float] | None = None
 
     def as_dict(self) -> dict:
         return {"time_s": round(self.start_s, 3), "end_s": round(self.end_s, 3), "keyword": self.keyword,
@@ -217,12 +219,14 @@ class Detector:
     def _emit(self, name: str, cand: dict) -> Event | None:
         self._quiet_until[name] = cand["end"] + self.refractory
         self._armed[name] = False
-        speaker = score = accepted = None
+        speaker = score = accepted = scores = None
         if self.model.speakers and cand["emb"] is not None:
             e = cand["emb"] / max(float(np.linalg.norm(cand["emb"])), 1e-12)
-            speaker, score = max(((n, float(np.dot(e, v))) for n, v in self.model.speakers.items()), key=lambda t: t[1])
+            scores = {n: float(np.dot(e, v)) for n, v in self.model.speakers.items()}
+            speaker = max(scores, key=scores.get)
+            score = scores[speaker]
             accepted = score >= self.sv_threshold
             if self.only_enrolled and not accepted:
                 return None
         return Event(name, cand["score"], (cand["end"] - self.window) / self.sr, cand["end"] / self.sr,
-                     speaker, score, accepted)
+                     speaker, score, accepted, scores)

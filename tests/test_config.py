@@ -57,3 +57,13 @@ def test_yaml_1_1_exponent_strings_are_numbers(tmp_path):
     p.write_text("lr: 1e-3\nsteps: '12'\n")
     cfg = load_config(DistillConfig, p)
     assert cfg.lr == 0.001 and cfg.steps == 12
+
+
+def test_yes_no_on_off_stay_words_and_true_false_stay_booleans():
+    from edgedistill.config import load_config, parse_overrides
+    from edgedistill.workflows.run import RunConfig
+
+    assert parse_overrides(["stream.keywords=[yes, no, on, off]", "baseline=true"]) == \
+        {"stream": {"keywords": ["yes", "no", "on", "off"]}, "baseline": True}
+    cfg = load_config(RunConfig, None, ["stream.keywords=[yes,no]", "baseline=False"])
+    assert cfg.stream.keywords == ["yes", "no"] and cfg.baseline is False

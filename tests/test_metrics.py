@@ -97,3 +97,27 @@ def test_stream_matching_and_rates_against_a_hand_computed_example():
     # at 0.5 FA/h: only thresholds above 0.90 (one hit at 0.95) or nothing: FRR 2/3
     assert r["frr_at_0.5_fa_per_hour"] == pytest.approx(2 / 3)
     assert r["frr_at_2_fa_per_hour"] == pytest.approx(1 / 3)
+
+
+def test_speaker_gate_report_by_hand():
+    from edgedistill.metrics import speaker_gate_report
+
+    hits = [("a", {"a": 0.9, "b": 0.2, "c": 0.6}),   # owner accepted; c would accept it too
+            ("b", {"a": 0.1, "b": 0.4, "c": 0.3}),   # owner rejected
+            ("x", {"a": 0.7, "b": 0.0, "c": 0.0})]   # not enrolled: three impostor pairs
+    r = speaker_gate_report(hits, threshold=0.5, occurrences=4)
+    assert r["owner_hits"] == 2 and r["owner_acceptance"] == 0.5
+    # pairs: (a->b 0.2, a->c 0.6), (b->a 0.1, b->c 0.3), (x->a 0.7, x->b 0, x->c 0): 2 of 7 accepted
+    assert r["impostor_pairs"] == 7 and abs(r["impostor_acceptance"] - 2 / 7) < 1e-12
+    assert r["owner_frr_end_to_end"] == 1 - 1 / 4
+
+
+def test_stream_report_gives_the_threshold_of_each_operating_point():
+    from edgedistill.metrics import stream_report
+
+    truth = [("yes", 10.0, 10.5), ("yes", 20.0, 20.5)]
+    events = [("yes", 9.6, 10.6, 0.9), ("yes", 19.6, 20.6, 0.4), ("yes", 30.0, 31.0, 0.6)]  # one false alarm
+    r = stream_report(events, truth, duration_s=3600.0)
+    # keeping the false alarm (FA/h 1) catches both; at 0.5 FA/h the threshold rises above it
+    assert r["frr_at_1_fa_per_hour"] == 0.0 and r["threshold_at_1_fa_per_hour"] == 0.4
+    assert r["frr_at_0.5_fa_per_hour"] == 0.5 and r["threshold_at_0.5_fa_per_hour"] == 0.9

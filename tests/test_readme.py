@@ -25,7 +25,7 @@ TINY_RUN = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_
             "teacher_training.steps=4", "distill.steps=2", "distill.batch_size=4", "finetune.steps=4",
             "finetune.batch_size=8", "finetune.eval_every=4", "finetune.num_trials=200",
             "export.quantize=[int8-dynamic]", "export.calibration_clips=4", "benchmark.runs=1",
-            "benchmark.num_trials=200"]
+            "benchmark.num_trials=200", "stream.keywords=[]"]  # streaming in a run: tests/workflows/test_run.py
 FAST = {
     "distill": ["steps=2", "batch_size=4", "max_samples=16000", "save_every=1", "log_every=1"],
     "finetune": ["steps=4", "batch_size=8", "eval_every=4", "num_trials=200"],

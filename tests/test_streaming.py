@@ -187,5 +187,29 @@ def test_evaluate_stream_command_writes_the_report_and_plot(exported, embedded_c
     assert 0 <= r["frr_at_1_fa_per_hour"] <= 1 and r["hits"] + r["misses"] == r["occurrences"]
     assert (out / "frr_vs_fa_per_hour.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "FRR @ 1 FA/h" in (out / "stream_report.md").read_text()
+    # every test speaker enrolled from 3 non-target clips that the stream leaves out
+    gate = r["speaker_gate"]
+    assert r["enrolled_speakers"] == 4 and gate["owner_hits"] >= 1
+    assert gate["impostor_pairs"] == 3 * gate["owner_hits"]  # each hit against the 3 other speakers
+    assert 0 <= gate["owner_acceptance"] <= 1 and 0 <= gate["impostor_acceptance"] <= 1
+    assert "owner accepted" in (out / "stream_report.md").read_text()
     assert main(["evaluate-stream", "--model", str(tmp_path), "--data", str(embedded_corpus), "--keywords", "yes"]) == 2
     assert "runs the exported .onnx file" in capsys.readouterr().err
+
+
+def test_events_carry_the_score_against_every_enrolled_speaker(exported, embedded_corpus):
+    from edgedistill.data.manifest import load_clip, read_manifest
+
+    clips = read_manifest(embedded_corpus, split="test")
+    model = EdgeModel(exported[0])
+    speakers = sorted({c.speaker for c in clips})[:2]
+    for spk in speakers:
+        model.enroll(spk, [load_clip(c) for c in clips if c.speaker == spk][:2])
+    det = Detector(model, threshold=0.2)
+    x = np.concatenate([np.concatenate([load_clip(c), np.zeros(SR // 2, np.float32)]) for c in clips[:6]])
+    events = det.push(x) + det.flush()
+    assert events
+    for e in events:
+        assert set(e.speaker_scores) == set(speakers)
+        assert e.speaker == max(e.speaker_scores, key=e.speaker_scores.get)
+        assert e.speaker_score == e.speaker_scores[e.speaker]

@@ -3,7 +3,10 @@ VoxCeleb1 (SV), plus `resolve_labelled`, which turns any data spec into clips.
 
 Data specs: "embedded", a manifest CSV, a folder with `manifest.csv`,
 "speech_commands:DIR" (SUPERB's 12 classes), "speech_commands35:DIR" (every word folder
-as its own class, plus `_silence_`), "voxceleb:DIR".
+as its own class, plus `_silence_`), "voxceleb:DIR". Any of them + "+silence=NOISE_DIR" adds a
+`_silence_` class of 1 s crops of the background recordings in NOISE_DIR (as Speech Commands
+does with `_background_noise_`), so a streaming detector has a class for "no keyword here":
+`data=manifest.csv+silence=background_noise/`.
 """
 
 from __future__ import annotations
@@ -65,12 +68,14 @@ def speech_commands_clips(root: str | Path, split: str, all_words: bool = False,
     if not clips:
         raise ManifestError(f"Speech Commands folder '{root}' has no clips of split '{split}'")
     if not archive:
-        clips += _silence_clips(root, split, clips, seconds)
+        clips += silence_clips(sorted((root / "_background_noise_").glob("*.wav")), split, clips, seconds)
     return clips
 
 
-def _silence_clips(root: Path, split: str, clips: list[Clip], seconds: float) -> list[Clip]:
-    noise = sorted((root / "_background_noise_").glob("*.wav"))
+def silence_clips(noise: list[Path], split: str, clips: list[Clip], seconds: float = 1.0) -> list[Clip]:
+    """`_silence_` clips: `seconds`-long crops of the `noise` recordings, as many as the average
+    word class of `clips`. Each recording is cut in time (train 80%, val 10%, test 10%) so that
+    splits never share noise; crops are fixed by a hash, the same on every call."""
     if not noise:
         return []
     counts = Counter(c.label for c in clips if c.label != UNKNOWN)
@@ -140,9 +145,55 @@ def read_trial_list(path: str | Path) -> list[tuple[int, str, str]]:
     return rows
 
 
+SILENCE_SUFFIX = "+silence="
+_NOISE_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def noise_files(folder: str | Path) -> list[Path]:
+    """The background recordings of a noise folder (wav, flac, ogg), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"noise folder '{folder}' does not exist (the part after '{SILENCE_SUFFIX}' "
+                                "in the data spec, or the noise option)")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in _NOISE_SUFFIXES)
+    if not files:
+        raise ManifestError(f"noise folder '{folder}' holds no .wav, .flac or .ogg recordings")
+    return files
+
+
+def silence_folder(spec: str) -> str | None:
+    """The noise folder of a data spec's `+silence=` part, or None."""
+    spec = str(spec)
+    return spec.rpartition(SILENCE_SUFFIX)[2] if SILENCE_SUFFIX in spec else None
+
+
+def noise_for_split(folder: str | Path, split: str) -> list:
+    """The `split` part of each background recording in `folder` (the same cut in time as the
+    `_silence_` crops, so a test stream's background never overlaps the training noise)."""
+    from edgedistill.audio import load_audio
+
+    lo, hi = _NOISE_PARTS.get(split, (0.0, 1.0))
+    out = []
+    for f in noise_files(folder):
+        audio = load_audio(f, downmix=True)
+        out.append(audio[int(len(audio) * lo):int(len(audio) * hi)])
+    return out
+
+
 def resolve_labelled(spec: str, split: str | None) -> list[Clip]:
     """Clips of `split` from any data spec (see the module docstring)."""
-    kind, _, path = str(spec).partition(":")
+    spec = str(spec)
+    if SILENCE_SUFFIX in spec:
+        base, _, noise_dir = spec.rpartition(SILENCE_SUFFIX)
+        clips = resolve_labelled(base, split)
+        if any(c.label == SILENCE for c in clips):
+            raise ManifestError(f"'{base}' already has a '{SILENCE}' class: drop '{SILENCE_SUFFIX}{noise_dir}'")
+        extra = silence_clips(noise_files(noise_dir), split or "train", clips)
+        if not extra:
+            raise ManifestError(f"the recordings in '{noise_dir}' are too short for 1 s '{SILENCE}' crops in the "
+                                f"'{split}' part (each split gets 10-80% of every file): use longer recordings")
+        return clips + extra
+    kind, _, path = spec.partition(":")
     if kind in ("speech_commands", "speech_commands35") and path:
         return speech_commands_clips(path, split or "train", all_words=kind == "speech_commands35")
     if kind == "voxceleb" and path:

@@ -15,6 +15,7 @@ import numpy as np
 from edgedistill.data.manifest import Clip, load_clip
 
 SR = 16_000
+NOT_WORDS = ("_silence_",)   # labelled crops of background noise: never placed as a word
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def build_stream(clips: list[Clip], targets: list[str], seconds: float, seed: in
     """
     rng = np.random.default_rng(seed)
     pos = [c for c in clips if c.label in targets]
-    neg = [c for c in clips if c.label is not None and c.label not in targets]
+    neg = [c for c in clips if c.label is not None and c.label not in targets and c.label not in NOT_WORDS]
     if not pos:
         raise ValueError(f"no clip has a target keyword {targets}")
     total = int(seconds * SR)

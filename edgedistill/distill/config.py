@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edgedistill.config import MIXED_PRECISIONS
 from edgedistill.distill.heads import OBJECTIVES
 from edgedistill.distill.text import UNITS
 from edgedistill.models.student import StudentConfig
 
-_PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
 @dataclass
@@ -69,7 +69,7 @@ class DistillConfig:
         "help": "feed the teacher's CNN features to the student (frozen, identical CNN): "
                 "saves the student CNN's forward+backward, about a third of a step"})
     mixed_precision: str = field(default="auto", metadata={
-        "help": f"one of {_PRECISIONS}; auto = bf16 on a GPU that has it, else fp32"})
+        "help": f"one of {MIXED_PRECISIONS}; auto = bf16 on a GPU that has it, else fp32"})
     cpu: bool = field(default=False, metadata={"help": "train on the CPU even if a GPU is there"})
     num_workers: int = field(default=0, metadata={"help": "data-loader worker processes"})
     seed: int = field(default=0, metadata={"help": "seed of init, data order, crops and dropout"})
@@ -82,8 +82,8 @@ class DistillConfig:
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective '{self.objective}' unknown: choose one of {OBJECTIVES}")
-        if self.mixed_precision not in _PRECISIONS:
-            raise ValueError(f"mixed_precision '{self.mixed_precision}': choose one of {_PRECISIONS}")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"mixed_precision '{self.mixed_precision}': choose one of {MIXED_PRECISIONS}")
         if self.student_layers is not None and self.objective != "layer-to-layer":
             raise ValueError("student_layers is only used with objective=layer-to-layer")
         if (self.student_layers is not None and self.target_layers is not None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edgedistill.config import MIXED_PRECISIONS
+
 _SELECT = ("combined", "kws_accuracy", "sv_eer")
 
 
@@ -49,7 +51,8 @@ class FinetuneConfig:
     select_metric: str = field(default="combined", metadata={
         "help": f"validation metric that picks the saved model: {_SELECT} (combined = accuracy - EER)"})
     num_trials: int = field(default=20_000, metadata={"help": "validation SV trials (half target)"})
-    mixed_precision: str = field(default="auto", metadata={"help": "auto, no, bf16 or fp16"})
+    mixed_precision: str = field(default="auto", metadata={
+        "help": f"one of {MIXED_PRECISIONS}; auto = bf16 on a GPU that has it, else fp32"})
     cpu: bool = field(default=False, metadata={"help": "train on the CPU even if a GPU is there"})
     num_workers: int = field(default=0, metadata={"help": "data-loader worker processes"})
     seed: int = field(default=0, metadata={"help": "seed of heads, sampling, crops and trials"})
@@ -62,6 +65,8 @@ class FinetuneConfig:
     def __post_init__(self):
         if self.select_metric not in _SELECT:
             raise ValueError(f"select_metric '{self.select_metric}': choose one of {_SELECT}")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"mixed_precision '{self.mixed_precision}': choose one of {MIXED_PRECISIONS}")
         if self.layer_mode not in ("weighted", "last"):
             raise ValueError(f"layer_mode '{self.layer_mode}': use 'weighted' or 'last'")
         if self.kws_weight < 0 or self.sv_weight < 0 or self.kws_weight + self.sv_weight == 0:

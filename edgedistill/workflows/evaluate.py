@@ -1,6 +1,10 @@
 """Workflow: evaluate a saved multi-task model on any labelled data and split.
 
     edgedistill evaluate --model runs/finetune/model --data MANIFEST --split val --out report.json
+    edgedistill evaluate --model runs/demo/export/model.int8.onnx --data MANIFEST --split val
+
+A `.onnx` model is scored with onnxruntime alone (the exact file you deploy); a folder with
+PyTorch, on the same clips, crops and trials, so the two reports compare.
 """
 
 from __future__ import annotations
@@ -9,8 +13,7 @@ import json
 from pathlib import Path
 
 from edgedistill.data.layouts import find_trial_list, read_trial_list, resolve_labelled
-from edgedistill.evaluation import evaluate_model, trials_from_list
-from edgedistill.models.multitask import MultiTaskModel
+import numpy as np
 
 
 def evaluate(model_dir: str, data: str, split: str | None, out: str | None = None,
@@ -21,14 +24,26 @@ def evaluate(model_dir: str, data: str, split: str | None, out: str | None = Non
     VoxCeleb's test split is scored on its official trial list when DIR holds one; other
     data on `num_trials` trials drawn from its speakers with `seed`.
     """
-    model = MultiTaskModel.from_pretrained(model_dir)  # the finetune --out folder or its model/
+    from edgedistill.evaluation import trials_from_list
+
     clips = resolve_labelled(data, split)
     trials = None
     kind, _, root = str(data).partition(":")
     if kind == "voxceleb" and split == "test" and find_trial_list(Path(root)):
         trials = trials_from_list(clips, read_trial_list(find_trial_list(Path(root))), root)
-    report = evaluate_model(model, clips, clip_samples, batch_size, num_trials, seed,
-                            progress=progress, trials=trials)
+    if str(model_dir).endswith(".onnx"):
+        from edgedistill.onnx_eval import evaluate_onnx
+
+        full = evaluate_onnx(model_dir, clips, num_trials, seed, clip_samples, trials=trials)
+        report = {k: v for k, v in full.items() if not isinstance(v, np.ndarray)}
+        report["speakers"] = len({c.speaker for c in clips if c.speaker is not None})
+    else:
+        from edgedistill.evaluation import evaluate_model
+        from edgedistill.models.multitask import MultiTaskModel
+
+        model = MultiTaskModel.from_pretrained(model_dir)  # the finetune --out folder or its model/
+        report = evaluate_model(model, clips, clip_samples, batch_size, num_trials, seed,
+                                progress=progress, trials=trials)
     report = {"model": str(model_dir), "data": str(data), "split": split, "trial_seed": seed, **report}
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

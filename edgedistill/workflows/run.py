@@ -41,12 +41,31 @@ class TeacherTraining:
     cnn: int = field(default=64, metadata={"help": "last CNN width (thin CNN: c/4, c/2 x4, c, c)"})
     steps: int = field(default=400, metadata={"help": "joint KWS + SV training steps"})
 
+    def __post_init__(self):
+        heads = max(1, self.hidden // 64)
+        if self.layers < 1 or self.steps < 1 or self.cnn < 4:
+            raise ValueError("teacher_training: layers and steps must be >= 1 and cnn >= 4")
+        if self.hidden < 16 or self.hidden % 16 or self.hidden % heads:
+            raise ValueError(f"teacher_training.hidden={self.hidden}: use a multiple of 16 (the positional "
+                             f"convolution has 16 groups) divisible by its {heads} attention head(s), e.g. 128 or 256")
+
 
 @dataclass
 class ExportStage:
     quantize: list[str] = field(default_factory=lambda: ["int8"], metadata={
         "help": "quantized variants of the student (int8-dynamic, int8, int8-static, int4-weights, fp16)"})
     calibration_clips: int = field(default=64, metadata={"help": "calibration clips from the train split"})
+
+    def __post_init__(self):
+        from edgedistill.quantize import MODES
+
+        unknown = [m for m in self.quantize if m not in MODES]
+        if unknown:
+            raise ValueError(f"export.quantize {unknown}: choose among {sorted(MODES)} (or [] for fp32 only)")
+        if len(set(self.quantize)) != len(self.quantize):
+            raise ValueError(f"export.quantize {self.quantize} names a mode twice")
+        if self.calibration_clips < 1:
+            raise ValueError("export.calibration_clips must be >= 1")
 
 
 @dataclass
@@ -56,6 +75,32 @@ class BenchmarkStage:
     seconds: float = field(default=1.0, metadata={"help": "audio length for latency (s)"})
     runs: int = field(default=20, metadata={"help": "timed runs after 3 warm-up runs"})
     num_trials: int = field(default=20_000, metadata={"help": "SV trials (half same-speaker)"})
+
+    def __post_init__(self):
+        if self.threads < 1 or self.runs < 1 or self.num_trials < 1 or self.seconds <= 0:
+            raise ValueError("benchmark: threads, runs and num_trials must be >= 1 and seconds > 0")
+
+
+@dataclass
+class StreamStage:
+    """Continuous listening in the benchmark: each exported model runs the streaming detector
+    over a long stream built from the benchmark split (`edgedistill.data.streams`)."""
+
+    keywords: list[str] = field(default_factory=list, metadata={
+        "help": "target keywords (labels of the data); empty: no streaming benchmark"})
+    seconds: float = field(default=600.0, metadata={"help": "stream length in seconds"})
+    snr_db: float = field(default=20.0, metadata={"help": "speech-to-background ratio of the stream"})
+    noise: str | None = field(default=None, metadata={
+        "help": "folder of background recordings under the stream (their part for the split); "
+                "null: the data's +silence= folder, else synthetic noise"})
+    hop_s: float = field(default=0.1, metadata={"help": "detector hop in seconds"})
+    enroll_clips: int = field(default=3, metadata={
+        "help": "clips per speaker for enrolment (non-target words, left out of the stream); 0: no speaker figures"})
+    seed: int = field(default=0, metadata={"help": "seed of the stream"})
+
+    def __post_init__(self):
+        if self.keywords and (self.seconds < 60 or self.hop_s <= 0 or self.enroll_clips < 0):
+            raise ValueError("stream: seconds must be >= 60, hop_s > 0 and enroll_clips >= 0")
 
 
 def _demo_distill() -> DistillConfig:
@@ -82,6 +127,8 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=_demo_finetune, metadata={"help": "fine-tuning stage"})
     export: ExportStage = field(default_factory=ExportStage, metadata={"help": "export stage"})
     benchmark: BenchmarkStage = field(default_factory=BenchmarkStage, metadata={"help": "benchmark stage"})
+    stream: StreamStage = field(default_factory=StreamStage, metadata={
+        "help": "streaming benchmark (FRR at fixed false alarms per hour, per-hop cost)"})
     baseline: bool = field(default=False, metadata={
         "help": "also fine-tune a student of the same shape from random weights (no distillation) "
                 "and benchmark it as 'scratch fp32': what distillation buys"})
@@ -190,6 +237,7 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
     from edgedistill.workflows.distill import distill
     from edgedistill.workflows.finetune import finetune
 
+    _check_stream_keywords(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     specs: dict[str, dict] = {}
@@ -228,9 +276,43 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
         baseline = _stage("baseline", out / "baseline", specs["baseline"],
                           lambda: _baseline(cfg, out / "baseline", teacher_backbone, fcfg), overwrite)
 
-    specs["benchmark"] = {"up": specs["export"], "cfg": to_dict(cfg.benchmark), "baseline": specs.get("baseline")}
+    specs["benchmark"] = {"up": specs["export"], "cfg": to_dict(cfg.benchmark), "baseline": specs.get("baseline"),
+                          "stream": to_dict(cfg.stream)}
     return _stage("benchmark", out / "benchmark", specs["benchmark"],
                   lambda: _benchmark(cfg, out, teacher_model, baseline), overwrite)
+
+
+def _check_stream_keywords(cfg: RunConfig) -> None:
+    """Unknown streaming keywords fail before any training, not in the benchmark an hour later."""
+    if not cfg.stream.keywords:
+        return
+    from edgedistill.config import ConfigError
+    from edgedistill.data.layouts import resolve_labelled
+
+    labels = {c.label for c in resolve_labelled(cfg.data, cfg.finetune.train_split)} - {None}
+    missing = [k for k in cfg.stream.keywords if k not in labels]
+    if missing:
+        raise ConfigError(f"stream.keywords {missing} are not labels of {cfg.data}: choose among {sorted(labels)}")
+    never = [k for k in cfg.stream.keywords if k.startswith("_")]
+    if never:
+        raise ConfigError(f"stream.keywords {never} mean 'no keyword' and never fire: leave them out")
+
+
+def _streams(cfg: RunConfig, clips: list, split: str, variants: list) -> dict[str, dict]:
+    """The streaming detector of each exported variant over one stream of `split`."""
+    from edgedistill.data.layouts import noise_for_split, silence_folder
+    from edgedistill.onnx_eval import evaluate_stream
+
+    st = cfg.stream
+    noise_dir = st.noise or silence_folder(cfg.data)
+    noise = noise_for_split(noise_dir, split) if noise_dir else None
+    rows = {}
+    for name, path, _ in variants:
+        print(f"[benchmark] streaming: {name} on {st.seconds / 60:.0f} min of '{split}'")
+        rows[name] = evaluate_stream(path, clips, st.keywords, st.seconds, st.seed, hop_s=st.hop_s,
+                                     threads=cfg.benchmark.threads, noise=noise, snr_db=st.snr_db,
+                                     enroll_clips=st.enroll_clips)
+    return rows
 
 
 def _baseline(cfg: RunConfig, folder: Path, teacher_backbone: str, fcfg: FinetuneConfig) -> dict:
@@ -266,7 +348,7 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None, baseline: d
     from edgedistill.data.layouts import resolve_labelled
     from edgedistill.data.manifest import ManifestError
     from edgedistill.latency import time_onnx
-    from edgedistill.machine import machine_info, write_report
+    from edgedistill.machine import machine_info, stream_note, stream_table, write_report
     from edgedistill.models.multitask import MultiTaskModel
     from edgedistill.models.student import count_parameters
     from edgedistill.onnx_eval import evaluate_onnx
@@ -298,7 +380,8 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None, baseline: d
                         "kws_accuracy": rep.get("kws_accuracy"), "sv_eer": rep.get("sv_eer"),
                         "sv_min_dcf": rep.get("sv_min_dcf"), "latency_ms_p50": p50, "latency_ms_p90": p90,
                         "rtf": p50 / 1000 / b.seconds, "path": str(path)})
-    plots = _plots(out, entries, reps)
+    streams = _streams(cfg, clips, split, variants) if cfg.stream.keywords else {}
+    plots = _plots(out, entries, reps, streams)
     import torch
 
     from edgedistill.data.trials import sv_unscored_reason
@@ -306,7 +389,7 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None, baseline: d
     sv_reason = None if trials is not None else sv_unscored_reason(clips, split)
     report = {"variants": entries, "split": split, "clips": len(clips), "data": cfg.data, "plots": plots,
               "threads": b.threads, "latency_audio_s": b.seconds, "machine": machine_info(),
-              "train_threads": torch.get_num_threads(), "sv_unscored": sv_reason,
+              "train_threads": torch.get_num_threads(), "sv_unscored": sv_reason, "streams": streams,
               "command": " ".join(["edgedistill"] + sys.argv[1:]), "date": time.strftime("%Y-%m-%d")}
     md = ["# edgedistill run report", "", f"`{report['command']}`", "",
           f"Measured on split '{split}' of {cfg.data} ({len(clips)} clips). Latency: onnxruntime, "
@@ -320,6 +403,9 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None, baseline: d
                   f"{e['latency_ms_p90']:.1f} | {e['rtf']:.4f} |")
     if sv_reason:
         md += ["", f"**Speaker verification is not scored:** {sv_reason}."]
+    if streams:
+        md += ["", "## Continuous listening", "", stream_note(next(iter(streams.values())), split, cfg.data), "",
+               *stream_table(streams)]
     md += ["", f"Training ran on {report['train_threads']} torch thread(s): accuracy and EER of trained models "
            "depend on the thread count (floating-point sums run in another order), latency on the CPU."]
     md += ["", *[f"![{name}]({Path(p).relative_to(out)})" for name, p in plots.items()]]
@@ -348,7 +434,7 @@ def _with_sv_data(cfg: RunConfig, clips: list, split: str):
     return kws + sv, None
 
 
-def _plots(out: Path, entries: list[dict], reps: dict) -> dict[str, str]:
+def _plots(out: Path, entries: list[dict], reps: dict, streams: dict | None = None) -> dict[str, str]:
     from edgedistill import plots
 
     folder = out / "plots"
@@ -364,7 +450,20 @@ def _plots(out: Path, entries: list[dict], reps: dict) -> dict[str, str]:
     logs = {"teacher": out / "teacher" / "ft" / "train_log.jsonl", "distill": out / "distill" / "train_log.jsonl",
             "finetune": out / "finetune" / "train_log.jsonl", "scratch": out / "baseline" / "ft" / "train_log.jsonl"}
     made["training curves"] = plots.plot_training(logs, folder / "training.png")
+    if streams:
+        made["streaming FRR vs FA/h"] = plots.plot_stream_det({n: r["curve"] for n, r in streams.items()},
+                                                               folder / "stream_det.png")
     return {k: str(v) for k, v in made.items()}
+
+
+def _card_streams(report: dict) -> list[str]:
+    from edgedistill.machine import stream_note, stream_table
+
+    streams = report.get("streams") or {}
+    if not streams:
+        return []
+    return ["", "### Continuous listening", "", stream_note(next(iter(streams.values())), report["split"],
+                                                           report["data"]), "", *stream_table(streams)]
 
 
 def _model_card(cfg: RunConfig, out: Path, report: dict) -> None:
@@ -410,7 +509,7 @@ def _model_card(cfg: RunConfig, out: Path, report: dict) -> None:
                f"KWS {pct(baseline[0]['kws_accuracy'])}, EER {pct(baseline[0]['sv_eer'])} ('scratch fp32')."]
               if baseline else []),
             "", f"## Measured on the '{report['split']}' split ({report['clips']} clips)", "",
-            *rows, "", f"Latency: onnxruntime, {report['threads']} thread(s), {report['latency_audio_s']:g} s of audio, on "
+            *rows, *_card_streams(report), "", f"Latency: onnxruntime, {report['threads']} thread(s), {report['latency_audio_s']:g} s of audio, on "
             f"{report['machine']['cpu']}. Command: `{report['command']}`. edgedistill {__version__}, {report['date']}.", "",
             "## Use", "", "```bash", "pip install -r requirements.txt",
             f"python infer.py {Path(best['path']).name} clip.wav [other.wav]", "```", "",

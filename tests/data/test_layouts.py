@@ -83,3 +83,36 @@ def test_voxceleb_layout_and_trial_list(tmp_path):
     (tmp_path / "bad.txt").write_text("yes a b\n")
     with pytest.raises(ManifestError, match="line 1"):
         read_trial_list(tmp_path / "bad.txt")
+
+
+def test_silence_suffix_adds_a_silence_class_to_any_data_spec(tmp_path):
+    from edgedistill.data.layouts import noise_for_split, silence_folder
+    from edgedistill.data.manifest import load_clip
+
+    rows = ["path,label,speaker,split"]
+    for split, spk in (("train", "s1"), ("val", "s2")):
+        for word in ("yes", "no"):
+            for take in range(3):
+                _wav(tmp_path / "audio" / f"{word}_{spk}_{take}.wav")
+                rows.append(f"audio/{word}_{spk}_{take}.wav,{word},{spk},{split}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    sf.write(noise / "hum.flac", 0.1 * np.sin(np.arange(16000 * 40) / 7).astype(np.float32), 16000)
+    spec = f"{tmp_path / 'manifest.csv'}+silence={noise}"
+    assert silence_folder(spec) == str(noise) and silence_folder(str(tmp_path / "manifest.csv")) is None
+    train, val = resolve_labelled(spec, "train"), resolve_labelled(spec, "val")
+    sil_train = [c for c in train if c.label == "_silence_"]
+    sil_val = [c for c in val if c.label == "_silence_"]
+    assert len(sil_train) == 3 and len(sil_val) == 3        # as many as an average word class
+    assert all(c.speaker is None and c.frames == 16000 for c in sil_train + sil_val)
+    assert max(c.offset + c.frames for c in sil_train) <= 0.8 * 16000 * 40 <= min(c.offset for c in sil_val)
+    assert load_clip(sil_val[0]).shape == (16000,) and np.abs(load_clip(sil_val[0])).max() > 0.05
+    assert len(resolve_labelled(spec, "train")) == len(train)   # the same crops every call
+    (part,) = noise_for_split(noise, "val")
+    assert len(part) == 16000 * 4
+    with pytest.raises(FileNotFoundError, match="noise folder"):
+        resolve_labelled(f"{tmp_path / 'manifest.csv'}+silence={tmp_path / 'nope'}", "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ManifestError, match="no .wav, .flac or .ogg"):
+        resolve_labelled(f"{tmp_path / 'manifest.csv'}+silence={tmp_path / 'empty'}", "train")

@@ -33,3 +33,15 @@ def test_stream_is_reproducible_and_its_truth_marks_the_targets(embedded_corpus)
     assert 0 < np.sqrt(np.mean(quiet ** 2)) < 0.1 * np.sqrt(np.mean(audio[a:b] ** 2))
     with pytest.raises(ValueError, match="no clip has a target keyword"):
         build_stream(clips, ["maybe"], seconds=10)
+
+
+def test_silence_crops_are_never_placed_as_words(embedded_corpus):
+    from dataclasses import replace
+
+    clips = read_manifest(embedded_corpus, split="test")
+    silence = [replace(c, label="_silence_", speaker=None) for c in clips if c.label != "yes"]
+    words = [c for c in clips if c.label == "yes"][:4]
+    # only silence besides the target: every placed clip is a target keyword
+    x, truth = build_stream(words + silence, ["yes"], seconds=60, seed=0)
+    placed = sum(1 for _ in truth)
+    assert placed >= 10 and all(o.keyword == "yes" for o in truth)

@@ -18,8 +18,9 @@ TINY = ["teacher_training.layers=4", "teacher_training.hidden=64", "teacher_trai
 
 def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     out = tmp_path / "run"
+    stream = ["stream.keywords=[yes,stop]", "stream.seconds=60", "stream.enroll_clips=2"]
     assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true",
-                 "finetune.freeze_cnn=true"]) == 0
+                 "finetune.freeze_cnn=true", *stream]) == 0
     report = json.loads((out / "report.json").read_text())
     names = [v["variant"] for v in report["variants"]]
     assert names == ["teacher fp32", "student fp32", "student int8-dynamic", "scratch fp32"]
@@ -43,7 +44,16 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     assert report["split"] == "test" and report["machine"]["versions"]["onnxruntime"]
     assert "| student int8-dynamic |" in (out / "report.md").read_text()
     assert (out / "export" / "infer.py").exists() and (out / "export" / "model.int8-dynamic.onnx").exists()
-    assert set(report["plots"]) == {"trade-off", "SV DET curve", "KWS confusion", "training curves"}
+    assert set(report["plots"]) == {"trade-off", "SV DET curve", "KWS confusion", "training curves",
+                                    "streaming FRR vs FA/h"}
+    # continuous listening: every exported variant on the same 60 s stream of the test split
+    assert list(report["streams"]) == names
+    for r in report["streams"].values():
+        assert r["seconds"] == 60 and r["targets"] == ["yes", "stop"] and r["hits"] + r["misses"] == r["occurrences"]
+        assert 0 < r["core_share"] < 1 and r["enrolled_speakers"] == 4
+    assert len({r["occurrences"] for r in report["streams"].values()}) == 1  # one stream for all
+    assert "## Continuous listening" in (out / "report.md").read_text()
+    assert "### Continuous listening" in (out / "export" / "README.md").read_text()
     for png in report["plots"].values():
         assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     card = (out / "export" / "README.md").read_text()
@@ -52,8 +62,28 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     # everything done: a second run skips every stage
     marks = {p: p.stat().st_mtime_ns for p in out.glob("*/stage.json")}
     assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true",
-                 "finetune.freeze_cnn=true"]) == 0
+                 "finetune.freeze_cnn=true", *stream]) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/stage.json")} == marks
+
+
+def test_unknown_stream_keywords_are_refused_before_any_training(embedded_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "stream.keywords=[yes,maybe]"]) == 2
+    err = capsys.readouterr().err
+    assert "stream.keywords ['maybe'] are not labels" in err and "'yes'" in err
+    assert not (out / "teacher").exists()
+
+
+def test_bad_stage_settings_fail_before_any_training(embedded_corpus, tmp_path, capsys):
+    bad = {"export.quantize=[int9]": "export.quantize ['int9']: choose among",
+           "teacher_training.hidden=100": "teacher_training.hidden=100: use a multiple of 16",
+           "finetune.mixed_precision=fp8": "mixed_precision 'fp8'",
+           "benchmark.runs=0": "benchmark: threads, runs"}
+    for override, message in bad.items():
+        out = tmp_path / "run"
+        assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, override]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
 
 
 def test_killed_in_finetuning_resumes_without_redoing_distillation(embedded_corpus, tmp_path):
