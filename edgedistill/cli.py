@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -361,6 +362,10 @@ def setup_logging(verbose: bool) -> None:
     if not verbose:
         for name in ("onnx_ir", "onnxscript", "torch.onnx"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # no "Loading weights" / "Writing model shards" bar per model load or save
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -134,11 +134,21 @@ def export_onnx(model, out: str | Path, *, hidden_states: bool = False, opset: i
     example = torch.randn(2, 16_000, generator=torch.Generator().manual_seed(0)) * 0.1
     import warnings
 
+    debug = log.isEnabledFor(logging.DEBUG)
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    if not debug:  # torch configures its loggers on import: quiet them here, e.g. "torchvision is not installed"
+        exporter_log.setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(graph, (example,), str(tmp), dynamo=True, opset_version=opset,
-                          input_names=["waveform"], output_names=outputs,
-                          dynamic_shapes={"waveform": {0: batch, 1: samples}}, external_data=False)
+        # verbose=False: no "[torch.onnx] ..." progress prints (None prints them; -v turns them back on)
+        try:
+            torch.onnx.export(graph, (example,), str(tmp), dynamo=True, opset_version=opset,
+                              verbose=None if debug else False,
+                              input_names=["waveform"], output_names=outputs,
+                              dynamic_shapes={"waveform": {0: batch, 1: samples}}, external_data=False)
+        finally:
+            exporter_log.setLevel(level)
     proto = onnx.load(str(tmp))
     strip_debug_info(proto)
     metadata = {"version": __version__, "sample_rate": 16_000, "min_samples": min_samples,

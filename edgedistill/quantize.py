@@ -12,6 +12,8 @@ Each mode is a handler registered in `MODES`; a new scheme adds a handler, not a
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -274,7 +276,8 @@ def quantize_model(src: str | Path, dst: str | Path, cfg: QuantizeConfig) -> dic
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_out = Path(tmp) / "out.onnx"
-        MODES[cfg.mode](src, tmp_out, cfg, s, Path(tmp))
+        with _quiet_onnxruntime():   # its calibration prints with print(), its quantizer warns on root
+            MODES[cfg.mode](src, tmp_out, cfg, s, Path(tmp))
         model = onnx.load(str(tmp_out))
         ops = sorted({n.op_type for n in model.graph.node})
         if not MARKS[cfg.mode] & set(ops):
@@ -287,6 +290,32 @@ def quantize_model(src: str | Path, dst: str | Path, cfg: QuantizeConfig) -> dic
         os.replace(part, dst)
     return {"path": str(dst), "mode": cfg.mode, "target": s["target"], "reduce_range": s["reduce_range"],
             "file_bytes": dst.stat().st_size, "float_file_bytes": src.stat().st_size, "ops": ops}
+
+
+def _from_onnxruntime(record: logging.LogRecord) -> bool:
+    return "onnxruntime" not in record.pathname
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime():
+    """What onnxruntime's quantizer prints, or logs on the root logger (e.g. "Please check if
+    the model is already quantized", said of every model), goes to the debug log instead of
+    the console; -v shows it."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    buf, root = io.StringIO(), logging.getLogger()
+    handlers = list(root.handlers)
+    for h in handlers:
+        h.addFilter(_from_onnxruntime)
+    try:
+        with contextlib.redirect_stdout(buf):
+            yield
+    finally:
+        for h in handlers:
+            h.removeFilter(_from_onnxruntime)
+    for line in buf.getvalue().splitlines():
+        log.debug("onnxruntime: %s", line)
 
 
 def _nothing_quantized(cfg: QuantizeConfig, src: Path) -> str:

@@ -106,3 +106,23 @@ def test_package_warnings_reach_the_console(small_corpus, tmp_path, capsys):
                  "max_samples=8000"]) == 0
     err = capsys.readouterr().err
     assert "dropped 2 duplicate row(s)" in err and "1 process(es)" in err
+
+
+def test_a_demo_run_prints_stage_lines_and_the_table_without_third_party_noise(small_corpus, tmp_path):
+    import subprocess
+    import sys
+
+    tiny = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_training.cnn=32",
+            "teacher_training.steps=2", "distill.steps=2", "distill.batch_size=4", "finetune.steps=2",
+            "finetune.batch_size=4", "finetune.eval_every=2", "finetune.num_trials=200",
+            "export.quantize=[int8]", "export.calibration_clips=4", "benchmark.runs=1", "benchmark.num_trials=200"]
+    res = subprocess.run([sys.executable, "-m", "edgedistill", "demo", "--out", str(tmp_path / "run"),
+                          f"data={small_corpus}", *tiny], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    text = res.stdout + res.stderr
+    for stage in ("teacher", "distill", "finetune", "export", "benchmark"):
+        assert f"[{stage}] running" in text
+    assert "| student int8 |" in text   # the final table
+    for noise in ("[torch.onnx]", "Loading weights", "Writing model shards", "Collecting tensor data",
+                  "making histogram", "torchvision", "Please check if the model is already quantized"):
+        assert noise not in text, noise

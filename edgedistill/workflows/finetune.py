@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from edgedistill.audio import load_audio
 from edgedistill.config import ConfigError
 from edgedistill.data.labelled import IGNORE, BalancedSampler, LabelledAudio, collate_labelled, label_index
-from edgedistill.data.layouts import resolve_labelled
+from edgedistill.data.layouts import noise_for_split, resolve_labelled, silence_folder
 from edgedistill.data.trials import sv_unscored_reason
 from edgedistill.data.manifest import AUDIO_EXTENSIONS, Clip, ManifestError
 from edgedistill.evaluation import evaluate_model
@@ -64,9 +64,15 @@ def _tasks(cfg: FinetuneConfig, split: str) -> tuple[list[Clip], list[Clip]]:
     return kws, sv
 
 
-def _noise(folder: str | None) -> list[np.ndarray]:
+def _noise(folder: str | None, data: str = "", split: str = "train") -> list[np.ndarray]:
+    """Background recordings mixed into training clips. When they are also the data's
+    `+silence=` recordings, only their `split` part is used, so evaluation streams and
+    `_silence_` crops of the other splits stay noise the model has not heard."""
     if folder is None:
         return []
+    same = silence_folder(data)
+    if same is not None and Path(same).resolve() == Path(folder).resolve():
+        return noise_for_split(folder, split)
     files = sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
     if not files:
         raise FileNotFoundError(f"noise folder '{folder}' holds no audio files")
@@ -153,7 +159,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
     elif cfg.freeze_cnn:
         backbone.feature_extractor.requires_grad_(False)
 
-    dataset = LabelledAudio(clips, kw_ids, spk_ids, cfg.clip_samples, _noise(cfg.noise), cfg.snr_db,
+    noise = _noise(cfg.noise, cfg.data, cfg.train_split)
+    dataset = LabelledAudio(clips, kw_ids, spk_ids, cfg.clip_samples, noise, cfg.snr_db,
                             cfg.noise_prob if cfg.noise else 0.0)
     balance = [k if k != IGNORE else s for k, s in zip(kw_ids, spk_ids)]
     sources = [0] * len(kws_train) + [1] * len(sv_train)

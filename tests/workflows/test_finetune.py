@@ -126,3 +126,18 @@ def test_evaluate_takes_the_finetune_folder_or_its_model(trained_multitask, embe
         assert main(["evaluate", "--model", str(model), "--data", str(embedded_corpus), "--split", "val",
                      "--trials", "500"]) == 0
         assert json.loads(capsys.readouterr().out)["clips"] == 120
+
+
+def test_training_noise_from_the_silence_recordings_uses_only_their_train_part(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from edgedistill.workflows.finetune import _noise
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        sf.write(tmp_path / name / "hum.wav", np.full(16000 * 10, 0.1, np.float32), 16000)
+    spec = f"embedded+silence={tmp_path / 'a'}"
+    assert [len(x) for x in _noise(str(tmp_path / "a"), spec)] == [16000 * 8]      # the train 80%
+    assert [len(x) for x in _noise(str(tmp_path / "b"), spec)] == [16000 * 10]     # another corpus: all of it
+    assert _noise(None, spec) == []
