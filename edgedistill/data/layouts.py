@@ -180,6 +180,13 @@ def noise_for_split(folder: str | Path, split: str) -> list:
     return out
 
 
+def distillation_clips(spec: str, split: str | None) -> list[Clip]:
+    """The speech of any data spec for distillation: a `+silence=` part is left out (the
+    student learns the teacher's view of speech, not of 1 s noise crops)."""
+    spec = str(spec)
+    return resolve_labelled(spec.rpartition(SILENCE_SUFFIX)[0] if SILENCE_SUFFIX in spec else spec, split)
+
+
 def resolve_labelled(spec: str, split: str | None) -> list[Clip]:
     """Clips of `split` from any data spec (see the module docstring)."""
     spec = str(spec)

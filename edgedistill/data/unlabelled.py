@@ -38,7 +38,7 @@ class CroppedAudio(Dataset):
         kept = []
         for i, c in enumerate(clips):
             try:
-                n = audio_num_samples(c.path)
+                n = c.frames or audio_num_samples(c.path)   # a segment (e.g. a _silence_ crop): its length
             except AudioError as exc:
                 self.skipped.append((str(c.path), str(exc)))
                 continue
@@ -60,7 +60,10 @@ class CroppedAudio(Dataset):
 
     def __getitem__(self, item: tuple[int, int]):
         idx, crop_seed = item
-        audio = load_audio(self.clips[idx].path, min_samples=self.min_samples)
+        clip = self.clips[idx]
+        audio = load_audio(clip.path, min_samples=self.min_samples)
+        if clip.frames:
+            audio = audio[clip.offset:clip.offset + clip.frames]
         cropped = len(audio) > self.max_samples
         if cropped:
             start = np.random.default_rng(crop_seed).integers(0, len(audio) - self.max_samples + 1)

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from edgedistill.config import ConfigError
-from edgedistill.data.manifest import resolve_audio
+from edgedistill.data.layouts import distillation_clips
 from edgedistill.data.unlabelled import BucketBatchSampler, CroppedAudio, collate_padded
 from edgedistill.distill.config import DistillConfig
 from edgedistill.distill.heads import DistillHeads, default_student_layers, default_targets
@@ -78,7 +78,7 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
              if cfg.layerwise_weight > 0 else None)
 
     # Data: each rank reads only its own batches (see BucketBatchSampler).
-    clips = resolve_audio(cfg.data, split=cfg.split)
+    clips = distillation_clips(cfg.data, cfg.split)
     text_teacher, transcripts, text_heads = None, None, None
     if cfg.text_teacher:
         text_teacher, transcripts, text_heads = _text_setup(cfg, clips, s_cfg)

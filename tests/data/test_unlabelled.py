@@ -40,3 +40,34 @@ def test_crops_are_seeded_and_bounded(tmp_path):
 def test_collate_zero_pads():
     w, n = collate_padded([np.ones(3, np.float32), np.ones(5, np.float32)])
     assert w.shape == (2, 5) and n.tolist() == [3, 5] and w[0, 3:].abs().sum() == 0
+
+
+def test_a_segment_clip_is_read_as_its_segment(tmp_path):
+    import soundfile as sf
+
+    from edgedistill.data.manifest import Clip
+    from edgedistill.data.unlabelled import CroppedAudio
+
+    x = np.arange(16000 * 5, dtype=np.float32) / (16000 * 5)
+    sf.write(tmp_path / "long.wav", x, 16000, subtype="FLOAT")
+    ds = CroppedAudio([Clip(tmp_path / "long.wav", offset=16000, frames=8000)], max_samples=16000)
+    assert ds.lengths == [8000]
+    audio = ds[(0, 0)]
+    assert len(audio) == 8000 and np.allclose(audio, x[16000:24000])
+
+
+def test_distillation_leaves_the_silence_crops_out(tmp_path):
+    import soundfile as sf
+
+    from edgedistill.data.layouts import distillation_clips, resolve_labelled
+
+    (tmp_path / "noise").mkdir()
+    sf.write(tmp_path / "noise" / "hum.wav", np.full(16000 * 20, 0.1, np.float32), 16000)
+    rows = ["path,label,speaker,split"]
+    for i in range(4):
+        sf.write(tmp_path / f"w{i}.wav", np.zeros(16000, np.float32), 16000)
+        rows.append(f"w{i}.wav,{'yes' if i % 2 else 'no'},s{i},train")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    spec = f"{tmp_path / 'manifest.csv'}+silence={tmp_path / 'noise'}"
+    assert any(c.label == "_silence_" for c in resolve_labelled(spec, "train"))
+    assert [c.label for c in distillation_clips(spec, "train")] == ["no", "yes", "no", "yes"]
