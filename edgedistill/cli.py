@@ -71,7 +71,7 @@ def _evaluate(args) -> int:
 
 
 def _evaluate_stream(args) -> int:
-    from edgedistill.data.layouts import noise_for_split, resolve_labelled, silence_folder
+    from edgedistill.data.layouts import resolve_labelled, stream_noise
     from edgedistill.machine import machine_info, stream_note, stream_table, write_report
     from edgedistill.onnx_eval import evaluate_stream
     from edgedistill.plots import plot_stream_det
@@ -80,8 +80,7 @@ def _evaluate_stream(args) -> int:
         raise ConfigError(f"--model {args.model}: evaluate-stream runs the exported .onnx file you deploy "
                           "(edgedistill export writes it)")
     targets = [k for k in args.keywords.split(",") if k]
-    noise_dir = args.noise or silence_folder(args.data)
-    noise = noise_for_split(noise_dir, args.split) if noise_dir else None
+    noise_dir, noise = stream_noise(args.data, args.split, args.noise)
     r = evaluate_stream(args.model, resolve_labelled(args.data, args.split), targets, args.seconds, args.seed,
                         threads=args.threads, snr_db=args.snr_db, noise=noise, enroll_clips=args.enroll_clips)
     r.update(model=str(args.model), data=str(args.data), split=args.split, machine=machine_info(),

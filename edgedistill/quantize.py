@@ -292,7 +292,7 @@ def quantize_model(src: str | Path, dst: str | Path, cfg: QuantizeConfig) -> dic
             "file_bytes": dst.stat().st_size, "float_file_bytes": src.stat().st_size, "ops": ops}
 
 
-def _from_onnxruntime(record: logging.LogRecord) -> bool:
+def _not_from_onnxruntime(record: logging.LogRecord) -> bool:
     return "onnxruntime" not in record.pathname
 
 
@@ -307,13 +307,13 @@ def _quiet_onnxruntime():
     buf, root = io.StringIO(), logging.getLogger()
     handlers = list(root.handlers)
     for h in handlers:
-        h.addFilter(_from_onnxruntime)
+        h.addFilter(_not_from_onnxruntime)
     try:
         with contextlib.redirect_stdout(buf):
             yield
     finally:
         for h in handlers:
-            h.removeFilter(_from_onnxruntime)
+            h.removeFilter(_not_from_onnxruntime)
     for line in buf.getvalue().splitlines():
         log.debug("onnxruntime: %s", line)
 

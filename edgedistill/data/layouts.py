@@ -187,6 +187,13 @@ def distillation_clips(spec: str, split: str | None) -> list[Clip]:
     return resolve_labelled(spec.rpartition(SILENCE_SUFFIX)[0] if SILENCE_SUFFIX in spec else spec, split)
 
 
+def stream_noise(spec: str, split: str, folder: str | None = None) -> tuple[str | None, list | None]:
+    """(folder, recordings) for the background of a test stream of `split`: `folder`, else the
+    data's `+silence=` folder, cut to the split's part; (None, None) means synthetic noise."""
+    folder = folder or silence_folder(spec)
+    return folder, (noise_for_split(folder, split) if folder else None)
+
+
 def resolve_labelled(spec: str, split: str | None) -> list[Clip]:
     """Clips of `split` from any data spec (see the module docstring)."""
     spec = str(spec)

@@ -300,12 +300,11 @@ def _check_stream_keywords(cfg: RunConfig) -> None:
 
 def _streams(cfg: RunConfig, clips: list, split: str, variants: list) -> dict[str, dict]:
     """The streaming detector of each exported variant over one stream of `split`."""
-    from edgedistill.data.layouts import noise_for_split, silence_folder
+    from edgedistill.data.layouts import stream_noise
     from edgedistill.onnx_eval import evaluate_stream
 
     st = cfg.stream
-    noise_dir = st.noise or silence_folder(cfg.data)
-    noise = noise_for_split(noise_dir, split) if noise_dir else None
+    noise = stream_noise(cfg.data, split, st.noise)[1]
     rows = {}
     for name, path, _ in variants:
         print(f"[benchmark] streaming: {name} on {st.seconds / 60:.0f} min of '{split}'")
@@ -348,7 +347,7 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None, baseline: d
     from edgedistill.data.layouts import resolve_labelled
     from edgedistill.data.manifest import ManifestError
     from edgedistill.latency import time_onnx
-    from edgedistill.machine import machine_info, stream_note, stream_table, write_report
+    from edgedistill.machine import machine_info, write_report
     from edgedistill.models.multitask import MultiTaskModel
     from edgedistill.models.student import count_parameters
     from edgedistill.onnx_eval import evaluate_onnx
@@ -403,9 +402,7 @@ def _benchmark(cfg: RunConfig, out: Path, teacher_model: str | None, baseline: d
                   f"{e['latency_ms_p90']:.1f} | {e['rtf']:.4f} |")
     if sv_reason:
         md += ["", f"**Speaker verification is not scored:** {sv_reason}."]
-    if streams:
-        md += ["", "## Continuous listening", "", stream_note(next(iter(streams.values())), split, cfg.data), "",
-               *stream_table(streams)]
+    md += _stream_section(streams, split, cfg.data, "##")
     md += ["", f"Training ran on {report['train_threads']} torch thread(s): accuracy and EER of trained models "
            "depend on the thread count (floating-point sums run in another order), latency on the CPU."]
     md += ["", *[f"![{name}]({Path(p).relative_to(out)})" for name, p in plots.items()]]
@@ -456,14 +453,14 @@ def _plots(out: Path, entries: list[dict], reps: dict, streams: dict | None = No
     return {k: str(v) for k, v in made.items()}
 
 
-def _card_streams(report: dict) -> list[str]:
+def _stream_section(streams: dict | None, split: str, data: str, heading: str) -> list[str]:
+    """Markdown of the streaming rows (report and model card); nothing without streams."""
     from edgedistill.machine import stream_note, stream_table
 
-    streams = report.get("streams") or {}
     if not streams:
         return []
-    return ["", "### Continuous listening", "", stream_note(next(iter(streams.values())), report["split"],
-                                                           report["data"]), "", *stream_table(streams)]
+    return ["", f"{heading} Continuous listening", "", stream_note(next(iter(streams.values())), split, data), "",
+            *stream_table(streams)]
 
 
 def _model_card(cfg: RunConfig, out: Path, report: dict) -> None:
@@ -509,7 +506,7 @@ def _model_card(cfg: RunConfig, out: Path, report: dict) -> None:
                f"KWS {pct(baseline[0]['kws_accuracy'])}, EER {pct(baseline[0]['sv_eer'])} ('scratch fp32')."]
               if baseline else []),
             "", f"## Measured on the '{report['split']}' split ({report['clips']} clips)", "",
-            *rows, *_card_streams(report), "", f"Latency: onnxruntime, {report['threads']} thread(s), {report['latency_audio_s']:g} s of audio, on "
+            *rows, *_stream_section(report.get("streams"), report["split"], report["data"], "###"), "", f"Latency: onnxruntime, {report['threads']} thread(s), {report['latency_audio_s']:g} s of audio, on "
             f"{report['machine']['cpu']}. Command: `{report['command']}`. edgedistill {__version__}, {report['date']}.", "",
             "## Use", "", "```bash", "pip install -r requirements.txt",
             f"python infer.py {Path(best['path']).name} clip.wav [other.wav]", "```", "",
