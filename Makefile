@@ -36,6 +36,6 @@ wheel-check: install
 bench: install
 	$(BIN)/python benchmarks/distill_throughput.py
 	$(BIN)/python benchmarks/latency.py
-	$(BIN)/python benchmarks/arabic_kws_sv.py
+	$(BIN)/python benchmarks/arabic_recipe.py
 
 .PHONY: install demo test bench wheel-check

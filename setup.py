@@ -1,14 +1,16 @@
-"""Packaging beyond pyproject.toml: the device kit.
+"""Packaging beyond pyproject.toml: package data from two top-level folders.
 
-The kit's source is the top-level `export/` folder (infer.py, requirements.txt, README.md).
-It ships inside the wheel as the package data of `edgedistill.kit`, so that `edgedistill
-export` works after a plain `pip install` (not only `pip install -e`).
+- `export/` (infer.py, listen.py, requirements.txt, README.md), the device kit's source, ships
+  as `edgedistill.kit`, so that `edgedistill export` works after a plain `pip install`;
+- `configs/` (the YAML recipes) ships as `edgedistill.configs`, so that `edgedistill demo` and
+  `edgedistill run NAME` find the shipped recipes without a checkout.
 """
 
 from setuptools import find_packages, setup
 
 setup(
-    packages=find_packages(include=["edgedistill", "edgedistill.*"]) + ["edgedistill.kit"],
-    package_dir={"edgedistill.kit": "export"},
-    package_data={"edgedistill.kit": ["infer.py", "requirements.txt", "README.md", "*.py"]},
+    packages=find_packages(include=["edgedistill", "edgedistill.*"]) + ["edgedistill.kit", "edgedistill.configs"],
+    package_dir={"edgedistill.kit": "export", "edgedistill.configs": "configs"},
+    package_data={"edgedistill.kit": ["infer.py", "requirements.txt", "README.md", "*.py"],
+                  "edgedistill.configs": ["*.yaml"]},
 )

@@ -2,7 +2,7 @@
 
 Run with the python of a clean venv that has the wheel installed, from outside the checkout:
 it builds a tiny multi-task model, exports and quantizes it with the installed `edgedistill`
-command, and runs the device kit's infer.py on a clip.
+command, and runs the device kit's infer.py on a clip; checks the shipped recipes are found.
 """
 
 import subprocess
@@ -22,6 +22,9 @@ from edgedistill.models.teacher import tiny_config
 pkg = Path(edgedistill.__file__).resolve().parent
 assert "site-packages" in str(pkg), f"edgedistill imported from {pkg}, not from the installed wheel"
 assert (pkg / "kit" / "infer.py").is_file(), "the wheel does not ship the device kit"
+from edgedistill.recipes.run import recipe_path  # noqa: E402
+
+assert recipe_path("demo") == pkg / "configs" / "demo.yaml", "the wheel does not ship the recipes (edgedistill demo)"
 with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
     torch.manual_seed(0)
@@ -30,7 +33,7 @@ with tempfile.TemporaryDirectory() as tmp:
     subprocess.run([exe, "export", "--model", str(tmp / "ft"), "--out", str(tmp / "deploy"),
                     "--quantize", "int8-dynamic"], check=True)
     for name in ("model.fp32.onnx", "model.int8-dynamic.onnx", "infer.py", "requirements.txt", "DEVICE.md",
-                 "edgedistill/runtime.py"):
+                 "edgedistill/runtime/model.py", "edgedistill/runtime/metadata.py"):
         assert (tmp / "deploy" / name).is_file(), name
     sf.write(tmp / "clip.wav", (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32), 16000)
     out = subprocess.run([sys.executable, "infer.py", "model.int8-dynamic.onnx", str(tmp / "clip.wav")],

@@ -43,8 +43,9 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     from edgedistill.cli import main as cli
-    from edgedistill.machine import machine_info, num, pct, write_report
-    from edgedistill.plots import plot_tradeoff
+    from edgedistill.reporting.machine import machine_info, write_report
+    from edgedistill.reporting.tables import variant_table
+    from edgedistill.reporting.plots import plot_tradeoff
 
     work = Path(args.work)
     reports, seconds = {}, {}
@@ -96,11 +97,7 @@ def main(argv=None) -> dict:
           "model can be downloaded here). minDCF normalised, P_tar 0.01.", "",
           f"Latency: onnxruntime, {ref['threads']} thread(s), {ref['latency_audio_s']:g} s of audio, p50/p90. "
           f"Machine: {m['cpu']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + f"; {result['date']}.", "",
-          "| variant | params | file MB | KWS accuracy | SV EER | minDCF (0.01) | p50 ms | p90 ms |",
-          "|---|---|---|---|---|---|---|---|"]
-    for e in rows:
-        md.append(f"| {e['variant']} | {e['params']:,} | {e['file_bytes'] / 1e6:.2f} | {pct(e['kws_accuracy'])} | "
-                  f"{pct(e['sv_eer'])} | {num(e['sv_min_dcf'])} | {e['latency_ms_p50']:.1f} | {e['latency_ms_p90']:.1f} |")
+          *variant_table(rows, ("params", "file MB", "KWS accuracy", "SV EER", "minDCF (0.01)", "p50 ms", "p90 ms"))]
     md += ["", "Stage wall times (s): " + "; ".join(f"{pr}: " + ", ".join(f"{k} {v}" for k, v in st.items())
                                                     for pr, st in stage_s.items()), "",
            f"![accuracy vs size and latency]({plot.name})", "",

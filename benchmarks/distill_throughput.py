@@ -46,8 +46,8 @@ def _write_clips(folder: Path, n: int, seconds: float, seed: int = 0) -> Path:
 
 def run_one(teacher: str, manifest: Path, out: Path, reuse_cnn: bool, args) -> dict:
     from edgedistill.config import load_config
-    from edgedistill.distill.config import DistillConfig
-    from edgedistill.workflows.distill import distill
+    from edgedistill.recipes.distill import DistillConfig
+    from edgedistill.recipes.distill import distill
 
     cfg = load_config(DistillConfig, None, [
         f"teacher={teacher}", f"data={manifest}", "split=null", f"out={out}",
@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from edgedistill.machine import machine_info, write_report
+    from edgedistill.reporting.machine import machine_info, write_report
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

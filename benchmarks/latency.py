@@ -18,14 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ALL_MODES = ("int8-dynamic", "int8", "int8-static", "int4-weights", "fp16")
-
 
 def main(argv=None) -> dict:
+    from edgedistill.deploy.quantize import MODES  # torch-free
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", default="builtin:hubert-base-random", help="teacher shape (random weights)")
     p.add_argument("--students", default="distilhubert,deep,wide")
-    p.add_argument("--modes", default=",".join(ALL_MODES))
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated quantization modes")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--seconds", default="1,4", help="audio lengths in seconds")
     p.add_argument("--runs", type=int, default=20)
@@ -36,13 +36,13 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from edgedistill.export import export_onnx
-    from edgedistill.latency import time_onnx, time_torch
-    from edgedistill.machine import machine_info, write_report
+    from edgedistill.deploy.onnx import export_onnx
+    from edgedistill.runtime.latency import time_onnx, time_torch
+    from edgedistill.reporting.machine import machine_info, write_report
     from edgedistill.models.multitask import MultiTaskModel
     from edgedistill.models.student import StudentConfig, build_student, count_parameters
     from edgedistill.models.teacher import load_teacher
-    from edgedistill.quantize import QuantizeConfig, quantize_model
+    from edgedistill.deploy.quantize import quantize_model, scheme_with_calibration
 
     threads = [int(t) for t in args.threads.split(",")]
     lengths = [float(s) for s in args.seconds.split(",")]
@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
                     fp32.stat().st_size)
             for mode in modes:
                 q = tmp / f"{preset}.{mode}.onnx"
-                quantize_model(fp32, q, QuantizeConfig(mode=mode, calibration=args.calibration, calibration_clips=8))
+                quantize_model(fp32, q, scheme_with_calibration(mode, calibration=args.calibration, calibration_clips=8))
                 measure(preset, f"ort-{mode}", lambda s, t: time_onnx(q, s, t, args.runs, args.warmup), params,
                         q.stat().st_size)
     command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))

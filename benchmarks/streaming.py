@@ -35,7 +35,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     from edgedistill.cli import main as cli
-    from edgedistill.machine import machine_info, pct, stream_note, stream_table, write_report
+    from edgedistill.reporting.machine import machine_info, write_report
+    from edgedistill.reporting.tables import pct, stream_note, stream_table
 
     cmd = ["run", args.recipe, f"out={args.run}", "baseline=false", *args.overrides]
     print("edgedistill " + " ".join(cmd), flush=True)
@@ -78,7 +79,7 @@ def main(argv=None) -> dict:
 
 def _reading(streams: dict[str, dict]) -> list[str]:
     """What the numbers say, in words, from the numbers themselves."""
-    from edgedistill.machine import pct
+    from edgedistill.reporting.tables import pct
 
     lines = []
     for name, r in streams.items():

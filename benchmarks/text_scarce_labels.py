@@ -115,12 +115,13 @@ def main(argv=None) -> dict:
     import torch
 
     from edgedistill.config import load_config
-    from edgedistill.distill.config import DistillConfig
-    from edgedistill.finetune.config import FinetuneConfig
-    from edgedistill.machine import machine_info, pct, write_report
-    from edgedistill.workflows.distill import distill
-    from edgedistill.workflows.evaluate import evaluate
-    from edgedistill.workflows.finetune import finetune
+    from edgedistill.recipes.distill import DistillConfig
+    from edgedistill.recipes.finetune import FinetuneConfig
+    from edgedistill.reporting.machine import machine_info, write_report
+    from edgedistill.reporting.tables import pct
+    from edgedistill.recipes.distill import distill
+    from edgedistill.recipes.evaluate import evaluate
+    from edgedistill.recipes.finetune import finetune
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -19,10 +19,10 @@ _API = {
     "TeacherNotFoundError": "edgedistill.models.teacher",
     "StudentConfig": "edgedistill.models.student",
     "build_student": "edgedistill.models.student",
-    "DistillConfig": "edgedistill.distill.config",
+    "DistillConfig": "edgedistill.recipes.distill",
     "DistillHeads": "edgedistill.distill.heads",
     "load_text_teacher": "edgedistill.models.text_teacher",
-    "distill": "edgedistill.workflows.distill",
+    "distill": "edgedistill.recipes.distill",
     "load_config": "edgedistill.config",
     "ConfigError": "edgedistill.config",
 }

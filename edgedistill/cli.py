@@ -21,8 +21,8 @@ from edgedistill.errors import CorruptCheckpointError, ExportError, QuantizeErro
 
 def _distill(args) -> int:
     from edgedistill.config import load_config
-    from edgedistill.distill.config import DistillConfig
-    from edgedistill.workflows.distill import distill
+    from edgedistill.recipes.distill import DistillConfig
+    from edgedistill.recipes.distill import distill
 
     values = {"teacher": args.teacher, "data": args.data, "out": args.out, "text_teacher": args.text_teacher}
     if args.student:
@@ -41,8 +41,8 @@ def _distill(args) -> int:
 
 def _finetune(args) -> int:
     from edgedistill.config import load_config
-    from edgedistill.finetune.config import FinetuneConfig
-    from edgedistill.workflows.finetune import finetune
+    from edgedistill.recipes.finetune import FinetuneConfig
+    from edgedistill.recipes.finetune import finetune
 
     values = {"model": args.model, "data": args.data, "sv_data": args.sv_data, "out": args.out}
     cfg = load_config(FinetuneConfig, args.config, args.overrides, **values)
@@ -60,7 +60,7 @@ def _finetune(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from edgedistill.workflows.evaluate import evaluate
+    from edgedistill.recipes.evaluate import evaluate
 
     r = evaluate(args.model, args.data, args.split, args.out, args.trials, args.seed, args.batch_size)
     keys = ("clips", "speakers", "kws_accuracy", "sv_eer", "sv_min_dcf", "sv_min_dcf_p0.05", "trials")
@@ -72,9 +72,10 @@ def _evaluate(args) -> int:
 
 def _evaluate_stream(args) -> int:
     from edgedistill.data.layouts import resolve_labelled, stream_noise
-    from edgedistill.machine import machine_info, stream_note, stream_table, write_report
-    from edgedistill.onnx_eval import evaluate_stream
-    from edgedistill.plots import plot_stream_det
+    from edgedistill.reporting.machine import machine_info, write_report
+    from edgedistill.reporting.tables import stream_note, stream_table
+    from edgedistill.runtime.evaluate import evaluate_stream
+    from edgedistill.reporting.plots import plot_stream_det
 
     if not str(args.model).endswith(".onnx"):
         raise ConfigError(f"--model {args.model}: evaluate-stream runs the exported .onnx file you deploy "
@@ -98,85 +99,41 @@ def _evaluate_stream(args) -> int:
     return 0
 
 
-def _quantize_and_report(args, float_path, out_dir) -> dict:
-    from dataclasses import replace
-
+def _quantize_config(args):
     from edgedistill.config import load_config
-    from edgedistill.quantize import QuantizeConfig, quantize_model, sensitivity_search
+    from edgedistill.deploy.quantize import MODES
 
     mode = args.quantize or ("int8" if args.calibration else "int8-dynamic")
-    cfg = load_config(QuantizeConfig, None, args.overrides, mode=mode, target=args.target,
-                      calibration=args.calibration)
-    name = Path(float_path).stem.replace(".fp32", "")
-    dst = Path(out_dir) / f"{name}.{cfg.mode}.onnx"
-    clips = None
-    if args.eval_data:
-        from edgedistill.data.layouts import resolve_labelled
-
-        clips = resolve_labelled(args.eval_data, args.eval_split)
-    if args.sensitivity is not None:
-        if clips is None:
-            raise ConfigError("--sensitivity needs --eval-data to measure the accuracy cost")
-        result = sensitivity_search(float_path, dst, cfg, clips, budget=args.sensitivity)
-        kept = f"{len(result['kept_float'])} node(s) kept in float"
-        if result["budget_met"]:
-            print(f"sensitivity: cost {result['cost_final']:.4f} within budget {result['budget']:.4f}, {kept}")
-        else:
-            print(f"sensitivity: BUDGET MISSED: cost {result['cost_final']:.4f} > budget {result['budget']:.4f} "
-                  f"with {kept} (every helpful node excluded): the quantized model loses more than asked; "
-                  "keep the float model, raise the budget, or fine-tune with quantization in mind")
-    else:
-        result = quantize_model(float_path, dst, replace(cfg))
-    if clips is not None:
-        from edgedistill.onnx_eval import compare, evaluate_onnx
-
-        import numpy as np
-
-        base, quant = evaluate_onnx(float_path, clips), evaluate_onnx(dst, clips)
-        scalars = lambda r: {k: v for k, v in r.items() if not isinstance(v, (np.ndarray, list))}  # noqa: E731
-        result["evaluation"] = {"data": args.eval_data, "split": args.eval_split, "float": scalars(base),
-                                "quantized": scalars(quant), "change": compare(base, quant)}
-    print(f"{result['mode']} ({result['target']}): {dst}, {result['file_bytes'] / 1e6:.2f} MB "
-          f"({100 * result['file_bytes'] / result['float_file_bytes']:.0f}% of fp32)")
-    if "evaluation" in result:
-        ev = result["evaluation"]
-        print(f"  KWS accuracy {ev['float'].get('kws_accuracy', float('nan')):.4f} -> "
-              f"{ev['quantized'].get('kws_accuracy', float('nan')):.4f}, SV EER "
-              f"{ev['float'].get('sv_eer', float('nan')):.4f} -> {ev['quantized'].get('sv_eer', float('nan')):.4f}, "
-              f"top-1 agreement {ev['change']['top1_agreement']:.4f}")
-    (Path(out_dir) / f"{name}.{cfg.mode}.json").write_text(json.dumps(result, indent=1, default=float))
-    return result
+    if mode not in MODES:
+        raise ConfigError(f"--quantize {mode}: choose one of {sorted(MODES)}")
+    # each scheme is its own config class: a setting it does not have is an unknown key
+    return load_config(MODES[mode], None, args.overrides, target=args.target, calibration=args.calibration)
 
 
 def _export(args) -> int:
-    from edgedistill.export import claim_export_folder, export_onnx, write_device_kit
+    from edgedistill.recipes.export import export
 
-    out = Path(args.out)
-    claim_export_folder(args.model, out, overwrite=args.overwrite)
-    r = export_onnx(args.model, out / "model.fp32.onnx", hidden_states=args.hidden_states)
-    print(f"exported {r['path']} ({r['file_bytes'] / 1e6:.2f} MB, parity with PyTorch "
-          f"{r['parity_max_abs_diff']:.1e})")
-    best = Path(r["path"])
-    if args.quantize or args.calibration:
-        best = Path(_quantize_and_report(args, r["path"], out)["path"])
-    write_device_kit(out)
-    print(f"device kit in {out}: copy the folder to the device, then `cd {out.name} && "
-          f"python infer.py {best.name} clip.wav`")
+    quantize = _quantize_config(args) if (args.quantize or args.calibration) else None
+    export(args.model, args.out, hidden_states=args.hidden_states, overwrite=args.overwrite, quantize=quantize,
+           eval_data=args.eval_data, eval_split=args.eval_split, sensitivity=args.sensitivity)
     return 0
 
 
 def _quantize(args) -> int:
-    _quantize_and_report(args, args.model, Path(args.out or Path(args.model).parent))
+    from edgedistill.recipes.export import quantize_file
+
+    quantize_file(args.model, Path(args.out or Path(args.model).parent), _quantize_config(args), args.eval_data,
+                  args.eval_split, args.sensitivity)
     return 0
 
 
 def _run(args) -> int:
     from edgedistill.config import load_config
-    from edgedistill.workflows.run import RunConfig, run
+    from edgedistill.recipes.run import RunConfig, recipe_path, run
 
     values = {"out": getattr(args, "out", None), "teacher": getattr(args, "teacher", None)}
     extra = [f"distill.text_teacher={args.text_teacher}"] if args.text_teacher else []
-    cfg = load_config(RunConfig, getattr(args, "recipe", None), extra + args.overrides, **values)
+    cfg = load_config(RunConfig, recipe_path(args.recipe), extra + args.overrides, **values)
     report = run(cfg, overwrite=args.overwrite)
     print(f"\nreport: {cfg.out}/report.md, {cfg.out}/report.json; device kit: {cfg.out}/export")
     return 0 if report else 1
@@ -271,8 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--out", help="folder for stream_report.json/.md and the FRR vs FA/h plot")
     es.set_defaults(func=_evaluate_stream)
 
+    from edgedistill.deploy.quantize import MODES  # torch-free
+
     def quant_args(q):
-        q.add_argument("--quantize", help="int8-dynamic, int8, int8-static, int4-weights or fp16 "
+        q.add_argument("--quantize", help=f"{', '.join(MODES)} "
                        "(default: int8 with --calibration, else int8-dynamic)")
         q.add_argument("--target", default="auto", help="auto, x86-avx2, x86-avx512-vnni, arm64")
         q.add_argument("--calibration", help="calibration audio (manifest, folder, embedded) for int8 modes")
@@ -280,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--eval-split", default="val", help="split of --eval-data")
         q.add_argument("--sensitivity", type=float, metavar="BUDGET",
                        help="keep the costliest nodes in float until accuracy lost + EER gained <= BUDGET")
-        q.add_argument("overrides", nargs="*", help="key=value QuantizeConfig overrides")
+        q.add_argument("overrides", nargs="*", help="key=value settings of the scheme (e.g. calibration_clips=32)")
 
     x = sub.add_parser("export", help="ONNX export (+ optional quantization) of a fine-tuned model or backbone")
     x.add_argument("--model", required=True, help="finetune --out (or its model/), or a backbone folder")
@@ -297,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_quantize)
 
     r = sub.add_parser("run", help="the whole pipeline from a recipe: distill, finetune, export, benchmark")
-    r.add_argument("recipe", help="YAML recipe (a RunConfig written out; see configs/)")
+    r.add_argument("recipe", help="YAML recipe (a RunConfig written out; see configs/), or the name of a shipped "
+                                  "one: demo, arabic_speech_commands, hubert_base")
     r.add_argument("--text-teacher", help="text encoder for text-informed distillation (distill.text_teacher)")
     r.add_argument("--overwrite", action="store_true",
                    help="redo finished stages whose config changed, or replace a different run in out=")
@@ -311,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--overwrite", action="store_true",
                     help="redo finished stages whose config changed, or replace a different run in --out")
     dm.add_argument("overrides", nargs="*", help="key=value overrides")
-    dm.set_defaults(func=_run, recipe=None)
+    dm.set_defaults(func=_run, recipe="demo")
 
     s = sub.add_parser("students", help="list student presets and their sizes for a teacher")
     s.add_argument("--teacher", default="builtin:hubert-base-random",

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
 def _stream(args) -> int:
     import soundfile as sf
 
-    from edgedistill.streaming import Detector
+    from edgedistill.runtime import Detector
 
     model = EdgeModel(args.model, threads=args.threads)
     for spec in args.enroll:

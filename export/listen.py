@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from edgedistill.runtime import EdgeModel  # noqa: E402
-from edgedistill.streaming import Detector  # noqa: E402
+from edgedistill.runtime import Detector  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -49,8 +49,8 @@ def embedded_corpus(tmp_path_factory):
 def trained_multitask(embedded_corpus, tmp_path_factory):
     """A tiny multi-task model fine-tuned briefly on the embedded corpus: its saved folder."""
     from edgedistill.config import load_config
-    from edgedistill.finetune.config import FinetuneConfig
-    from edgedistill.workflows.finetune import finetune
+    from edgedistill.recipes.finetune import FinetuneConfig
+    from edgedistill.recipes.finetune import finetune
 
     out = tmp_path_factory.mktemp("trained") / "ft"
     finetune(load_config(FinetuneConfig, None, [
@@ -63,7 +63,7 @@ def trained_multitask(embedded_corpus, tmp_path_factory):
 @pytest.fixture(scope="session")
 def exported(trained_multitask, tmp_path_factory):
     """(fp32 .onnx path, export summary) of `trained_multitask`."""
-    from edgedistill.export import export_onnx
+    from edgedistill.deploy.onnx import export_onnx
 
     path = tmp_path_factory.mktemp("onnx") / "model.fp32.onnx"
     return path, export_onnx(trained_multitask, path)

@@ -1,7 +1,7 @@
 import pytest
 
 from edgedistill.config import ConfigError, describe, load_config, parse_overrides, save_config
-from edgedistill.distill.config import DistillConfig
+from edgedistill.recipes.distill import DistillConfig
 
 
 def test_overrides_parse_yaml_values():
@@ -61,7 +61,7 @@ def test_yaml_1_1_exponent_strings_are_numbers(tmp_path):
 
 def test_yes_no_on_off_stay_words_and_true_false_stay_booleans():
     from edgedistill.config import load_config, parse_overrides
-    from edgedistill.workflows.run import RunConfig
+    from edgedistill.recipes.run import RunConfig
 
     assert parse_overrides(["stream.keywords=[yes, no, on, off]", "baseline=true"]) == \
         {"stream": {"keywords": ["yes", "no", "on", "off"]}, "baseline": True}

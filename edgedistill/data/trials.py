@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from pathlib import Path
+
 import numpy as np
 
 from edgedistill.data.manifest import Clip, ManifestError
@@ -82,3 +84,24 @@ def trials_for_clips(clips: list[Clip], num_trials: int = 20_000, seed: int = 0)
         return None
     local = make_trials([clips[i].speaker for i in idx], num_trials, seed)
     return np.c_[idx[local[:, 0]], idx[local[:, 1]], local[:, 2]]
+
+
+def trials_from_list(clips: list[Clip], rows: list[tuple[int, str, str]], root) -> np.ndarray:
+    """Official trial-list rows (label, rel_path1, rel_path2) -> [n, 3] indices into `clips`."""
+    root = Path(root)
+    base = root / "wav" if (root / "wav").is_dir() else root
+    index = {str(c.path.relative_to(base)): i for i, c in enumerate(clips)}
+    missing = [p for _, a, b in rows for p in (a, b) if p not in index]
+    if missing:
+        raise ManifestError(f"{len(missing)} trial-list file(s) are not among the clips, e.g. {missing[:3]}")
+    return np.array([(index[a], index[b], y) for y, a, b in rows], dtype=np.int64)
+
+
+def official_trials(spec: str, clips: list[Clip], split: str | None) -> np.ndarray | None:
+    """The official trial list of a `voxceleb:DIR` test split as [n, 3] indices into `clips`
+    (None for any other data or split, or when DIR holds no trial list: trials are then drawn)."""
+    from edgedistill.data.layouts import find_trial_list, read_trial_list
+
+    kind, _, root = str(spec).partition(":")
+    found = find_trial_list(Path(root)) if kind == "voxceleb" and split == "test" else None
+    return trials_from_list(clips, read_trial_list(found), root) if found else None

@@ -133,18 +133,18 @@ class Checkpointer:
             torch.cuda.set_rng_state(rng["cuda"])
 
 
-def save_training_state(acc, ckpt: Checkpointer, model, optimizer, step: int, extra: dict | None = None) -> None:
+def save_training_state(accelerator, ckpt: Checkpointer, model, optimizer, step: int, extra: dict | None = None) -> None:
     """Checkpoints a run under `accelerate`: every rank adds its RNG state to the temporary
     folder; the main process adds weights and optimizer, then renames it into place."""
-    if acc.is_main_process:
+    if accelerator.is_main_process:
         ckpt.begin(step)
-    acc.wait_for_everyone()
-    Checkpointer.write_rng(ckpt.tmp_dir(step), acc.process_index)
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        ckpt.write_main(ckpt.tmp_dir(step), step, acc.unwrap_model(model).state_dict(), optimizer, extra or {})
+    accelerator.wait_for_everyone()
+    Checkpointer.write_rng(ckpt.tmp_dir(step), accelerator.process_index)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        ckpt.write_main(ckpt.tmp_dir(step), step, accelerator.unwrap_model(model).state_dict(), optimizer, extra or {})
         ckpt.commit(step)
-    acc.wait_for_everyone()
+    accelerator.wait_for_everyone()
 
 
 def restore_training_state(ckpt: Checkpointer, model, optimizer, rank: int) -> tuple[int, dict]:

@@ -5,7 +5,7 @@ import soundfile as sf
 from edgedistill.data.layouts import (SUPERB_LABELS, read_trial_list, resolve_labelled,
                                       speech_commands_clips, voxceleb_clips)
 from edgedistill.data.manifest import ManifestError
-from edgedistill.evaluation import trials_from_list
+from edgedistill.data.trials import trials_from_list
 
 
 def _wav(path, n=16000):

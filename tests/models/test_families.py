@@ -59,7 +59,7 @@ def test_cli_finetune_with_layerdrop_then_export_and_every_quantize_mode(family_
     assert not (deploy / "model.int4-weights.onnx").exists()
     assert main(["quantize", "--model", str(deploy / "model.fp32.onnx"), "--quantize", "int4-weights",
                  "int4_min_elements=4096"]) == 0
-    from edgedistill.runtime import EdgeModel
+    from edgedistill.runtime.model import EdgeModel
 
     fp32 = (deploy / "model.fp32.onnx").stat().st_size
     for mode in ("int8-static", "int8-dynamic", "int8", "fp16", "int4-weights"):

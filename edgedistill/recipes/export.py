@@ -1,0 +1,124 @@
+"""Recipe: ONNX export of a fine-tuned model, its quantized variants and the device kit.
+
+    edgedistill export --model runs/demo/finetune --out deploy --quantize int8 --calibration DATA
+    edgedistill quantize --model deploy/model.fp32.onnx --quantize int8-dynamic --eval-data DATA
+
+The float export is parity-checked against PyTorch; a quantized variant can be scored against
+it on labelled clips (`eval_data`), or searched node by node until it costs at most a budget
+(`sensitivity`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgedistill.config import ConfigError
+from edgedistill.deploy.kit import write_device_kit
+from edgedistill.deploy.onnx import claim_export_folder, export_onnx
+from edgedistill.deploy.quantize import MODES, QuantScheme, quantize_model, scheme_with_calibration
+from edgedistill.deploy.sensitivity import sensitivity_search
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportStage:
+    """The export stage of `edgedistill run`: the student in fp32 and each quantized mode."""
+
+    quantize: list[str] = field(default_factory=lambda: ["int8"], metadata={
+        "help": f"quantized variants of the student, among {', '.join(MODES)}"})
+    calibration_clips: int = field(default=64, metadata={"help": "calibration clips from the train split"})
+
+    def __post_init__(self):
+        unknown = [m for m in self.quantize if m not in MODES]
+        if unknown:
+            raise ValueError(f"export.quantize {unknown}: choose among {sorted(MODES)} (or [] for fp32 only)")
+        if len(set(self.quantize)) != len(self.quantize):
+            raise ValueError(f"export.quantize {self.quantize} names a mode twice")
+        if self.calibration_clips < 1:
+            raise ValueError("export.calibration_clips must be >= 1")
+
+
+def export(model: str, out: str | Path, *, hidden_states: bool = False, overwrite: bool = False,
+           quantize: QuantScheme | None = None, eval_data: str | None = None, eval_split: str = "val",
+           sensitivity: float | None = None) -> dict:
+    """Exports `model` (a finetune folder or a backbone) to `out`/model.fp32.onnx, optionally a
+    quantized variant, and the device kit. Returns {"fp32": export summary, "quantized": ...}."""
+    out = Path(out)
+    claim_export_folder(model, out, overwrite=overwrite)
+    r = export_onnx(model, out / "model.fp32.onnx", hidden_states=hidden_states)
+    print(f"exported {r['path']} ({r['file_bytes'] / 1e6:.2f} MB, parity with PyTorch "
+          f"{r['parity_max_abs_diff']:.1e})")
+    result = {"fp32": r}
+    if quantize is not None:
+        result["quantized"] = quantize_file(r["path"], out, quantize, eval_data, eval_split, sensitivity)
+    write_device_kit(out)
+    best = Path(result.get("quantized", r)["path"])
+    print(f"device kit in {out}: copy the folder to the device, then `cd {out.name} && "
+          f"python infer.py {best.name} clip.wav`")
+    return result
+
+
+def quantize_file(float_path: str | Path, out_dir: str | Path, cfg: QuantScheme, eval_data: str | None = None,
+                  eval_split: str = "val", sensitivity: float | None = None) -> dict:
+    """Quantizes an exported float model into `out_dir`/NAME.MODE.onnx (+ NAME.MODE.json with
+    the summary); with `eval_data`, the float and quantized task metrics side by side; with
+    `sensitivity` (a budget on accuracy lost + EER gained), nodes kept in float until it is met."""
+    from edgedistill.data.layouts import resolve_labelled
+    from edgedistill.runtime.evaluate import compare, evaluate_onnx
+
+    name = Path(float_path).stem.replace(".fp32", "")
+    dst = Path(out_dir) / f"{name}.{cfg.mode}.onnx"
+    clips = resolve_labelled(eval_data, eval_split) if eval_data else None
+    if sensitivity is not None:
+        if clips is None:
+            raise ConfigError("--sensitivity needs --eval-data to measure the accuracy cost")
+        result = sensitivity_search(float_path, dst, cfg, clips, budget=sensitivity)
+        print(sensitivity_sentence(result))
+    else:
+        result = quantize_model(float_path, dst, cfg)
+    if clips is not None:
+        base, quant = evaluate_onnx(float_path, clips), evaluate_onnx(dst, clips)
+        result["evaluation"] = {"data": eval_data, "split": eval_split, "float": _scalars(base),
+                                "quantized": _scalars(quant), "change": compare(base, quant)}
+    print(f"{result['mode']} ({result['target']}): {dst}, {result['file_bytes'] / 1e6:.2f} MB "
+          f"({100 * result['file_bytes'] / result['float_file_bytes']:.0f}% of fp32)")
+    if "evaluation" in result:
+        ev = result["evaluation"]
+        print(f"  KWS accuracy {ev['float'].get('kws_accuracy', float('nan')):.4f} -> "
+              f"{ev['quantized'].get('kws_accuracy', float('nan')):.4f}, SV EER "
+              f"{ev['float'].get('sv_eer', float('nan')):.4f} -> {ev['quantized'].get('sv_eer', float('nan')):.4f}, "
+              f"top-1 agreement {ev['change']['top1_agreement']:.4f}")
+    (Path(out_dir) / f"{name}.{cfg.mode}.json").write_text(json.dumps(result, indent=1, default=float))
+    return result
+
+
+def sensitivity_sentence(result: dict) -> str:
+    """What a sensitivity search found, in words (console and reports)."""
+    kept = f"{len(result['kept_float'])} node(s) kept in float"
+    if result["budget_met"]:
+        return f"sensitivity: cost {result['cost_final']:.4f} within budget {result['budget']:.4f}, {kept}"
+    return (f"sensitivity: BUDGET MISSED: cost {result['cost_final']:.4f} > budget {result['budget']:.4f} "
+            f"with {kept} (every helpful node excluded): the quantized model loses more than asked; "
+            "keep the float model, raise the budget, or fine-tune with quantization in mind")
+
+
+def export_variants(model: str, folder: Path, stage: ExportStage, calibration: str, calibration_split: str) -> dict:
+    """The run's export stage: `model` in fp32 and every mode of `stage.quantize` in `folder`,
+    plus the device kit. Returns {"student-fp32": path, "student-MODE": path, ...}."""
+    files = {"student-fp32": export_onnx(model, folder / "model.fp32.onnx")["path"]}
+    for mode in stage.quantize:
+        q = scheme_with_calibration(mode, calibration=calibration, calibration_split=calibration_split,
+                                    calibration_clips=stage.calibration_clips)
+        files[f"student-{mode}"] = quantize_model(files["student-fp32"], folder / f"model.{mode}.onnx", q)["path"]
+    write_device_kit(folder)
+    return files
+
+
+def _scalars(report: dict) -> dict:
+    return {k: v for k, v in report.items() if not isinstance(v, (np.ndarray, list))}

@@ -1,0 +1,228 @@
+"""Recipe: one command from a teacher to a benchmarked edge model.
+
+    edgedistill run RECIPE.yaml [key=value ...]      edgedistill demo
+
+Stages, each in its own folder of the run: teacher -> distill -> finetune -> export (+
+quantize) -> benchmark. With `teacher: train` the teacher is a small HuBERT-shaped model
+trained here from random weights (nothing can be downloaded offline); with a pretrained
+teacher, the teacher stage fine-tunes it with the student's heads and recipe (the report's
+upper bound). Finished stages with the same config are skipped, interrupted ones resume
+(`edgedistill.training.stages`).
+
+A recipe says only what differs from the stage defaults (the config dataclasses). The run sets
+each stage's teacher, data and output folder itself, so a recipe that sets them is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import edgedistill
+from edgedistill.config import ConfigError, to_dict
+from edgedistill.recipes.benchmark import BenchmarkStage, StreamStage
+from edgedistill.recipes.distill import DistillConfig
+from edgedistill.recipes.export import ExportStage
+from edgedistill.recipes.finetune import FinetuneConfig
+
+log = logging.getLogger(__name__)
+TRAIN_TEACHER = "train"  # `teacher:` value that trains a small teacher in the run
+
+
+@dataclass
+class TeacherTraining:
+    """The teacher trained here when `teacher: train` (random init, joint KWS + SV)."""
+
+    layers: int = field(default=8, metadata={"help": "transformer layers"})
+    hidden: int = field(default=128, metadata={"help": "width (heads = width / 64)"})
+    cnn: int = field(default=64, metadata={"help": "last CNN width (thin CNN: c/4, c/2 x4, c, c)"})
+    steps: int = field(default=400, metadata={"help": "joint KWS + SV training steps"})
+
+    def __post_init__(self):
+        heads = max(1, self.hidden // 64)
+        if self.layers < 1 or self.steps < 1 or self.cnn < 4:
+            raise ValueError("teacher_training: layers and steps must be >= 1 and cnn >= 4")
+        if self.hidden < 16 or self.hidden % 16 or self.hidden % heads:
+            raise ValueError(f"teacher_training.hidden={self.hidden}: use a multiple of 16 (the positional "
+                             f"convolution has 16 groups) divisible by its {heads} attention head(s), e.g. 128 or 256")
+
+
+# Stage keys the run sets itself, and what a recipe sets instead.
+RUN_SETS = {"distill.teacher": "teacher", "distill.data": "distill_data (or data)", "distill.out": "out",
+            "finetune.model": "teacher (the run fine-tunes its own distilled student)",
+            "finetune.data": "data", "finetune.out": "out"}
+
+
+@dataclass
+class RunConfig:
+    """The whole pipeline. Stage defaults are the stage configs' own; `configs/demo.yaml` is the demo."""
+
+    out: str = field(default="runs/run", metadata={"help": "run folder"})
+    data: str = field(default="embedded", metadata={"help": "labelled data for every stage (manifest, folder, embedded)"})
+    distill_data: str | None = field(default=None, metadata={
+        "help": "unlabelled audio for distillation (e.g. LibriSpeech); null: `data`"})
+    teacher: str = field(default=TRAIN_TEACHER, metadata={
+        "help": f"'{TRAIN_TEACHER}' (train a small teacher here first) or an HF id / folder of a pretrained one"})
+    teacher_training: TeacherTraining = field(default_factory=TeacherTraining, metadata={
+        "help": f"the teacher trained here (teacher: {TRAIN_TEACHER})"})
+    distill: DistillConfig = field(default_factory=DistillConfig, metadata={"help": "distillation stage"})
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig, metadata={"help": "fine-tuning stage"})
+    export: ExportStage = field(default_factory=ExportStage, metadata={"help": "export stage"})
+    benchmark: BenchmarkStage = field(default_factory=BenchmarkStage, metadata={"help": "benchmark stage"})
+    stream: StreamStage = field(default_factory=StreamStage, metadata={
+        "help": "streaming benchmark (FRR at fixed false alarms per hour, per-hop cost)"})
+    baseline: bool = field(default=False, metadata={
+        "help": "also fine-tune a student of the same shape from random weights (no distillation) "
+                "and benchmark it as 'scratch fp32': what distillation buys"})
+
+    def __post_init__(self):
+        for key, instead in RUN_SETS.items():
+            stage, name = key.split(".")
+            default = next(f.default for f in dataclasses.fields(getattr(self, stage)) if f.name == name)
+            if getattr(getattr(self, stage), name) != default:
+                raise ValueError(f"{key} is set by the run (each stage reads the one before it): remove it from "
+                                 f"the recipe and set {instead} instead")
+
+
+def recipe_path(name: str | Path) -> Path:
+    """A recipe file: a path, or the name of a shipped recipe (`demo`, `arabic_speech_commands`,
+    `hubert_base`), found in the installed package (`edgedistill/configs/`) or the checkout's `configs/`."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        if not p.is_file():
+            raise FileNotFoundError(f"recipe '{p}' does not exist")
+        return p
+    pkg = Path(edgedistill.__file__).parent
+    for folder in (pkg / "configs", pkg.parent / "configs"):
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    raise FileNotFoundError(f"recipe '{name}' is neither a file nor a shipped recipe (demo, arabic_speech_commands, "
+                            "hubert_base)")
+
+
+def plan(cfg: RunConfig) -> dict:
+    """The config each stage of the run gets: {"teacher": {"init": TeacherTraining or None,
+    "finetune": FinetuneConfig}, "distill", "finetune", "baseline", "export", "benchmark", "stream"}."""
+    out = Path(cfg.out)
+    if cfg.teacher == TRAIN_TEACHER:
+        tt = cfg.teacher_training
+        # From random weights the CNN must learn too, whatever the student's fine-tuning does with it.
+        teacher_ft = dataclasses.replace(cfg.finetune, model=str(out / "teacher" / "init"), data=cfg.data,
+                                         out=str(out / "teacher" / "ft"), steps=tt.steps, eval_every=tt.steps,
+                                         freeze_cnn=False, freeze_backbone=False)
+        teacher_backbone = str(out / "teacher" / "ft" / "model" / "backbone")
+    else:
+        tt = None
+        teacher_ft = dataclasses.replace(cfg.finetune, model=cfg.teacher, data=cfg.data, out=str(out / "teacher" / "ft"))
+        teacher_backbone = cfg.teacher
+    distill = dataclasses.replace(cfg.distill, teacher=teacher_backbone, data=cfg.distill_data or cfg.data,
+                                  out=str(out / "distill"))
+    finetune = dataclasses.replace(cfg.finetune, model=str(out / "distill"), data=cfg.data, out=str(out / "finetune"))
+    baseline = dataclasses.replace(finetune, model=str(out / "baseline" / "init"), out=str(out / "baseline" / "ft"))
+    return {"teacher": {"init": tt, "finetune": teacher_ft}, "distill": distill, "finetune": finetune,
+            "baseline": baseline if cfg.baseline else None, "export": cfg.export, "benchmark": cfg.benchmark,
+            "stream": cfg.stream}
+
+
+def run(cfg: RunConfig, overwrite: bool = False) -> dict:
+    """Runs (or resumes) the pipeline; returns the report dict (also in OUT/report.json).
+
+    With `overwrite`, stages whose config changed are deleted and redone; without it such a
+    run folder (e.g. another recipe's finished run) is refused before anything is deleted.
+    """
+    from edgedistill.deploy.onnx import export_onnx
+    from edgedistill.models.builders import save_small_hubert
+    from edgedistill.models.multitask import MultiTaskModel
+    from edgedistill.models.student import count_parameters, save_scratch_student
+    from edgedistill.recipes.benchmark import benchmark
+    from edgedistill.recipes.distill import distill
+    from edgedistill.recipes.export import export_variants
+    from edgedistill.recipes.finetune import finetune
+    from edgedistill.reporting.card import model_card
+    from edgedistill.training.stages import run_stage
+
+    _check_stream_keywords(cfg)
+    if cfg.teacher != TRAIN_TEACHER and cfg.teacher_training != TeacherTraining():
+        log.warning("teacher_training is not used: the teacher is the pretrained '%s' (it applies only with "
+                    "teacher: %s)", cfg.teacher, TRAIN_TEACHER)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    p = plan(cfg)
+    teacher_ft = p["teacher"]["finetune"]
+
+    def teacher_stage():
+        if p["teacher"]["init"] is not None:
+            tt = p["teacher"]["init"]
+            save_small_hubert(teacher_ft.model, tt.layers, tt.hidden, tt.cnn, seed=cfg.finetune.seed)
+        return {"summary": finetune(teacher_ft, resume=True), "model": str(Path(teacher_ft.out) / "model")}
+
+    if cfg.teacher == TRAIN_TEACHER:  # "cnn": teachers before this froze it
+        spec = {"data": cfg.data, "train": to_dict(cfg.teacher_training), "finetune": to_dict(cfg.finetune),
+                "cnn": "trained"}
+        upstream = spec
+    else:
+        spec = {"teacher": cfg.teacher, "data": cfg.data, "finetune": to_dict(cfg.finetune)}
+        upstream = {"teacher": cfg.teacher}
+    teacher = run_stage("teacher", out / "teacher", spec, teacher_stage, overwrite)
+
+    specs = {"distill": {"up": upstream, "cfg": to_dict(p["distill"])}}
+    run_stage("distill", out / "distill", specs["distill"], lambda: distill(p["distill"], resume=True), overwrite)
+
+    specs["finetune"] = {"up": specs["distill"], "cfg": to_dict(p["finetune"])}
+    run_stage("finetune", out / "finetune", specs["finetune"], lambda: finetune(p["finetune"], resume=True), overwrite)
+
+    def export_stage():
+        files = export_variants(str(out / "finetune" / "model"), out / "export", cfg.export, cfg.data,
+                                cfg.finetune.train_split)
+        files["teacher-fp32"] = export_onnx(teacher["model"], out / "benchmark_models" / "teacher.fp32.onnx")["path"]
+        return files
+
+    specs["export"] = {"up": specs["finetune"], "cfg": to_dict(cfg.export), "teacher": spec}
+    files = run_stage("export", out / "export", specs["export"], export_stage, overwrite)
+
+    baseline = None
+    if p["baseline"] is not None:
+        def baseline_stage():
+            save_scratch_student(p["distill"].teacher, cfg.distill.student, out / "baseline" / "init", cfg.distill.seed)
+            summary = finetune(p["baseline"], resume=True)
+            model = str(out / "baseline" / "ft" / "model")
+            return {"summary": summary, "model": model,
+                    "onnx": export_onnx(model, out / "baseline" / "scratch.fp32.onnx")["path"]}
+
+        specs["baseline"] = {"up": upstream, "student": to_dict(cfg.distill.student), "cfg": to_dict(p["finetune"])}
+        baseline = run_stage("baseline", out / "baseline", specs["baseline"], baseline_stage, overwrite)
+
+    def benchmark_stage():
+        params = {m: count_parameters(MultiTaskModel.from_pretrained(m).backbone)
+                  for m in (teacher["model"], str(out / "finetune" / "model"))}
+        student = params[str(out / "finetune" / "model")]
+        variants = [("teacher fp32", files["teacher-fp32"], params[teacher["model"]])]
+        variants += [(f"student {k.split('-', 1)[1]}", v, student) for k, v in files.items() if k.startswith("student")]
+        if baseline:
+            variants.append(("scratch fp32", baseline["onnx"], student))
+        logs = {"teacher": out / "teacher" / "ft" / "train_log.jsonl", "distill": out / "distill" / "train_log.jsonl",
+                "finetune": out / "finetune" / "train_log.jsonl", "scratch": out / "baseline" / "ft" / "train_log.jsonl"}
+        report = benchmark(variants, out, cfg.data, cfg.benchmark, cfg.stream, fallback_split=cfg.finetune.val_split,
+                           sv_data=cfg.finetune.sv_data, seed=cfg.finetune.seed, training_logs=logs)
+        labels = json.loads((out / "finetune" / "model" / "multitask.json").read_text())["labels"]
+        (out / "export" / "README.md").write_text(model_card(report, to_dict(cfg), len(labels), edgedistill.__version__))
+        return report
+
+    specs["benchmark"] = {"up": specs["export"], "cfg": to_dict(cfg.benchmark), "baseline": specs.get("baseline"),
+                          "stream": to_dict(cfg.stream)}
+    return run_stage("benchmark", out / "benchmark", specs["benchmark"], benchmark_stage, overwrite)
+
+
+def _check_stream_keywords(cfg: RunConfig) -> None:
+    """Unknown streaming keywords fail before any training, not in the benchmark an hour later."""
+    if not cfg.stream.keywords:
+        return
+    from edgedistill.data.layouts import resolve_labelled
+
+    labels = {c.label for c in resolve_labelled(cfg.data, cfg.finetune.train_split)} - {None}
+    missing = [k for k in cfg.stream.keywords if k not in labels]
+    if missing:
+        raise ConfigError(f"stream.keywords {missing} are not labels of {cfg.data}: choose among {sorted(labels)}")

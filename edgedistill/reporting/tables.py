@@ -1,0 +1,79 @@
+"""Markdown tables of measured results, from plain dicts (no config classes, no torch).
+
+One variant table serves the run report, the model card and the benchmarks, so a column
+means the same everywhere.
+"""
+
+from __future__ import annotations
+
+
+def pct(x) -> str:
+    """A fraction as a percentage for report tables ('-' when not measured)."""
+    return f"{100 * x:.2f}%" if x is not None else "-"
+
+
+def num(x) -> str:
+    """A number with three decimals for report tables ('-' when not measured)."""
+    return f"{x:.3f}" if x is not None else "-"
+
+
+def _ms(x) -> str:
+    return f"{x:.1f}" if x is not None else "-"
+
+
+# column name -> how a variant entry (`recipes.benchmark` entries) is written in it
+VARIANT_COLUMNS = {
+    "params": lambda e: f"{e['params']:,}",
+    "file MB": lambda e: f"{e['file_bytes'] / 1e6:.2f}",
+    "KWS accuracy": lambda e: pct(e.get("kws_accuracy")),
+    "SV EER": lambda e: pct(e.get("sv_eer")),
+    "minDCF (0.01)": lambda e: num(e.get("sv_min_dcf")),
+    "p50 ms": lambda e: _ms(e.get("latency_ms_p50")),
+    "p90 ms": lambda e: _ms(e.get("latency_ms_p90")),
+    "RTF": lambda e: f"{e['rtf']:.4f}" if e.get("rtf") is not None else "-",
+}
+
+
+def variant_table(entries: list[dict], columns: tuple[str, ...] = tuple(VARIANT_COLUMNS)) -> list[str]:
+    """Markdown rows: one per variant entry ({"variant", "params", "file_bytes", "kws_accuracy",
+    "sv_eer", "sv_min_dcf", "latency_ms_p50", ...}), the `columns` of `VARIANT_COLUMNS`."""
+    md = ["| variant | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for e in entries:
+        md.append(f"| {e['variant']} | " + " | ".join(VARIANT_COLUMNS[c](e) for c in columns) + " |")
+    return md
+
+
+def stream_table(rows: dict[str, dict]) -> list[str]:
+    """Markdown rows of streaming results ({variant: `runtime.evaluate.evaluate_stream` report})."""
+    md = ["| variant | FRR @ 0.5 FA/h | FRR @ 1 FA/h | FRR @ 2 FA/h | latency median / p90 s | ms / hop (p99) "
+          "| core share | owner accepted | impostor accepted |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        gate = r.get("speaker_gate") or {}
+        md.append(f"| {name} | {pct(r['frr_at_0.5_fa_per_hour'])} | {pct(r['frr_at_1_fa_per_hour'])} | "
+                  f"{pct(r['frr_at_2_fa_per_hour'])} | {r['latency_s_median']:.2f} / {r['latency_s_p90']:.2f} | "
+                  f"{r['mean_ms']:.1f} ({r['p99_ms']:.1f}) | {pct(r['core_share'])} | "
+                  f"{pct(gate.get('owner_acceptance'))} | {pct(gate.get('impostor_acceptance'))} |")
+    return md
+
+
+def stream_note(r: dict, split: str, data: str) -> str:
+    """One sentence saying what the streaming rows were measured on."""
+    gate = r.get("speaker_gate") or {}
+    note = (f"Streaming: a {r['seconds'] / 60:.0f} min stream from split '{split}' of {data} (seed {r['seed']}, "
+            f"background at {r['snr_db']:g} dB SNR), targets {', '.join(r['targets'])}: {r['occurrences']} "
+            f"occurrences among the other words; detector hop {r['hop_ms']:.0f} ms, onnxruntime {r['threads']} "
+            "thread(s). FRR at a fixed number of false alarms per hour; latency from the end of the word.")
+    if "owner_acceptance" in gate:
+        note += (f" Speaker gating: each of the {r['enrolled_speakers']} speakers enrolled from a few non-target "
+                 "clips left out of the stream; 'owner accepted' = keyword hits (at the 1 FA/h threshold) accepted "
+                 "for their own speaker, 'impostor accepted' = accepted for another enrolled speaker, at the "
+                 f"model's SV threshold {gate['sv_threshold']:.3f}.")
+    return note
+
+
+def stream_section(streams: dict | None, split: str, data: str, heading: str) -> list[str]:
+    """Markdown of the streaming rows (run report and model card); nothing without streams."""
+    if not streams:
+        return []
+    return ["", f"{heading} Continuous listening", "", stream_note(next(iter(streams.values())), split, data), "",
+            *stream_table(streams)]

@@ -1,0 +1,46 @@
+"""Latency measurement: pinned threads, warm-up, p50/p90 in ms (the ORT path is torch-free)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def _percentiles(times: list[float]) -> tuple[float, float]:
+    return float(np.percentile(times, 50) * 1000), float(np.percentile(times, 90) * 1000)
+
+
+def _audio(seconds: float) -> np.ndarray:
+    return (0.1 * np.random.default_rng(0).standard_normal((1, int(16_000 * seconds)))).astype(np.float32)
+
+
+def time_onnx(path, seconds: float = 1.0, threads: int = 1, runs: int = 20, warmup: int = 3) -> tuple[float, float]:
+    """(p50, p90) ms of one batch-1 run of an ONNX model on `seconds` of audio."""
+    from edgedistill.runtime.model import EdgeModel
+
+    session = EdgeModel(path, threads=threads).session
+    x = _audio(seconds)
+    times = []
+    for i in range(warmup + runs):
+        t = time.perf_counter()
+        session.run(None, {"waveform": x})
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return _percentiles(times)
+
+
+def time_torch(model, seconds: float = 1.0, threads: int = 1, runs: int = 20, warmup: int = 3) -> tuple[float, float]:
+    """(p50, p90) ms of one batch-1 forward of a PyTorch model on `seconds` of audio."""
+    import torch
+
+    torch.set_num_threads(threads)
+    x = torch.from_numpy(_audio(seconds))
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            t = time.perf_counter()
+            model(x)
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
+    return _percentiles(times)

@@ -1,0 +1,190 @@
+"""On-device inference with onnxruntime alone: keyword spotting and speaker verification.
+
+Imports only numpy, onnxruntime and soundfile (no torch), so it runs on a phone, a Raspberry
+Pi or any small CPU:
+
+    from edgedistill.runtime import EdgeModel
+    m = EdgeModel("model.onnx", threads=1)
+    label, probs = m.keyword("clip.wav")
+    m.verify("a.wav", "b.wav")   # {"score": 0.71, "same_speaker": True, "threshold": 0.42}
+
+Audio: mono float32 in [-1, 1] at 16 kHz (the model's `sample_rate` metadata); files are read
+with soundfile. Other rates are refused rather than resampled silently: resample first (e.g.
+`edgedistill.load_audio` on a machine with scipy). One call takes at most `max_seconds` of
+audio (default 30 s: attention memory grows with the square of the length, about 190 MB at
+30 s and 1.8 GB at 120 s); longer recordings go through a streaming detector in windows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgedistill.audio import AudioError, load_audio
+from edgedistill.runtime.metadata import decode_metadata
+
+MAX_SECONDS = 30.0
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis, computed in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - depends on the device
+        raise ImportError("edgedistill.runtime needs onnxruntime: pip install onnxruntime") from exc
+    return onnxruntime
+
+
+class EdgeModel:
+    """An exported edgedistill model.
+
+    Args:
+        path: the .onnx file.
+        threads: intra-op threads (1 is the usual choice on small devices).
+        providers: onnxruntime execution providers (default CPU).
+        max_seconds: the longest audio one call accepts (default 30 s); longer audio is an
+            `AudioError` (use a streaming detector over windows instead).
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int = 1, providers: list[str] | None = None,
+                 max_seconds: float = MAX_SECONDS):
+        ort = _ort()
+        path = Path(path)
+        if path.is_dir():
+            found = sorted(p.name for p in path.glob("*.onnx"))
+            raise FileNotFoundError(f"'{path}' is a folder, not a model file: pass the .onnx file inside it"
+                                    + (f" (it holds {', '.join(found)})" if found else " (it holds no .onnx file)"))
+        if not path.is_file():
+            raise FileNotFoundError(f"model file '{path}' does not exist")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ValueError(f"'{path}' is not a loadable ONNX model ({str(exc).splitlines()[0][:200]}): "
+                             "the file may be truncated or not ONNX; export it again") from exc
+        raw = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = decode_metadata(raw)
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != "waveform":
+            raise ValueError(f"'{path}' is not an edgedistill model: expected one input 'waveform', "
+                             f"found {[i.name for i in inputs]}")
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        if "version" not in self.metadata:
+            raise ValueError(f"'{path}' carries no edgedistill metadata (labels, sample rate, SV threshold): "
+                             "it was not written by `edgedistill export` or its export was interrupted; "
+                             "export it again")
+        self.sample_rate = int(self.metadata.get("sample_rate", 16_000))
+        self.min_samples = int(self.metadata.get("min_samples", 400))
+        self.labels: list[str] = list(self.metadata.get("labels") or [])
+        self.threshold: float | None = self.metadata.get("sv_threshold")
+        self.speakers: dict[str, np.ndarray] = {}
+        self.max_samples = int(max_seconds * self.sample_rate)
+
+    # ---- input checks -------------------------------------------------------------------
+    def prepare(self, audio, sample_rate: int | None = None) -> np.ndarray:
+        """A path, a float array [samples] or a batch [batch, samples] -> float32 [batch, samples].
+
+        Raises:
+            AudioError: wrong dtype, rank, sample rate, channels, NaN/Inf, fewer samples than
+                the model's CNN needs, or more than `max_seconds`.
+        """
+        if isinstance(audio, (str, os.PathLike)):
+            x = load_audio(audio, target_sr=self.sample_rate, min_samples=self.min_samples,
+                           resample_input=False)
+            self._check_length(x.shape[0], f"'{audio}'")
+            return x[None, :]
+        if not isinstance(audio, np.ndarray):
+            raise AudioError(f"expected a file path or a numpy array, got {type(audio).__name__}")
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            raise AudioError(f"audio is at {sample_rate} Hz but the model needs {self.sample_rate} Hz: "
+                             "resample it first (edgedistill.load_audio does it where scipy is installed)")
+        if not np.issubdtype(audio.dtype, np.floating):
+            raise AudioError(f"audio has dtype {audio.dtype}; float32 in [-1, 1] is expected. "
+                             "For int16 PCM use `x.astype(np.float32) / 32768`")
+        if audio.ndim == 2 and audio.shape[1] <= 8 and audio.shape[0] > audio.shape[1]:
+            # soundfile's layout is [samples, channels]: a 2-column array is stereo, not 2 samples.
+            raise AudioError(f"audio has shape {audio.shape}: that is {audio.shape[0]} samples of "
+                             f"{audio.shape[1]} channels ([samples, channels], soundfile's layout); the "
+                             "model needs mono: average the channels first (`x.mean(axis=1)`)")
+        if audio.ndim == 1:
+            audio = audio[None, :]
+        if audio.ndim != 2:
+            raise AudioError(f"audio has shape {audio.shape}: expected [samples] or [batch, samples] "
+                             "(mono; average the channels of multi-channel audio first)")
+        if audio.shape[1] < self.min_samples:
+            raise AudioError(f"audio has {audio.shape[1]} samples ({1000 * audio.shape[1] / self.sample_rate:.1f} ms); "
+                             f"the model needs at least {self.min_samples} ({1000 * self.min_samples / self.sample_rate:.0f} ms): "
+                             "pad or drop the clip")
+        self._check_length(audio.shape[1], "audio")
+        if not np.isfinite(audio).all():
+            raise AudioError("audio has NaN/Inf samples: fix or drop the clip")
+        return np.ascontiguousarray(audio, dtype=np.float32)
+
+    def _check_length(self, n: int, name: str) -> None:
+        if n > self.max_samples:
+            raise AudioError(f"{name} is {n / self.sample_rate:.1f} s long; one call takes at most "
+                             f"{self.max_samples / self.sample_rate:g} s (attention memory grows with the "
+                             "square of the length). Cut it into clips, or run a streaming detector over "
+                             "windows of it; raise EdgeModel(max_seconds=...) only if memory allows")
+
+    def run(self, audio, sample_rate: int | None = None) -> dict[str, np.ndarray]:
+        """All model outputs for `audio` (see `prepare`), by output name."""
+        x = self.prepare(audio, sample_rate)
+        return dict(zip(self.outputs, self.session.run(None, {"waveform": x})))
+
+    def _need(self, name: str) -> None:
+        if name not in self.outputs:
+            raise ValueError(f"this model has no '{name}' output (it is a '{self.metadata.get('kind')}' "
+                             "export): export a fine-tuned multi-task model for keywords and speakers")
+
+    # ---- keyword spotting ---------------------------------------------------------------
+    def keyword(self, audio, sample_rate: int | None = None) -> tuple[str, dict[str, float]]:
+        """(best label, {label: probability}) for one clip."""
+        self._need("keyword_logits")
+        p = softmax(self.run(audio, sample_rate)["keyword_logits"][0])
+        return self.labels[int(p.argmax())], {lab: float(v) for lab, v in zip(self.labels, p)}
+
+    # ---- speaker verification -----------------------------------------------------------
+    def embed(self, audio, sample_rate: int | None = None) -> np.ndarray:
+        """L2-normalised speaker embedding [dim] of one clip ([batch, dim] for a batch)."""
+        self._need("speaker_embedding")
+        e = self.run(audio, sample_rate)["speaker_embedding"]
+        return e[0] if e.shape[0] == 1 else e
+
+    def verify(self, a, b, threshold: float | None = None) -> dict:
+        """Cosine score of two clips and the decision at `threshold` (default: the one chosen
+        on validation data at export time)."""
+        thr = self.threshold if threshold is None else threshold
+        if thr is None:
+            raise ValueError("the model carries no SV threshold: pass threshold=...")
+        score = float(np.dot(self.embed(a), self.embed(b)))
+        return {"score": score, "same_speaker": score >= thr, "threshold": float(thr)}
+
+    def enroll(self, name: str, clips: list) -> np.ndarray:
+        """Stores the mean embedding of `clips` as speaker `name`; returns it."""
+        if not clips:
+            raise ValueError(f"enroll('{name}') needs at least one clip")
+        e = np.mean([self.embed(c) for c in clips], axis=0)
+        self.speakers[name] = e / np.linalg.norm(e)
+        return self.speakers[name]
+
+    def identify(self, audio, threshold: float | None = None) -> tuple[str | None, float]:
+        """(closest enrolled speaker, score); the name is None below the threshold."""
+        if not self.speakers:
+            raise ValueError("no speaker is enrolled: call enroll(name, clips) first")
+        e = self.embed(audio)
+        name, score = max(((n, float(np.dot(e, v))) for n, v in self.speakers.items()), key=lambda t: t[1])
+        thr = self.threshold if threshold is None else threshold
+        return (name if thr is None or score >= thr else None), score

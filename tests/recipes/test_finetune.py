@@ -1,0 +1,143 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from edgedistill.cli import main
+from edgedistill.config import ConfigError, load_config
+from edgedistill.data.manifest import ManifestError
+from edgedistill.recipes.finetune import FinetuneConfig
+from edgedistill.recipes.finetune import finetune
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The default embedded corpus: 10 keywords, 24 speakers (16 train / 4 val / 4 test)."""
+    from edgedistill.data.corpus import build_corpus
+
+    return build_corpus()  # the session's cached embedded corpus
+
+
+def _cfg(data, out, *extra):
+    return load_config(FinetuneConfig, None, [
+        f"data={data}", f"out={out}", "model=builtin:hubert-tiny", "cpu=true", "batch_size=16",
+        "freeze_cnn=false", "head_lr=5e-3", "backbone_lr=2e-3", "num_trials=4000", *extra])
+
+
+def test_joint_finetune_beats_chance_on_both_tasks(corpus, tmp_path, capsys):
+    s = finetune(_cfg(corpus, tmp_path / "ft", "steps=600", "eval_every=200"))
+    val = s["val"]
+    # chance: 10% accuracy (10 keywords), 50% EER
+    assert val["kws_accuracy"] > 0.4 and val["sv_eer"] < 0.4, val  # dropout, SpecAugment on: HF defaults
+    assert val["speakers"] == 4 and s["train_speakers"] == 16 and val["trials"] > 1000
+    # select on val, report on test with the CLI; the saved threshold travels with the model
+    assert main(["evaluate", "--model", str(tmp_path / "ft" / "model"), "--data", str(corpus),
+                 "--split", "test", "--out", str(tmp_path / "test.json")]) == 0
+    rep = json.loads((tmp_path / "test.json").read_text())
+    assert rep["split"] == "test" and rep["clips"] == 120 and rep["speakers"] == 4
+    assert {"kws_accuracy", "sv_eer", "sv_min_dcf", "sv_min_dcf_p0.05", "trials", "sv_threshold"} <= rep.keys()
+    assert rep["kws_accuracy"] > 0.3 and rep["sv_eer"] < 0.4
+
+
+def test_frozen_backbone_changes_no_backbone_weight(corpus, tmp_path):
+    cfg = _cfg(corpus, tmp_path / "ft", "steps=6", "eval_every=6", "freeze_backbone=true",
+               "freeze_cnn=true", "num_trials=200", "batch_size=8")
+    from edgedistill.models.teacher import load_teacher
+
+    before = load_teacher("builtin:hubert-tiny").model.state_dict()
+    finetune(cfg)
+    after = load_file(tmp_path / "ft" / "model" / "backbone" / "model.safetensors")
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in after)
+    heads = load_file(tmp_path / "ft" / "model" / "heads.safetensors")
+    assert heads["kws_head.weight"].abs().sum() > 0
+
+
+def test_resume_matches_an_uninterrupted_run(corpus, tmp_path):
+    extra = ("steps=8", "eval_every=4", "save_every=4", "batch_size=8", "num_trials=100")
+    finetune(_cfg(corpus, tmp_path / "a", *extra))
+    assert not finetune(_cfg(corpus, tmp_path / "b", *extra), stop_after=5)["finished"]
+    finetune(_cfg(corpus, tmp_path / "b", *extra), resume=True)
+    a = load_file(tmp_path / "a" / "model" / "heads.safetensors")
+    b = load_file(tmp_path / "b" / "model" / "heads.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_config_and_data_errors(small_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="never on test"):
+        _cfg(small_corpus, tmp_path, "val_split=test", "train_split=val")
+    with pytest.raises(ConfigError, match="must differ"):
+        _cfg(small_corpus, tmp_path, "val_split=train")
+    with pytest.raises(ManifestError, match="no rows of split 'dev'"):
+        finetune(_cfg(small_corpus, tmp_path / "x", "val_split=dev", "steps=1"))
+
+
+def test_kws_and_sv_from_two_datasets_interleaved(small_corpus, corpus, tmp_path):
+    """Keywords from one dataset (its speakers unused), speakers from another (its labels unused)."""
+    import csv
+
+    sv_only = tmp_path / "sv.csv"   # the embedded corpus without labels: a speaker-only dataset
+    with open(corpus) as f, open(sv_only, "w", newline="") as g:
+        rows = list(csv.DictReader(f))
+        w = csv.DictWriter(g, fieldnames=["path", "speaker", "split"])
+        w.writeheader()
+        w.writerows({"path": str(corpus.parent / r["path"]), "speaker": r["speaker"], "split": r["split"]}
+                    for r in rows)
+    s = finetune(_cfg(small_corpus, tmp_path / "ft", f"sv_data={sv_only}", "steps=4", "eval_every=4",
+                      "batch_size=8", "num_trials=500"))
+    assert s["labels"] == ["go", "no", "stop", "yes"]          # keywords of the KWS dataset
+    assert s["train_speakers"] == 16                            # speakers of the SV dataset
+    assert s["train_clips"] == 4 * 4 * 2 + 480
+    val = s["val"]
+    assert val["clips"] == 4 * 2 + 120 and val["speakers"] == 4 and "kws_accuracy" in val and "sv_eer" in val
+
+
+def test_unscorable_speaker_verification_is_warned_before_training(small_corpus, tmp_path, caplog):
+    """Defect: with fewer than 2 validation speakers SV was silently disabled (EER NaN, no
+    threshold) and EdgeModel.verify failed much later. Checked before the first step."""
+    with caplog.at_level("WARNING"):
+        s = finetune(_cfg(small_corpus, tmp_path / "ft", "steps=4"), stop_after=0)
+    assert s["steps_done"] == 0
+    assert "the 'val' split has 1 speaker(s)" in caplog.text and "SV is not scored" in caplog.text
+    assert "SV is not scored" in s["sv_unscored"]
+
+
+def test_single_clip_validation_speakers_are_reported_before_training(corpus, tmp_path, caplog):
+    """Defect: a one-clip speaker in the val split failed only at the first validation, after
+    training. Now it is warned about before the first step and scored in non-target trials."""
+    import csv
+
+    rows = list(csv.DictReader(open(corpus)))
+    lonely = [r for r in rows if r["split"] == "val"][:1]
+    keep = [r for r in rows if r["split"] != "val" or r["speaker"] != lonely[0]["speaker"]] + lonely
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "path": str(corpus.parent / r["path"])} for r in keep)
+    with caplog.at_level("WARNING"):
+        finetune(_cfg(manifest, tmp_path / "ft", "steps=4"), stop_after=0)
+    assert "1 speaker(s) of the 'val' split have a single clip" in caplog.text
+
+
+def test_evaluate_takes_the_finetune_folder_or_its_model(trained_multitask, embedded_corpus, capsys):
+    """Defect: `evaluate --model runs/ft` was refused with 'pass the --out folder of finetune'."""
+    for model in (trained_multitask.parent, trained_multitask):
+        assert main(["evaluate", "--model", str(model), "--data", str(embedded_corpus), "--split", "val",
+                     "--trials", "500"]) == 0
+        assert json.loads(capsys.readouterr().out)["clips"] == 120
+
+
+def test_training_noise_from_the_silence_recordings_uses_only_their_train_part(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from edgedistill.recipes.finetune import _noise
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        sf.write(tmp_path / name / "hum.wav", np.full(16000 * 10, 0.1, np.float32), 16000)
+    spec = f"embedded+silence={tmp_path / 'a'}"
+    assert [len(x) for x in _noise(str(tmp_path / "a"), spec)] == [16000 * 8]      # the train 80%
+    assert [len(x) for x in _noise(str(tmp_path / "b"), spec)] == [16000 * 10]     # another corpus: all of it
+    assert _noise(None, spec) == []

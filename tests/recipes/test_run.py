@@ -1,0 +1,155 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from edgedistill.cli import main
+
+TINY = ["teacher_training.layers=4", "teacher_training.hidden=64", "teacher_training.cnn=32",
+        "teacher_training.steps=20", "distill.steps=10", "distill.batch_size=8", "finetune.steps=40",
+        "finetune.batch_size=8", "finetune.eval_every=40", "finetune.save_every=5", "finetune.num_trials=500",
+        "export.quantize=[int8-dynamic]", "export.calibration_clips=4", "benchmark.runs=2",
+        "benchmark.num_trials=500"]
+
+
+def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
+    out = tmp_path / "run"
+    stream = ["stream.keywords=[yes,stop]", "stream.seconds=60", "stream.enroll_clips=2"]
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true",
+                 "finetune.freeze_cnn=true", *stream]) == 0
+    report = json.loads((out / "report.json").read_text())
+    names = [v["variant"] for v in report["variants"]]
+    assert names == ["teacher fp32", "student fp32", "student int8-dynamic", "scratch fp32"]
+    teacher, student, quant, scratch = report["variants"]
+    assert student["params"] < teacher["params"] and quant["file_bytes"] < student["file_bytes"]
+    # the baseline has the student's shape but its own (random-init) weights
+    assert scratch["params"] == student["params"] and scratch["path"] != student["path"]
+    assert "from random weights" in (out / "export" / "README.md").read_text()
+    # the teacher trained here from random weights trains its CNN even when the student's
+    # fine-tuning freezes it (finetune.freeze_cnn=true): the student's CNN stays as distilled
+    from safetensors.torch import load_file
+
+    def conv(folder):
+        return load_file(folder / "model.safetensors")["feature_extractor.conv_layers.1.conv.weight"]
+
+    assert not torch.equal(conv(out / "teacher" / "init"), conv(out / "teacher" / "ft" / "model" / "backbone"))
+    assert torch.equal(conv(out / "distill" / "student"), conv(out / "finetune" / "model" / "backbone"))
+    for v in report["variants"]:
+        assert {"params", "file_bytes", "kws_accuracy", "sv_eer", "sv_min_dcf", "latency_ms_p50",
+                "latency_ms_p90", "rtf"} <= v.keys()
+    assert report["split"] == "test" and report["machine"]["versions"]["onnxruntime"]
+    assert "| student int8-dynamic |" in (out / "report.md").read_text()
+    assert (out / "export" / "infer.py").exists() and (out / "export" / "model.int8-dynamic.onnx").exists()
+    assert set(report["plots"]) == {"trade-off", "SV DET curve", "KWS confusion", "training curves",
+                                    "streaming FRR vs FA/h"}
+    # continuous listening: every exported variant on the same 60 s stream of the test split
+    assert list(report["streams"]) == names
+    for r in report["streams"].values():
+        assert r["seconds"] == 60 and r["targets"] == ["yes", "stop"] and r["hits"] + r["misses"] == r["occurrences"]
+        assert 0 < r["core_share"] < 1 and r["enrolled_speakers"] == 4
+    assert len({r["occurrences"] for r in report["streams"].values()}) == 1  # one stream for all
+    assert "## Continuous listening" in (out / "report.md").read_text()
+    assert "### Continuous listening" in (out / "export" / "README.md").read_text()
+    for png in report["plots"].values():
+        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    card = (out / "export" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: onnxruntime") and "## How it was made" in card
+    assert f"{100 * student['kws_accuracy']:.2f}%" in card and (out / "export" / "DEVICE.md").exists()
+    # everything done: a second run skips every stage
+    marks = {p: p.stat().st_mtime_ns for p in out.glob("*/stage.json")}
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true",
+                 "finetune.freeze_cnn=true", *stream]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/stage.json")} == marks
+
+
+def test_unknown_stream_keywords_are_refused_before_any_training(embedded_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "stream.keywords=[yes,maybe]"]) == 2
+    err = capsys.readouterr().err
+    assert "stream.keywords ['maybe'] are not labels" in err and "'yes'" in err
+    assert not (out / "teacher").exists()
+
+
+def test_bad_stage_settings_fail_before_any_training(embedded_corpus, tmp_path, capsys):
+    bad = {"export.quantize=[int9]": "export.quantize ['int9']: choose among",
+           "teacher_training.hidden=100": "teacher_training.hidden=100: use a multiple of 16",
+           "finetune.mixed_precision=fp8": "mixed_precision 'fp8'",
+           "benchmark.runs=0": "benchmark: threads, runs"}
+    for override, message in bad.items():
+        out = tmp_path / "run"
+        assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, override]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+
+
+def test_killed_in_finetuning_resumes_without_redoing_distillation(embedded_corpus, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edgedistill", "demo", "--out", str(out), f"data={embedded_corpus}", *TINY,
+           "finetune.steps=400"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    latest = out / "finetune" / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while not latest.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert latest.exists(), "fine-tuning never checkpointed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "finetune" / "stage.json").exists()
+    distilled = (out / "distill" / "stage.json").stat().st_mtime_ns
+    steps_before = [json.loads(x)["step"] for x in (out / "finetune" / "train_log.jsonl").read_text().splitlines()
+                    if "loss" in x]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "[distill] done already" in res.stdout and "[teacher] done already" in res.stdout
+    assert (out / "distill" / "stage.json").stat().st_mtime_ns == distilled
+    log = [json.loads(x) for x in (out / "finetune" / "train_log.jsonl").read_text().splitlines()]
+    resumed = [r["step"] for r in log if "loss" in r][len(steps_before):]
+    assert resumed and resumed[0] > 5, "fine-tuning restarted from scratch instead of its checkpoint"
+    assert json.loads((out / "report.json").read_text())["variants"]
+
+
+def test_sv_from_a_second_dataset_is_scored_on_that_dataset(small_corpus, embedded_corpus, tmp_path):
+    import csv
+
+    sv_only = tmp_path / "sv.csv"
+    with open(embedded_corpus) as f, open(sv_only, "w", newline="") as g:
+        w = csv.DictWriter(g, fieldnames=["path", "speaker", "split"])
+        w.writeheader()
+        w.writerows({"path": str(embedded_corpus.parent / r["path"]), "speaker": r["speaker"], "split": r["split"]}
+                    for r in csv.DictReader(f))
+    out = tmp_path / "run"
+    # KWS from the small corpus (4 keywords, 1 test speaker), SV from the embedded corpus (4 test speakers)
+    assert main(["demo", "--out", str(out), f"data={small_corpus}", f"finetune.sv_data={sv_only}", *TINY]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["clips"] == 4 * 2 + 120                   # both test splits
+    assert all(v["sv_eer"] is not None for v in report["variants"])
+
+
+def test_pretrained_teacher_row_unscored_sv_and_a_different_run_refused(small_corpus, tiny_hubert, tmp_path, capsys):
+    """Defects: with a pretrained teacher the report had no teacher row; a split with one speaker
+    left SV unscored without a word; `run out=D` over a different finished run deleted it."""
+    teacher = tmp_path / "pretrained"
+    tiny_hubert.save_pretrained(teacher)
+    out = tmp_path / "run"
+    args = ["demo", "--teacher", str(teacher), "--out", str(out), f"data={small_corpus}", *TINY]
+    assert main(args) == 0
+    assert "teacher_training is not used: the teacher is the pretrained" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    names = [v["variant"] for v in report["variants"]]
+    assert names[0] == "teacher fp32" and "student fp32" in names
+    assert report["variants"][0]["params"] == sum(p.numel() for p in tiny_hubert.parameters())
+    # the small corpus has one test speaker: the report says why SV is not scored
+    assert all(v["sv_eer"] is None for v in report["variants"])
+    md = (out / "report.md").read_text()
+    assert "Speaker verification is not scored:** the 'test' split has 1 speaker(s)" in md
+    assert report["train_threads"] == torch.get_num_threads() and "thread count" in md
+    # a different recipe pointed at this finished run: refused, nothing deleted
+    stamp = (out / "distill" / "stage.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args + ["distill.student.preset=deep"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "distill" / "stage.json").stat().st_mtime_ns == stamp

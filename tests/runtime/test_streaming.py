@@ -1,0 +1,215 @@
+"""The streaming detector: chunk-size invariance, peaks and refractory periods, speaker gating,
+bounded memory, clear errors, torch-free import and the device kit's --stream.
+
+Most tests drive the detector with a stand-in model whose scores follow the audio exactly
+(`Scripted`), so every expected event is known; the chunk test also runs the real export."""
+
+import json
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edgedistill.audio import AudioError
+from edgedistill.runtime.model import EdgeModel
+from edgedistill.runtime.streaming import Detector
+
+SR = 16_000
+
+
+class Scripted:
+    """An `EdgeModel` stand-in: "yes" is a burst of +A, "no" of -A; the logit of a keyword is
+    10 x the fraction of the window its burst fills; the speaker embedding is [A, 1 - A]."""
+
+    labels = ["_silence_", "yes", "no"]
+    outputs = ["keyword_logits", "speaker_embedding"]
+    sample_rate, min_samples, max_samples, threshold = SR, 400, 30 * SR, 0.9
+
+    def __init__(self):
+        self.speakers, self.session = {}, self
+
+    def _need(self, name):
+        pass
+
+    def run(self, _, feeds):
+        x = feeds["waveform"][0]
+        yes, no = x > 0.1, x < -0.1
+        amp = float(np.abs(x[yes | no]).mean()) if (yes | no).any() else 0.0
+        logits = np.array([[2.0, 10 * yes.mean(), 10 * no.mean()]], np.float32)
+        emb = np.array([[amp, 1 - amp]], np.float32)
+        return [logits, emb / np.linalg.norm(emb)]
+
+
+def _stream(events, seconds, seed=0):
+    """Noise with bursts: events are (keyword, start_s, amplitude)."""
+    x = (0.001 * np.random.default_rng(seed).standard_normal(int(seconds * SR))).astype(np.float32)
+    for kw, start, amp in events:
+        i = int(start * SR)
+        x[i:i + int(0.6 * SR)] = amp if kw == "yes" else -amp
+    return x
+
+
+def _feed(det, x, chunk):
+    out = []
+    for i in range(0, len(x), chunk):
+        out += det.push(x[i:i + chunk])
+    return out + det.flush()
+
+
+def test_hits_at_known_times_one_event_per_utterance_and_nothing_in_noise():
+    truth = [("yes", 2.0, 0.5), ("no", 5.3, 0.5), ("yes", 9.0, 0.5)]
+    events = _feed(Detector(Scripted(), threshold=0.5), _stream(truth, 12), 1600)
+    assert [e.keyword for e in events] == ["yes", "no", "yes"]     # one event each: peak + refractory
+    for e, (kw, start, _) in zip(events, truth):
+        assert e.start_s <= start and start + 0.6 <= e.end_s <= start + 1.0 + 0.1 * 3, (e, start)
+    assert _feed(Detector(Scripted(), threshold=0.5), _stream([], 60), 1600) == []
+
+
+def test_refractory_period_and_smoothing():
+    x = _stream([("yes", 2.0, 0.5), ("yes", 4.5, 0.5)], 8)   # two utterances 2.5 s apart
+    assert len(_feed(Detector(Scripted(), threshold=0.5, refractory_s=0.5), x, 1600)) == 2
+    assert len(_feed(Detector(Scripted(), threshold=0.5, refractory_s=3.5), x, 1600)) == 1
+    # a short refractory period alone would fire twice while the window still sees the word:
+    # the keyword re-arms only once its score has dropped
+    one = _stream([("yes", 2.0, 0.5)], 6)
+    assert len(_feed(Detector(Scripted(), threshold=0.5, refractory_s=0.1), one, 1600)) == 1
+    # a 60 ms glitch does not fire once posteriors are smoothed over 3 hops
+    glitch = _stream([], 4)
+    glitch[SR:SR + 960] = 0.5
+    assert _feed(Detector(Scripted(), {"yes": 0.5}), glitch, 1600) == []
+
+
+@pytest.mark.parametrize("model_kind", ["scripted", "onnx"])
+def test_events_do_not_depend_on_the_chunk_size(model_kind, request):
+    if model_kind == "onnx":
+        model = EdgeModel(request.getfixturevalue("exported")[0])
+        x = (0.05 * np.random.default_rng(1).standard_normal(20 * SR)).astype(np.float32)
+        det = lambda: Detector(model, threshold=0.3)  # noqa: E731
+    else:
+        x = _stream([("yes", 1.0, 0.5), ("no", 3.05, 0.5), ("yes", 6.5, 0.5)], 9)
+        det = lambda: Detector(Scripted(), threshold=0.5)  # noqa: E731
+    runs = [[e.as_dict() for e in _feed(det(), x, chunk)] for chunk in (160, 1600, 5328, 16000)]
+    assert runs[0] and all(r == runs[0] for r in runs[1:]), runs
+    # int16 PCM gives the same events as its float scaling
+    pcm = np.clip(np.round(x * 32768), -32768, 32767).astype(np.int16)
+    assert [e.as_dict() for e in _feed(det(), pcm, 1600)] == \
+        [e.as_dict() for e in _feed(det(), pcm.astype(np.float32) / 32768, 1600)]
+
+
+def test_enrolled_speaker_gating():
+    model = Scripted()
+    model.speakers["me"] = np.array([0.5, 0.5], np.float32) / np.linalg.norm([0.5, 0.5])
+    x = _stream([("yes", 2.0, 0.5), ("yes", 6.0, 0.95)], 10)     # me, then someone else
+    both = _feed(Detector(model, {"yes": 0.5}), x, 1600)
+    assert [(e.speaker, e.accepted) for e in both] == [("me", True), ("me", False)]
+    assert both[0].speaker_score > 0.99 > 0.9 > both[1].speaker_score
+    mine = _feed(Detector(model, {"yes": 0.5}, only_enrolled=True), x, 1600)
+    assert [e.start_s for e in mine] == [both[0].start_s]
+    with pytest.raises(ValueError, match="needs enrolled speakers"):
+        Detector(Scripted(), only_enrolled=True)
+
+
+def test_an_hour_of_stream_keeps_memory_bounded():
+    det = Detector(Scripted(), threshold=0.5)
+    second = _stream([("yes", 0.2, 0.5)], 1)
+    tracemalloc.start()
+    for i in range(3600):
+        det.push(second)
+        if i == 60:
+            early = tracemalloc.get_traced_memory()[0]
+    late, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(det._buf) == SR and len(det._probs) <= 3 and len(det.hop_ms) <= 10_000
+    assert late - early < 2_000_000 and peak < 20_000_000, (early, late, peak)
+    s = det.stats()
+    assert s["hops"] == 10_000 and s["hop_ms"] == 100 and 0 < s["core_share"] < 1
+
+
+def test_bad_chunks_and_settings_get_clear_errors():
+    det = Detector(Scripted())
+    with pytest.raises(AudioError, match="8000 Hz"):
+        det.push(np.zeros(160, np.float32), sample_rate=8000)
+    with pytest.raises(AudioError, match=r"mono 1-D array.*x.mean\(axis=1\)"):
+        det.push(np.zeros((160, 2), np.float32))
+    with pytest.raises(AudioError, match="dtype int32"):
+        det.push(np.zeros(160, np.int32))
+    bad = np.zeros(160, np.float32)
+    bad[3] = np.nan
+    with pytest.raises(AudioError, match="NaN"):
+        det.push(bad)
+    assert det._total == 0  # nothing of a refused chunk was consumed
+    with pytest.raises(ValueError, match="not labels of this model"):
+        Detector(Scripted(), ["maybe"])
+    with pytest.raises(ValueError, match="never fire"):
+        Detector(Scripted(), ["_silence_"])
+    with pytest.raises(ValueError, match="thresholds must be in"):
+        Detector(Scripted(), {"yes": 1.5})
+
+
+def test_streaming_imports_without_torch():
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None; sys.modules['scipy'] = None\n"
+            "import edgedistill.runtime.streaming; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_infer_script_streams_a_long_recording(exported, embedded_corpus, tmp_path):
+    from edgedistill.data.manifest import load_clip, read_manifest
+    from edgedistill.deploy.kit import write_device_kit
+
+    kit = tmp_path / "kit"
+    write_device_kit(kit)
+    clips = read_manifest(embedded_corpus, split="test")
+    x = np.concatenate([np.concatenate([load_clip(c), np.zeros(SR, np.float32)]) for c in clips[:5]])
+    sf.write(tmp_path / "long.wav", x, SR)
+    out = subprocess.run([sys.executable, str(kit / "infer.py"), str(exported[0]), "--stream", str(tmp_path / "long.wav"),
+                          "--detect-threshold", "0.3", "--enroll", f"me={clips[0].path}"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    summary = lines[-1]["summary"]
+    assert summary["events"] == len(lines) - 1 >= 1 and summary["hops"] > 0 and 0 < summary["core_share"] < 1
+    assert summary["audio_s"] == pytest.approx(len(x) / SR, abs=1e-3)
+    first = lines[0]
+    assert {"time_s", "end_s", "keyword", "score", "speaker", "accepted"} <= first.keys() and first["speaker"] == "me"
+
+
+def test_evaluate_stream_command_writes_the_report_and_plot(exported, embedded_corpus, tmp_path, capsys):
+    from edgedistill.cli import main
+
+    out = tmp_path / "stream"
+    assert main(["evaluate-stream", "--model", str(exported[0]), "--data", str(embedded_corpus), "--split", "test",
+                 "--keywords", "yes,stop", "--seconds", "60", "--out", str(out)]) == 0
+    r = json.loads((out / "stream_report.json").read_text())
+    assert r["occurrences"] >= 3 and r["seconds"] == 60 and r["targets"] == ["yes", "stop"]
+    assert 0 <= r["frr_at_1_fa_per_hour"] <= 1 and r["hits"] + r["misses"] == r["occurrences"]
+    assert (out / "frr_vs_fa_per_hour.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "FRR @ 1 FA/h" in (out / "stream_report.md").read_text()
+    # every test speaker enrolled from 3 non-target clips that the stream leaves out
+    gate = r["speaker_gate"]
+    assert r["enrolled_speakers"] == 4 and gate["owner_hits"] >= 1
+    assert gate["impostor_pairs"] == 3 * gate["owner_hits"]  # each hit against the 3 other speakers
+    assert 0 <= gate["owner_acceptance"] <= 1 and 0 <= gate["impostor_acceptance"] <= 1
+    assert "owner accepted" in (out / "stream_report.md").read_text()
+    assert main(["evaluate-stream", "--model", str(tmp_path), "--data", str(embedded_corpus), "--keywords", "yes"]) == 2
+    assert "runs the exported .onnx file" in capsys.readouterr().err
+
+
+def test_events_carry_the_score_against_every_enrolled_speaker(exported, embedded_corpus):
+    from edgedistill.data.manifest import load_clip, read_manifest
+
+    clips = read_manifest(embedded_corpus, split="test")
+    model = EdgeModel(exported[0])
+    speakers = sorted({c.speaker for c in clips})[:2]
+    for spk in speakers:
+        model.enroll(spk, [load_clip(c) for c in clips if c.speaker == spk][:2])
+    det = Detector(model, threshold=0.2)
+    x = np.concatenate([np.concatenate([load_clip(c), np.zeros(SR // 2, np.float32)]) for c in clips[:6]])
+    events = det.push(x) + det.flush()
+    assert events
+    for e in events:
+        assert set(e.speaker_scores) == set(speakers)
+        assert e.speaker == max(e.speaker_scores, key=e.speaker_scores.get)
+        assert e.speaker_score == e.speaker_scores[e.speaker]

@@ -1,0 +1,80 @@
+"""The package's house rules: layers import downwards only, and the device side and the
+quantizer import without torch."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "edgedistill"
+
+# Lower layers never import higher ones (a module may import its own layer).
+LAYERS = {"errors": 0, "config": 0, "audio": 0, "metrics": 0,
+          "data": 1, "runtime": 2, "models": 2, "reporting": 2,
+          "distill": 3, "training": 3, "deploy": 4, "recipes": 5, "cli": 6, "__main__": 6}
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.get(parts[1]) if len(parts) > 1 and parts[0] == "edgedistill" else None
+
+
+def _imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+    return [n for n in names if n.startswith("edgedistill.")]
+
+
+MODULES = sorted(p for p in PKG.rglob("*.py") if p.name != "__init__.py" or p.parent != PKG)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PKG)))
+def test_no_module_imports_from_a_layer_above_it(path):
+    me = "edgedistill." + ".".join(path.relative_to(PKG).with_suffix("").parts)
+    mine = _layer(me)
+    assert mine is not None, f"{me}: give its package a layer in LAYERS"
+    above = sorted({n for n in _imports(path) if (_layer(n) or 0) > mine})
+    assert not above, f"{me} (layer {mine}) imports from above: {above}"
+
+
+def test_no_module_is_much_over_400_lines():
+    long = {str(p.relative_to(PKG)): n for p in MODULES if (n := len(p.read_text().splitlines())) > 420}
+    assert not long, f"split these modules: {long}"
+
+
+BLOCKED = ("import sys\nfor m in ('torch', 'transformers', 'accelerate', 'scipy', 'torchaudio'):\n"
+           "    sys.modules[m] = None\n")
+
+
+@pytest.mark.parametrize("module", ["edgedistill.runtime", "edgedistill.runtime.model", "edgedistill.runtime.streaming",
+                                    "edgedistill.runtime.metadata", "edgedistill.runtime.evaluate",
+                                    "edgedistill.runtime.latency", "edgedistill.deploy.quantize", "edgedistill.metrics",
+                                    "edgedistill.reporting.tables", "edgedistill.reporting.machine"])
+def test_device_and_quantization_modules_import_with_torch_blocked(module):
+    code = BLOCKED + f"import {module}\nassert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-1500:]
+
+
+def test_the_quantization_schemes_run_with_torch_blocked(tmp_path):
+    """Not only the import: int8-dynamic quantizes a (torch-free) ONNX graph with torch unavailable."""
+    code = BLOCKED + f"""
+import numpy as np, onnx
+from onnx import helper, numpy_helper, TensorProto
+w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32), "w")
+g = helper.make_graph([helper.make_node("MatMul", ["waveform", "w"], ["y"], name="mm")], "g",
+                      [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, [1, 64])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), r"{tmp_path}/f.onnx")
+from edgedistill.deploy.quantize import quantize_config, quantize_model
+r = quantize_model(r"{tmp_path}/f.onnx", r"{tmp_path}/q.onnx", quantize_config("int8-dynamic"))
+assert r["file_bytes"] < r["float_file_bytes"], r
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-1500:]
