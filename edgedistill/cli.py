@@ -101,13 +101,20 @@ def _evaluate_stream(args) -> int:
 
 def _quantize_config(args):
     from edgedistill.config import load_config
-    from edgedistill.deploy.quantize import MODES
+    from edgedistill.deploy.quantize import MODES, CalibratedScheme
 
     mode = args.quantize or ("int8" if args.calibration else "int8-dynamic")
     if mode not in MODES:
         raise ConfigError(f"--quantize {mode}: choose one of {sorted(MODES)}")
-    # each scheme is its own config class: a setting it does not have is an unknown key
-    return load_config(MODES[mode], None, args.overrides, target=args.target, calibration=args.calibration)
+    # Each scheme is its own config class: a setting it does not have is an unknown key. The
+    # calibration settings are the exception: one command line may serve every mode.
+    overrides, calibration = args.overrides, args.calibration
+    if not issubclass(MODES[mode], CalibratedScheme):
+        ignored = [o for o in overrides if o.startswith("calibration")] + (["--calibration"] if calibration else [])
+        if ignored:
+            logging.getLogger("edgedistill.cli").info("%s needs no calibration: %s ignored", mode, ", ".join(ignored))
+        overrides, calibration = [o for o in overrides if not o.startswith("calibration")], None
+    return load_config(MODES[mode], None, overrides, target=args.target, calibration=calibration)
 
 
 def _export(args) -> int:
