@@ -1,10 +1,12 @@
 """The Arabic Speech Commands recipe for three student shapes, side by side.
 
-    python benchmarks/arabic_recipe.py                    # CPU: about 75 min on 2 cores
-    python benchmarks/arabic_recipe.py --presets distilhubert deep
+    python benchmarks/arabic_recipe.py                    # every preset, 3 seeds for distilhubert and edge
+    python benchmarks/arabic_recipe.py --presets edge --seeds 0   # one run (one core each: resumable)
+    python benchmarks/arabic_recipe.py --gather           # only the report, from the finished runs
 
-Runs `edgedistill run configs/arabic_speech_commands.yaml` once per student preset
-(out=runs/arabic_PRESET, distill.student.preset=PRESET). The first run trains the teacher; the
+Runs `edgedistill run configs/arabic_speech_commands.yaml` once per student preset and seed
+(out=runs/arabic_PRESET[_sSEED], distill.student.preset=PRESET, distill.seed=finetune.seed=SEED;
+the teacher has its own seed, so every run shares one teacher). The first run trains the teacher; the
 others reuse it: a finished teacher stage of a sibling run is copied, and `run` skips it when
 its config hash is the same (it is retrained otherwise). `--baseline-for` (distilhubert) also
 gets the from-scratch baseline (`baseline=true`): the same shape from random weights,
@@ -33,7 +35,10 @@ RECIPE = ROOT / "configs" / "arabic_speech_commands.yaml"
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--presets", nargs="+", default=["distilhubert", "deep", "wide"])
+    p.add_argument("--presets", nargs="+", default=["distilhubert", "edge", "deep", "wide"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="distill + fine-tune seeds")
+    p.add_argument("--seeded-presets", nargs="+", default=["distilhubert", "edge"],
+                   help="presets run with every seed (the others with the first only)")
     p.add_argument("--baseline-for", default="distilhubert", help="preset that also gets the from-scratch baseline")
     p.add_argument("--work", default="runs", help="run folders go to WORK/arabic_PRESET")
     p.add_argument("--gather", action="store_true",
@@ -49,43 +54,54 @@ def main(argv=None) -> dict:
 
     work = Path(args.work)
     reports, seconds = {}, {}
-    for preset in args.presets:
-        out = work / f"arabic_{preset}"
+    runs = [(preset, seed) for preset in args.presets
+            for seed in (args.seeds if preset in args.seeded_presets else args.seeds[:1])]
+    for preset, seed in runs:
+        key = f"{preset}" + (f"_s{seed}" if seed else "")
+        out = work / f"arabic_{key}"
         if args.gather:
             if not (out / "report.json").exists():
-                raise SystemExit(f"--gather: {out}/report.json is missing: run that preset first")
-            reports[preset] = json.loads((out / "report.json").read_text())
+                print(f"--gather: {out}/report.json is missing: that run is left out of the report")
+                continue
+            reports[key] = json.loads((out / "report.json").read_text())
             continue
         done = sorted(work.glob("arabic_*/teacher/stage.json"))
         if done and not (out / "teacher" / "stage.json").exists():
             shutil.rmtree(out / "teacher", ignore_errors=True)
             shutil.copytree(done[0].parent, out / "teacher")
         t = time.perf_counter()
-        cmd = ["run", str(RECIPE), f"out={out}", f"distill.student.preset={preset}",
-               f"baseline={'true' if preset == args.baseline_for else 'false'}", *args.overrides]
+        cmd = ["run", str(RECIPE), f"out={out}", f"distill.student.preset={preset}", f"distill.seed={seed}",
+               f"finetune.seed={seed}", f"baseline={'true' if preset == args.baseline_for and not seed else 'false'}",
+               *args.overrides]
         print("edgedistill " + " ".join(cmd), flush=True)
         if cli(cmd) != 0:
-            raise SystemExit(f"the {preset} run failed; run this script again to resume it")
-        seconds[preset] = time.perf_counter() - t
-        reports[preset] = json.loads((out / "report.json").read_text())
+            raise SystemExit(f"the {key} run failed; run this script again to resume it")
+        seconds[key] = time.perf_counter() - t
+        reports[key] = json.loads((out / "report.json").read_text())
+    if not reports:
+        raise SystemExit("no finished run to report")
 
     rows = []
-    for i, (preset, rep) in enumerate(reports.items()):
+    for i, (key, rep) in enumerate(reports.items()):
         for v in rep["variants"]:
-            if v["variant"] == "teacher fp32" and i:
-                continue  # the same teacher in every run
-            name = v["variant"] if v["variant"] == "teacher fp32" else f"{preset} {v['variant'].split(' ', 1)[1]}"
+            if v["variant"].startswith("teacher"):
+                if not i:
+                    rows.append(v)  # the same teacher in every run
+                continue
+            name = f"{key} {v['variant'].split(' ', 1)[1]}"
             if v["variant"] == "scratch fp32":
-                name = f"{preset} from scratch (no distillation) fp32"
+                name = f"{key} from scratch (no distillation) fp32"
             rows.append({**v, "variant": name})
+    summary = seed_summary(rows, args.seeds)
     ref = next(iter(reports.values()))
-    stage_s = {pr: {s.parent.name: round(json.loads(s.read_text())["seconds"])
-                    for s in sorted((work / f"arabic_{pr}").glob("*/stage.json"))} for pr in reports}
+    stage_s = {key: {s.parent.name: round(json.loads(s.read_text())["seconds"])
+                     for s in sorted((work / f"arabic_{key}").glob("*/stage.json"))} for key in reports}
     command = "python benchmarks/arabic_recipe.py " + " ".join(sys.argv[1:] if argv is None else argv)
     plot = plot_tradeoff(rows, Path(args.out).with_name(Path(args.out).name + "_tradeoff.png"))
     result = {"benchmark": "arabic_recipe", "recipe": str(RECIPE.relative_to(ROOT)), "variants": rows,
               "split": ref["split"], "clips": ref["clips"], "threads": ref["threads"],
               "latency_audio_s": ref["latency_audio_s"], "stage_seconds": stage_s, "run_seconds": seconds,
+              "seeds": summary,
               "command": command.strip(), "machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
               "plot": plot.name}
     m = result["machine"]
@@ -97,7 +113,16 @@ def main(argv=None) -> dict:
           "model can be downloaded here). minDCF normalised, P_tar 0.01.", "",
           f"Latency: onnxruntime, {ref['threads']} thread(s), {ref['latency_audio_s']:g} s of audio, p50/p90. "
           f"Machine: {m['cpu']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + f"; {result['date']}.", "",
-          *variant_table(rows, ("params", "file MB", "KWS accuracy", "SV EER", "minDCF (0.01)", "p50 ms", "p90 ms"))]
+          *variant_table(rows, ("params", "file MB", "KWS accuracy", "KWS retained", "SV EER", "EER / teacher",
+                                "minDCF (0.01)", "p50 ms", "p90 ms"))]
+    if summary:
+        md += ["", "## Over seeds (distill and fine-tune seeds; one teacher)", "",
+               "| variant | seeds | KWS accuracy mean +- std | SV EER mean +- std |", "|---|---|---|---|"]
+        md += [f"| {s['variant']} | {s['seeds']} | {100 * s['kws_mean']:.2f} +- {100 * s['kws_std']:.2f}% | "
+               f"{100 * s['eer_mean']:.2f} +- {100 * s['eer_std']:.2f}% |" for s in summary]
+    notes = [line for rep in reports.values() for line in rep.get("notes", [])]
+    if notes:
+        md += ["", "## int8 budget", "", *dict.fromkeys(notes)]
     md += ["", "Stage wall times (s): " + "; ".join(f"{pr}: " + ", ".join(f"{k} {v}" for k, v in st.items())
                                                     for pr, st in stage_s.items()), "",
            f"![accuracy vs size and latency]({plot.name})", "",
@@ -105,6 +130,28 @@ def main(argv=None) -> dict:
            "10.5281/zenodo.4662481), CC BY 4.0."]
     write_report(args.out, result, md)
     return result
+
+
+def seed_summary(rows: list[dict], seeds: list[int]) -> list[dict]:
+    """Mean and standard deviation over seeds of each preset's variants (rows `P_sS ...` and `P ...`)."""
+    import re
+
+    import numpy as np
+
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        m = re.match(r"^([a-z]+)(?:_s(\d+))? (.+)$", r["variant"])
+        if m and not r["variant"].startswith("teacher"):
+            groups.setdefault(f"{m.group(1)} {m.group(3)}", []).append(r)
+    out = []
+    for name, rs in groups.items():
+        kws = [r["kws_accuracy"] for r in rs if r.get("kws_accuracy") is not None]
+        eer = [r["sv_eer"] for r in rs if r.get("sv_eer") is not None]
+        if len(rs) > 1 and kws and eer:
+            out.append({"variant": name, "seeds": len(rs), "kws_mean": float(np.mean(kws)),
+                        "kws_std": float(np.std(kws, ddof=1)), "eer_mean": float(np.mean(eer)),
+                        "eer_std": float(np.std(eer, ddof=1))})
+    return out
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def main(argv=None) -> dict:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", default="builtin:hubert-base-random", help="teacher shape (random weights)")
-    p.add_argument("--students", default="distilhubert,deep,wide")
+    p.add_argument("--students", default="distilhubert,edge,deep,wide")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated quantization modes")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--seconds", default="1,4", help="audio lengths in seconds")
@@ -63,23 +63,23 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         torch.manual_seed(0)
-        tmodel = MultiTaskModel(teacher, labels, 0).eval()
-        measure("teacher", "torch-fp32", lambda s, t: time_torch(tmodel, s, t, args.runs, args.warmup),
-                count_parameters(teacher), None)
-        for preset in [s for s in args.students.split(",") if s]:
-            student, _ = build_student(teacher, StudentConfig(preset=preset))
-            model = MultiTaskModel(student, labels, 0).eval()
-            params = count_parameters(student)
-            measure(preset, "torch-fp32", lambda s, t: time_torch(model, s, t, args.runs, args.warmup), params, None)
-            fp32 = tmp / f"{preset}.fp32.onnx"
+        models = [("teacher", teacher)]
+        models += [(preset, build_student(teacher, StudentConfig(preset=preset))[0])
+                   for preset in args.students.split(",") if preset]
+        for name, backbone in models:
+            model = MultiTaskModel(backbone, labels, 0).eval()
+            params = count_parameters(backbone)
+            measure(name, "torch-fp32", lambda s, t: time_torch(model, s, t, args.runs, args.warmup), params, None)
+            fp32 = tmp / f"{name}.fp32.onnx"
             export_onnx(model, fp32)
-            measure(preset, "ort-fp32", lambda s, t: time_onnx(fp32, s, t, args.runs, args.warmup), params,
+            measure(name, "ort-fp32", lambda s, t: time_onnx(fp32, s, t, args.runs, args.warmup), params,
                     fp32.stat().st_size)
             for mode in modes:
-                q = tmp / f"{preset}.{mode}.onnx"
+                q = tmp / f"{name}.{mode}.onnx"
                 quantize_model(fp32, q, scheme_with_calibration(mode, calibration=args.calibration, calibration_clips=8))
-                measure(preset, f"ort-{mode}", lambda s, t: time_onnx(q, s, t, args.runs, args.warmup), params,
+                measure(name, f"ort-{mode}", lambda s, t: time_onnx(q, s, t, args.runs, args.warmup), params,
                         q.stat().st_size)
+    add_ratios(rows)
     command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
     info = machine_info()
     result = {"benchmark": "latency", "teacher": args.teacher, "runs": args.runs, "warmup": args.warmup,
@@ -108,8 +108,41 @@ def main(argv=None) -> dict:
             size = f"{r0['file_bytes'] / 1e6:.1f}" if r0["file_bytes"] else "-"
             md.append(f"| {name} | {fmt} | {r0['params']:,} | {size} | " + " | ".join(cells) + " |")
         md.append("")
+        md += ratio_table(rows, t, lengths)
     write_report(args.out, result, md)
     return result
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Each row's speed-up over the teacher at the same threads and audio length: against the
+    teacher in PyTorch fp32 (`x_vs_teacher_torch`) and in the row's own ONNX format
+    (`x_vs_teacher_same_format`: fp32 to fp32, int8 to int8)."""
+    teacher = {(r["format"], r["threads"], r["audio_s"]): r["latency_ms_p50"] for r in rows if r["model"] == "teacher"}
+    for r in rows:
+        torch_ms = teacher.get(("torch-fp32", r["threads"], r["audio_s"]))
+        same_ms = teacher.get((r["format"], r["threads"], r["audio_s"]))
+        r["x_vs_teacher_torch"] = torch_ms / r["latency_ms_p50"] if torch_ms else None
+        r["x_vs_teacher_same_format"] = same_ms / r["latency_ms_p50"] if same_ms else None
+
+
+def ratio_table(rows: list[dict], threads: int, lengths: list[float]) -> list[str]:
+    """Markdown: speed-up of every model and format over the teacher, at `threads` threads."""
+    md = [f"Speed-up over the teacher ({threads} thread{'s' if threads > 1 else ''}): teacher latency / this "
+          "latency, against the teacher in PyTorch fp32 and in the same format.", "",
+          "| model | format | " + " | ".join(f"{s:g} s vs torch fp32 | {s:g} s vs same format" for s in lengths) + " |",
+          "|---|---|" + "---|---|" * len(lengths)]
+    seen = []
+    for r in rows:
+        if r["threads"] == threads and (r["model"], r["format"]) not in seen:
+            seen.append((r["model"], r["format"]))
+    for name, fmt in seen:
+        cells = []
+        for s in lengths:
+            r = next(x for x in rows if (x["model"], x["format"], x["threads"], x["audio_s"]) == (name, fmt, threads, s))
+            cells.append(" | ".join(f"{r[k]:.1f}x" if r[k] else "-" for k in ("x_vs_teacher_torch",
+                                                                                 "x_vs_teacher_same_format")))
+        md.append(f"| {name} | {fmt} | " + " | ".join(cells) + " |")
+    return md + [""]
 
 
 if __name__ == "__main__":

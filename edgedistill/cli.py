@@ -147,7 +147,7 @@ def _run(args) -> int:
 
 
 def _students(args) -> int:
-    from edgedistill.models.student import preset_table
+    from edgedistill.models.student import PRESET_HELP, preset_table
     from edgedistill.models.teacher import find_speech_config
 
     t_cfg = find_speech_config(args.teacher)[2]  # the same lookup and errors as `distill`
@@ -166,6 +166,8 @@ def _students(args) -> int:
     for r in rows:
         print(f"{r['preset']:<24}{r['layers']:>7}{r['hidden']:>8}{r['ffn']:>7}{r['heads']:>7}  "
               f"{r['cnn']:<30}{r['params']:>13,}{100 * r['params'] / t_params:>10.1f}%")
+    print("\n" + "\n".join(f"{name:<14}{what}" for name, what in PRESET_HELP.items()))
+    print("+thin_cnn: the same shape with a FitHuBERT-style thin CNN (student.thin_cnn=true)")
     return 0
 
 
@@ -184,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("distill", help="layer-wise distillation of a student from a teacher")
     d.add_argument("--config", help="YAML config (a DistillConfig written out)")
     d.add_argument("--teacher", help="HF hub id, local folder or builtin:* teacher")
-    d.add_argument("--student", help="student preset: distilhubert, deep, wide, custom")
+    d.add_argument("--student", help="student preset: distilhubert, edge, deep, wide, custom (edgedistill students)")
     d.add_argument("--data", help="'embedded', a manifest CSV, or a folder")
     d.add_argument("--out", help="output folder")
     d.add_argument("--text-teacher", help="text encoder (HF id, folder, builtin:bert-tiny) for text-informed "

@@ -37,6 +37,25 @@ def to_dict(cfg) -> dict:
     return conv(cfg)
 
 
+def non_default(cfg) -> dict:
+    """The fields of a config dataclass that differ from its class defaults, nested configs
+    likewise (what a stage's hash is taken of: a field added later with a default leaves the
+    hash of a finished stage unchanged)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            sub = non_default(value)
+            if sub:
+                out[f.name] = sub
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if default is dataclasses.MISSING or to_dict(value) != to_dict(default):
+            out[f.name] = to_dict(value)
+    return out
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:

@@ -13,6 +13,10 @@ def test_students_lists_presets_with_exact_counts(capsys):
     assert main(["students", "--json"]) == 0
     rows = {r["preset"]: r["params"] for r in json.loads(capsys.readouterr().out)["presets"]}
     assert rows["distilhubert"] == 23_491_200 and rows["deep"] == 26_871_936 and rows["wide"] == 30_579_072
+    # the edge preset is distilhubert with the thin CNN, and the listing says so
+    assert rows["edge"] == rows["distilhubert+thin_cnn"] < rows["distilhubert"]
+    assert main(["students"]) == 0
+    assert "edge          distilhubert with a thin CNN" in capsys.readouterr().out
 
 
 def test_shipped_demo_config_runs_through_the_cli(small_corpus, tmp_path, capsys):

@@ -67,3 +67,22 @@ def test_yes_no_on_off_stay_words_and_true_false_stay_booleans():
         {"stream": {"keywords": ["yes", "no", "on", "off"]}, "baseline": True}
     cfg = load_config(RunConfig, None, ["stream.keywords=[yes,no]", "baseline=False"])
     assert cfg.stream.keywords == ["yes", "no"] and cfg.baseline is False
+
+
+def test_non_default_keeps_only_what_differs_so_new_fields_leave_hashes_alone():
+    from dataclasses import dataclass, field, make_dataclass
+
+    from edgedistill.config import non_default
+    from edgedistill.recipes.run import RunConfig
+    from edgedistill.training.stages import spec_hash
+
+    cfg = load_config(RunConfig, None, ["distill.steps=7", "distill.student.preset=deep", "stream.keywords=[yes]"])
+    assert non_default(cfg) == {"distill": {"steps": 7, "student": {"preset": "deep"}}, "stream": {"keywords": ["yes"]}}
+    assert non_default(RunConfig()) == {}
+
+    @dataclass
+    class Old:
+        steps: int = 3
+
+    New = make_dataclass("New", [("steps", int, field(default=3)), ("added", bool, field(default=False))])
+    assert spec_hash(non_default(Old(steps=5))) == spec_hash(non_default(New(steps=5)))

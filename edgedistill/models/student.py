@@ -5,6 +5,8 @@ Presets scale with the teacher (numbers for HuBERT Base, 12 x 768, FFN 3072):
 - `distilhubert`: 2 layers x hidden (FFN as the teacher) -> 23,491,200 parameters;
 - `deep`: all layers at half width (12 x 384, FFN 1536, 6 heads) -> 26,871,936;
 - `wide`: a quarter of the layers at full width (3 x 768) -> 30,579,072;
+- `edge`: `distilhubert` with the thin CNN below (FitHuBERT-style channel widths): the
+  device preset, about half of distilhubert's CPU latency;
 - `custom`: set the shape yourself.
 `thin_cnn=True` swaps the CNN for FitHuBERT-style widths (c/4, c/2 x 4, c, c; 128-256-...-512
 for HuBERT): the 512-channel CNN is about 72% of DistilHuBERT's compute.
@@ -20,7 +22,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-PRESETS = ("distilhubert", "deep", "wide", "custom")
+PRESETS = ("distilhubert", "edge", "deep", "wide", "custom")
+PRESET_HELP = {
+    "distilhubert": "2 layers at the teacher's width (DistilHuBERT)",
+    "edge": "distilhubert with a thin CNN (FitHuBERT-style c/4, c/2 x4, c, c channels): for small CPUs",
+    "deep": "every layer at half width (Deep vs Wide: deep-narrow)",
+    "wide": "a quarter of the layers at full width (Deep vs Wide: wide-shallow)",
+    "custom": "num_layers / hidden_size / ... set by you",
+}
 
 
 @dataclass
@@ -45,6 +54,11 @@ class StudentConfig:
     dropout: float | None = field(default=None, metadata={
         "help": "hidden/attention/activation dropout (None: the teacher's)"})
 
+    @property
+    def thin(self) -> bool:
+        """Whether the student's CNN is the thin one (`thin_cnn`, or the `edge` preset)."""
+        return self.thin_cnn or self.preset == "edge"
+
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ValueError(f"unknown student preset '{self.preset}': choose one of {PRESETS}")
@@ -53,6 +67,9 @@ class StudentConfig:
                              "(e.g. student.num_layers=4 student.hidden_size=256)")
         if self.thin_cnn and self.cnn_channels:
             raise ValueError("set either thin_cnn or cnn_channels, not both")
+        if self.preset == "edge" and self.cnn_channels:
+            raise ValueError("preset 'edge' is distilhubert with the thin CNN: for other channels use "
+                             "preset=distilhubert with cnn_channels=[...]")
         for name in ("num_layers", "hidden_size", "intermediate_size", "num_heads"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -68,7 +85,7 @@ def _shape(t, cfg: StudentConfig) -> dict:
     elif cfg.preset == "wide":
         shape = dict(num_layers=max(1, t.num_hidden_layers // 4), hidden_size=t.hidden_size,
                      intermediate_size=t.intermediate_size, num_heads=t.num_attention_heads)
-    else:  # distilhubert, and the base of custom
+    else:  # distilhubert, edge, and the base of custom
         shape = dict(num_layers=min(2, t.num_hidden_layers), hidden_size=t.hidden_size,
                      intermediate_size=t.intermediate_size, num_heads=t.num_attention_heads)
     for k in shape:
@@ -98,7 +115,7 @@ def student_config(teacher_config, cfg: StudentConfig):
     s.intermediate_size = shape["intermediate_size"]
     s.num_attention_heads = shape["num_heads"]
     channels = cfg.cnn_channels
-    if cfg.thin_cnn:
+    if cfg.thin:
         c = list(t.conv_dim)
         channels = [max(1, c[0] // 4)] + [max(1, x // 2) for x in c[1:-2]] + c[-2:]
     if channels is not None:
@@ -204,7 +221,7 @@ def preset_table(teacher_config) -> list[dict]:
 
     rows = []
     for preset in PRESETS[:-1]:
-        for thin in (False, True):
+        for thin in (False, True) if preset != "edge" else (False,):
             cfg = StudentConfig(preset=preset, thin_cnn=thin)
             s = student_config(teacher_config, cfg)
             with torch.device("meta"):
@@ -212,6 +229,6 @@ def preset_table(teacher_config) -> list[dict]:
             rows.append({"preset": preset + ("+thin_cnn" if thin else ""),
                          "layers": s.num_hidden_layers, "hidden": s.hidden_size,
                          "ffn": s.intermediate_size, "heads": s.num_attention_heads,
-                         "cnn": "x".join(map(str, s.conv_dim)) if thin else "teacher",
-                         "params": params})
+                         "cnn": "x".join(map(str, s.conv_dim)) if cfg.thin else "teacher",
+                         "params": params, "what": PRESET_HELP[preset]})
     return rows

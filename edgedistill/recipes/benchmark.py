@@ -65,10 +65,13 @@ class StreamStage:
 
 def benchmark(variants: list[tuple[str, str, int]], out: Path, data: str, stage: BenchmarkStage,
               stream: StreamStage, *, fallback_split: str = "val", sv_data: str | None = None, seed: int = 0,
-              training_logs: dict[str, Path] | None = None) -> dict:
+              training_logs: dict[str, Path] | None = None, notes: list[str] | None = None,
+              reference: str = "teacher fp32") -> dict:
     """Scores every (name, .onnx path, parameter count) of `variants` on `stage.split` of
     `data` (or `fallback_split` where the data has no such split); writes `out`/report.json,
-    report.md and plots; returns the report."""
+    report.md and plots; returns the report. Each entry also gets `kws_retained` (its KWS
+    accuracy / the `reference` variant's) and `eer_ratio` (its EER / the reference's); `notes`
+    (Markdown lines) go into the report after the table."""
     try:
         clips, split = resolve_labelled(data, stage.split), stage.split
     except ManifestError:
@@ -84,6 +87,7 @@ def benchmark(variants: list[tuple[str, str, int]], out: Path, data: str, stage:
                         "kws_accuracy": rep.get("kws_accuracy"), "sv_eer": rep.get("sv_eer"),
                         "sv_min_dcf": rep.get("sv_min_dcf"), "latency_ms_p50": p50, "latency_ms_p90": p90,
                         "rtf": p50 / 1000 / stage.seconds, "path": str(path)})
+    add_retained(entries, reference)
     streams = _streams(stream, data, clips, split, variants, stage.threads) if stream.keywords else {}
     made = _plots(out, entries, reps, streams, training_logs or {})
     import torch
@@ -92,20 +96,34 @@ def benchmark(variants: list[tuple[str, str, int]], out: Path, data: str, stage:
     report = {"variants": entries, "split": split, "clips": len(clips), "data": data, "plots": made,
               "threads": stage.threads, "latency_audio_s": stage.seconds, "machine": machine_info(),
               "train_threads": torch.get_num_threads(), "sv_unscored": sv_reason, "streams": streams,
+              "notes": list(notes or []),
               "command": " ".join(["edgedistill"] + sys.argv[1:]), "date": time.strftime("%Y-%m-%d")}
     md = ["# edgedistill run report", "", f"`{report['command']}`", "",
           f"Measured on split '{split}' of {data} ({len(clips)} clips). Latency: onnxruntime, "
           f"{stage.threads} thread(s), {stage.seconds:g} s of audio, p50/p90 of {stage.runs} runs after 3 warm-up. "
           f"CPU {report['machine']['cpu']}; " + ", ".join(f"{k} {v}" for k, v in report["machine"]["versions"].items()),
           "", *variant_table(entries)]
+    if any("kws_retained" in e for e in entries):
+        md += ["", f"Retained: KWS accuracy / {reference}'s; EER / teacher: EER / {reference}'s (below 1 is better)."]
     if sv_reason:
         md += ["", f"**Speaker verification is not scored:** {sv_reason}."]
+    md += ["", *notes] if notes else []
     md += stream_section(streams, split, data, "##")
     md += ["", f"Training ran on {report['train_threads']} torch thread(s): accuracy and EER of trained models "
            "depend on the thread count (floating-point sums run in another order), latency on the CPU."]
     md += ["", *[f"![{name}]({Path(p).relative_to(out)})" for name, p in made.items()]]
     write_report(out / "report", report, md)
     return report
+
+
+def add_retained(entries: list[dict], reference: str = "teacher fp32") -> None:
+    """Adds `kws_retained` and `eer_ratio` against the `reference` entry (when it is there)."""
+    ref = next((e for e in entries if e["variant"] == reference), None)
+    for e in entries if ref else []:
+        if e.get("kws_accuracy") is not None and ref.get("kws_accuracy"):
+            e["kws_retained"] = e["kws_accuracy"] / ref["kws_accuracy"]
+        if e.get("sv_eer") is not None and ref.get("sv_eer"):
+            e["eer_ratio"] = e["sv_eer"] / ref["sv_eer"]
 
 
 def _with_sv_data(sv_data: str | None, clips: list, split: str):

@@ -119,9 +119,9 @@ class DistillConfig:
                 and len(self.student_layers) != len(self.target_layers)):
             raise ValueError("student_layers and target_layers must have the same length")
         if self.reuse_teacher_cnn:
-            if self.student.thin_cnn or self.student.cnn_channels:
-                raise ValueError("reuse_teacher_cnn needs the teacher's CNN in the student: "
-                                 "drop student.thin_cnn / student.cnn_channels, or reuse_teacher_cnn")
+            if self.student.thin or self.student.cnn_channels:
+                raise ValueError("reuse_teacher_cnn needs the teacher's CNN in the student: drop "
+                                 "student.thin_cnn / student.cnn_channels / preset=edge, or reuse_teacher_cnn")
             if not self.student.init_from_teacher:
                 raise ValueError("reuse_teacher_cnn needs student.init_from_teacher=true "
                                  "(the student CNN must equal the teacher's)")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.config import ConfigError
+from edgedistill.data.layouts import resolve_labelled
 from edgedistill.deploy.kit import write_device_kit
 from edgedistill.deploy.onnx import claim_export_folder, export_onnx
 from edgedistill.deploy.quantize import MODES, QuantScheme, quantize_model, scheme_with_calibration
@@ -33,6 +34,15 @@ class ExportStage:
     quantize: list[str] = field(default_factory=lambda: ["int8"], metadata={
         "help": f"quantized variants of the student, among {', '.join(MODES)}"})
     calibration_clips: int = field(default=64, metadata={"help": "calibration clips from the train split"})
+    kws_budget: float | None = field(default=None, metadata={
+        "help": "KWS accuracy a quantized student may lose against its fp32 export on the fine-tuning's "
+                "validation split (0.001 = 0.1 points): nodes are kept in float until it holds (sensitivity "
+                "search, with eer_budget); null: plain post-training quantization"})
+    eer_budget: float | None = field(default=None, metadata={
+        "help": "SV EER a quantized student may gain against fp32 (0.005 = 0.5 points), with kws_budget"})
+    quantize_teacher: bool = field(default=True, metadata={
+        "help": "also quantize the teacher with every mode (plain post-training, no budget): the "
+                "'teacher int8' rows, what a user gets without distilling"})
 
     def __post_init__(self):
         unknown = [m for m in self.quantize if m not in MODES]
@@ -42,6 +52,9 @@ class ExportStage:
             raise ValueError(f"export.quantize {self.quantize} names a mode twice")
         if self.calibration_clips < 1:
             raise ValueError("export.calibration_clips must be >= 1")
+        for name in ("kws_budget", "eer_budget"):
+            if getattr(self, name) is not None and not 0 < getattr(self, name) < 1:
+                raise ValueError(f"export.{name} is a fraction in (0, 1), e.g. 0.001 for 0.1 points")
 
 
 def export(model: str, out: str | Path, *, hidden_states: bool = False, overwrite: bool = False,
@@ -69,7 +82,6 @@ def quantize_file(float_path: str | Path, out_dir: str | Path, cfg: QuantScheme,
     """Quantizes an exported float model into `out_dir`/NAME.MODE.onnx (+ NAME.MODE.json with
     the summary); with `eval_data`, the float and quantized task metrics side by side; with
     `sensitivity` (a budget on accuracy lost + EER gained), nodes kept in float until it is met."""
-    from edgedistill.data.layouts import resolve_labelled
     from edgedistill.runtime.evaluate import compare, evaluate_onnx
 
     name = Path(float_path).stem.replace(".fp32", "")
@@ -101,6 +113,10 @@ def quantize_file(float_path: str | Path, out_dir: str | Path, cfg: QuantScheme,
 def sensitivity_sentence(result: dict) -> str:
     """What a sensitivity search found, in words (console and reports)."""
     kept = f"{len(result['kept_float'])} node(s) kept in float"
+    if result.get("kws_budget") is not None or result.get("eer_budget") is not None:
+        change = (f"KWS {100 * result['kws_accuracy_change']:+.2f} points, EER {100 * result['sv_eer_change']:+.2f} "
+                  "points vs fp32")
+        return (f"sensitivity: {'within budget' if result['budget_met'] else 'BUDGET MISSED'}: {change}, {kept}")
     if result["budget_met"]:
         return f"sensitivity: cost {result['cost_final']:.4f} within budget {result['budget']:.4f}, {kept}"
     return (f"sensitivity: BUDGET MISSED: cost {result['cost_final']:.4f} > budget {result['budget']:.4f} "
@@ -108,16 +124,50 @@ def sensitivity_sentence(result: dict) -> str:
             "keep the float model, raise the budget, or fine-tune with quantization in mind")
 
 
-def export_variants(model: str, folder: Path, stage: ExportStage, calibration: str, calibration_split: str) -> dict:
-    """The run's export stage: `model` in fp32 and every mode of `stage.quantize` in `folder`,
-    plus the device kit. Returns {"student-fp32": path, "student-MODE": path, ...}."""
-    files = {"student-fp32": export_onnx(model, folder / "model.fp32.onnx")["path"]}
+def export_variants(model: str, folder: Path, stage: ExportStage, calibration: str, calibration_split: str,
+                    eval_split: str, name: str = "student", seed: int = 0, num_trials: int = 20_000,
+                    budget: bool = True) -> dict:
+    """A run's export of one model: fp32 and every mode of `stage.quantize` in `folder` as
+    model.fp32.onnx / model.MODE.onnx (NAME.* for another name than student). With the stage's budgets (and `budget`), each mode runs
+    the sensitivity search on `eval_split` of the data. Returns {"NAME-fp32": path,
+    "NAME-MODE": path, ..., "sensitivity": {MODE: what the search found}}."""
+    stem = "model" if name == "student" else name  # the deployed files keep the kit's names
+    files = {f"{name}-fp32": export_onnx(model, folder / f"{stem}.fp32.onnx")["path"]}
+    searched = budget and (stage.kws_budget is not None or stage.eer_budget is not None)
+    clips = resolve_labelled(calibration, eval_split) if searched else None
+    found = {}
     for mode in stage.quantize:
         q = scheme_with_calibration(mode, calibration=calibration, calibration_split=calibration_split,
                                     calibration_clips=stage.calibration_clips)
-        files[f"student-{mode}"] = quantize_model(files["student-fp32"], folder / f"model.{mode}.onnx", q)["path"]
-    write_device_kit(folder)
-    return files
+        dst = folder / f"{stem}.{mode}.onnx"
+        if searched:
+            r = sensitivity_search(files[f"{name}-fp32"], dst, q, clips, kws_budget=stage.kws_budget,
+                                   eer_budget=stage.eer_budget, num_trials=num_trials, seed=seed)
+            found[mode] = {k: r[k] for k in ("budget_met", "kws_budget", "eer_budget", "kws_accuracy_change",
+                                             "sv_eer_change", "cost_all_quantized", "cost_final", "kept_float")}
+            found[mode]["split"] = eval_split
+            print(f"[export] {name} {mode}: " + sensitivity_sentence(r))
+        else:
+            r = quantize_model(files[f"{name}-fp32"], dst, q)
+        files[f"{name}-{mode}"] = r["path"]
+    return {**files, "sensitivity": found} if found else files
+
+
+def budget_notes(sensitivity: dict) -> list[str]:
+    """The export stage's sensitivity results in words, for the run report."""
+    lines = []
+    for mode, r in sensitivity.items():
+        change = (f"KWS accuracy {100 * r['kws_accuracy_change']:+.2f} points, EER {100 * r['sv_eer_change']:+.2f} "
+                  f"points against fp32 on '{r['split']}'")
+        kept = f"{len(r['kept_float'])} node(s) kept in float"
+        limits = ", ".join(f"{what} {100 * r[key]:.2f} points" for what, key in (("KWS", "kws_budget"),
+                                                                                  ("EER", "eer_budget")) if r[key])
+        if r["budget_met"]:
+            lines.append(f"- student {mode}: within the budget ({limits}): {change}; {kept}.")
+        else:
+            lines.append(f"- student {mode}: **budget missed** ({limits}): {change} with {kept} (every node "
+                         "that helped): post-training quantization cannot meet it for this model.")
+    return lines
 
 
 def _scalars(report: dict) -> dict:

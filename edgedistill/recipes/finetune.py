@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import time
+import zlib
 from dataclasses import replace
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ _RESUMABLE = {"log_every", "save_every", "keep_checkpoints", "num_workers", "log
 
 
 _SELECT = ("combined", "kws_accuracy", "sv_eer")
+HOLDOUT = "train-holdout"  # val_split: a fixed tenth of the train split's clips
 
 
 @dataclass
@@ -56,7 +58,9 @@ class FinetuneConfig:
         "help": "optional second dataset for SV (manifest, folder or voxceleb:DIR); then `data` "
                 "trains KWS only and batches interleave the two"})
     train_split: str = field(default="train", metadata={"help": "split to train on"})
-    val_split: str = field(default="val", metadata={"help": "split for model selection (never test)"})
+    val_split: str = field(default="val", metadata={
+        "help": f"split for model selection (never test); '{HOLDOUT}': a fixed tenth of the train split's "
+                "clips, left out of training (the same speakers, other recordings)"})
     out: str = field(default="runs/finetune", metadata={"help": "output folder"})
     layer_mode: str = field(default="weighted", metadata={
         "help": "'weighted' (SUPERB learnable sum of all layers) or 'last'"})
@@ -81,6 +85,10 @@ class FinetuneConfig:
     noise_prob: float = field(default=0.5, metadata={"help": "chance a training clip gets noise"})
     snr_db: tuple[float, float] = field(default=(5.0, 20.0), metadata={"help": "noise SNR range in dB"})
     eval_every: int = field(default=200, metadata={"help": "steps between validations"})
+    patience: int = field(default=0, metadata={
+        "help": "early stopping: stop when the validation score has not improved for this many validations "
+                "(0: train all `steps`); the best model is kept"})
+    min_steps: int = field(default=0, metadata={"help": "early stopping never stops before this step"})
     select_metric: str = field(default="combined", metadata={
         "help": f"validation metric that picks the saved model: {_SELECT} (combined = accuracy - EER)"})
     num_trials: int = field(default=20_000, metadata={"help": "validation SV trials (half target)"})
@@ -117,10 +125,26 @@ class FinetuneConfig:
             raise ValueError("clip_samples must be >= 400 (one frame of the HuBERT CNN)")
         if not 0 <= self.noise_prob <= 1:
             raise ValueError("noise_prob must be in [0, 1]")
+        if self.patience < 0 or self.min_steps < 0:
+            raise ValueError("patience and min_steps must be >= 0")
+        if self.min_steps > self.steps:
+            raise ValueError(f"min_steps {self.min_steps} > steps {self.steps}: raise steps (the most it may train)")
+
+
+def held_out(clip: Clip) -> bool:
+    """Whether a train clip is in the `train-holdout` tenth (a hash of its path and segment:
+    the same on every machine and run, whatever the order of the manifest)."""
+    return zlib.crc32(f"{clip.path.name}:{clip.offset}".encode()) % 10 == 0
 
 
 def _tasks(cfg: FinetuneConfig, split: str) -> tuple[list[Clip], list[Clip]]:
-    """(KWS clips, SV-only clips) of a split; the second is empty without sv_data."""
+    """(KWS clips, SV-only clips) of a split; the second is empty without sv_data. With
+    val_split=train-holdout, the train split loses its held-out tenth and that tenth is the
+    validation split."""
+    if cfg.val_split == HOLDOUT and split in (HOLDOUT, cfg.train_split):
+        kws, sv = _tasks(replace(cfg, val_split="val"), cfg.train_split)
+        keep = split == HOLDOUT
+        return [c for c in kws if held_out(c) == keep], [c for c in sv if held_out(c) == keep]
     kws = resolve_labelled(cfg.data, split)
     sv = resolve_labelled(cfg.sv_data, split) if cfg.sv_data else []
     if sv:  # each dataset serves one task: its other column is ignored in training and scoring
@@ -150,6 +174,19 @@ def _noise(folder: str | None, data: str = "", split: str = "train") -> list[np.
 def _score(report: dict, metric: str) -> float:
     accuracy, eer = report.get("kws_accuracy", 0.0), report.get("sv_eer", 0.5)
     return {"combined": accuracy - eer, "kws_accuracy": accuracy, "sv_eer": -eer}[metric]
+
+
+def _stalled(cfg: FinetuneConfig, step: int, best: dict, accelerator) -> bool:
+    """Early stopping: `patience` validations without a better score, past `min_steps`. Decided
+    from `best` (in every checkpoint), so a resumed run stops where an unbroken one would; the
+    main process decides (it validates) and the others follow."""
+    stall = (cfg.patience > 0 and step >= cfg.min_steps and best["step"] is not None
+             and step - best["step"] >= cfg.patience * cfg.eval_every)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        stall = broadcast_object_list([stall])[0]
+    return bool(stall)
 
 
 def _save_model_atomic(model: MultiTaskModel, folder: Path) -> None:
@@ -246,6 +283,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
     if step:
         log.info("resumed from %s at step %d", state["checkpoint"], step)
     best = state.get("best", {"score": -np.inf, "step": None, "report": None})
+    stopped = state.get("stopped")  # the step early stopping ended at (None: still training)
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -258,7 +296,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
                disable=not accelerator.is_main_process, dynamic_ncols=True)
     logf = TrainLog(accelerator, out, "finetune", cfg)
     t0, sums, n = time.perf_counter(), {}, 0
-    while step < end:
+    while step < end and not stopped:
         sampler.set_epoch(step // len(loader), start=(step % len(loader)) * cfg.batch_size)
         model.train()
         if cfg.freeze_backbone:
@@ -295,21 +333,28 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
                         _save_model_atomic(inner, out / "model")
                         best = {"score": score, "step": step, "report": report}
                 accelerator.wait_for_everyone()
+                if _stalled(cfg, step, best, accelerator):
+                    log.info("early stop at step %d: no better validation score since step %d (%d validations)",
+                             step, best["step"], cfg.patience)
+                    stopped = step
             if record is not None:
                 bar.set_postfix(loss=f"{record['loss']:.3f}" if "loss" in record else "-",
                                 val=f"{best['score']:.3f}" if best["step"] else "-")
                 logf.write(record)
-            if step % cfg.save_every == 0 or step == end:
-                save_training_state(accelerator, ckpt, model, optimizer, step, {"best": best})
-            if step >= end:
+            if step % cfg.save_every == 0 or step == end or stopped:
+                save_training_state(accelerator, ckpt, model, optimizer, step, {"best": best, "stopped": stopped})
+            if step >= end or stopped:
                 break
+        if stopped:
+            break
     bar.close()
     logf.close()
-    summary = {"steps_done": step, "finished": step >= cfg.steps, "labels": labels,
+    finished = step >= cfg.steps or stopped is not None
+    summary = {"steps_done": step, "finished": finished, "stopped_early": stopped is not None, "labels": labels,
                "train_speakers": len(speakers), "train_clips": len(clips), "val_clips": len(val_clips),
                "best_step": best["step"], "val": best["report"], "select_metric": cfg.select_metric,
                "sv_unscored": sv_unscored, "processes": accelerator.num_processes}
-    if accelerator.is_main_process and step >= cfg.steps:
+    if accelerator.is_main_process and finished:
         (out / "val_report.json").write_text(json.dumps(best["report"], indent=1))
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     accelerator.wait_for_everyone()

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import edgedistill
-from edgedistill.config import ConfigError, to_dict
+from edgedistill.config import ConfigError, non_default, to_dict
 from edgedistill.recipes.benchmark import BenchmarkStage, StreamStage
 from edgedistill.recipes.distill import DistillConfig
 from edgedistill.recipes.export import ExportStage
-from edgedistill.recipes.finetune import FinetuneConfig
+from edgedistill.recipes.finetune import HOLDOUT, FinetuneConfig
 
 log = logging.getLogger(__name__)
 TRAIN_TEACHER = "train"  # `teacher:` value that trains a small teacher in the run
@@ -34,17 +34,27 @@ TRAIN_TEACHER = "train"  # `teacher:` value that trains a small teacher in the r
 
 @dataclass
 class TeacherTraining:
-    """The teacher trained here when `teacher: train` (random init, joint KWS + SV)."""
+    """The teacher trained here when `teacher: train` (random init, joint KWS + SV), trained as
+    an upper bound: at least as many steps as the student gets (distillation + fine-tuning),
+    then until its validation score stops improving, at most `steps`."""
 
     layers: int = field(default=8, metadata={"help": "transformer layers"})
     hidden: int = field(default=128, metadata={"help": "width (heads = width / 64)"})
     cnn: int = field(default=64, metadata={"help": "last CNN width (thin CNN: c/4, c/2 x4, c, c)"})
-    steps: int = field(default=400, metadata={"help": "joint KWS + SV training steps"})
+    steps: int = field(default=2000, metadata={"help": "the most joint KWS + SV training steps"})
+    eval_every: int = field(default=100, metadata={"help": "steps between validations"})
+    patience: int = field(default=3, metadata={
+        "help": "stop after this many validations without improvement (once past the student's step count)"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of the teacher's init and training (its own: student seeds share one teacher)"})
+    val_split: str = field(default=HOLDOUT, metadata={
+        "help": f"validation split of the early stopping: '{HOLDOUT}' (a tenth of the train clips, never the "
+                "benchmark speakers) or a split name"})
 
     def __post_init__(self):
         heads = max(1, self.hidden // 64)
-        if self.layers < 1 or self.steps < 1 or self.cnn < 4:
-            raise ValueError("teacher_training: layers and steps must be >= 1 and cnn >= 4")
+        if self.layers < 1 or self.steps < 1 or self.cnn < 4 or self.eval_every < 1 or self.patience < 0:
+            raise ValueError("teacher_training: layers, steps and eval_every must be >= 1, cnn >= 4, patience >= 0")
         if self.hidden < 16 or self.hidden % 16 or self.hidden % heads:
             raise ValueError(f"teacher_training.hidden={self.hidden}: use a multiple of 16 (the positional "
                              f"convolution has 16 groups) divisible by its {heads} attention head(s), e.g. 128 or 256")
@@ -109,10 +119,13 @@ def plan(cfg: RunConfig) -> dict:
     out = Path(cfg.out)
     if cfg.teacher == TRAIN_TEACHER:
         tt = cfg.teacher_training
-        # From random weights the CNN must learn too, whatever the student's fine-tuning does with it.
+        # From random weights the CNN must learn too, whatever the student's fine-tuning does with
+        # it. An upper bound: never fewer steps than the student gets, then early stopping.
         teacher_ft = dataclasses.replace(cfg.finetune, model=str(out / "teacher" / "init"), data=cfg.data,
-                                         out=str(out / "teacher" / "ft"), steps=tt.steps, eval_every=tt.steps,
-                                         freeze_cnn=False, freeze_backbone=False)
+                                         out=str(out / "teacher" / "ft"), steps=tt.steps, eval_every=tt.eval_every,
+                                         patience=tt.patience, val_split=tt.val_split,
+                                         min_steps=min(tt.steps, cfg.distill.steps + cfg.finetune.steps),
+                                         seed=tt.seed, freeze_cnn=False, freeze_backbone=False)
         teacher_backbone = str(out / "teacher" / "ft" / "model" / "backbone")
     else:
         tt = None
@@ -139,7 +152,8 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
     from edgedistill.models.student import count_parameters, save_scratch_student
     from edgedistill.recipes.benchmark import benchmark
     from edgedistill.recipes.distill import distill
-    from edgedistill.recipes.export import export_variants
+    from edgedistill.deploy.kit import write_device_kit
+    from edgedistill.recipes.export import budget_notes, export_variants
     from edgedistill.recipes.finetune import finetune
     from edgedistill.reporting.card import model_card
     from edgedistill.training.stages import run_stage
@@ -156,31 +170,40 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
     def teacher_stage():
         if p["teacher"]["init"] is not None:
             tt = p["teacher"]["init"]
-            save_small_hubert(teacher_ft.model, tt.layers, tt.hidden, tt.cnn, seed=cfg.finetune.seed)
+            save_small_hubert(teacher_ft.model, tt.layers, tt.hidden, tt.cnn, seed=tt.seed)
         return {"summary": finetune(teacher_ft, resume=True), "model": str(Path(teacher_ft.out) / "model")}
 
-    if cfg.teacher == TRAIN_TEACHER:  # "cnn": teachers before this froze it
-        spec = {"data": cfg.data, "train": to_dict(cfg.teacher_training), "finetune": to_dict(cfg.finetune),
-                "cnn": "trained"}
+    # The teacher's own fine-tuning config (not the student's: student seeds share one teacher),
+    # without its folders (a finished teacher stage copied into another run is reused).
+    # Specs hold the fields that differ from the defaults: a field added later with a default
+    # does not redo finished stages.
+    teacher_spec = {k: v for k, v in non_default(teacher_ft).items() if k not in ("model", "out")}
+    if cfg.teacher == TRAIN_TEACHER:
+        spec = {"data": cfg.data, "train": non_default(cfg.teacher_training), "finetune": teacher_spec}
         upstream = spec
     else:
-        spec = {"teacher": cfg.teacher, "data": cfg.data, "finetune": to_dict(cfg.finetune)}
+        spec = {"teacher": cfg.teacher, "data": cfg.data, "finetune": teacher_spec}
         upstream = {"teacher": cfg.teacher}
-    teacher = run_stage("teacher", out / "teacher", spec, teacher_stage, overwrite)
+    run_stage("teacher", out / "teacher", spec, teacher_stage, overwrite)
+    teacher = {"model": str(Path(teacher_ft.out) / "model")}  # this run's copy, wherever the stage ran
 
-    specs = {"distill": {"up": upstream, "cfg": to_dict(p["distill"])}}
+    specs = {"distill": {"up": upstream, "cfg": non_default(p["distill"])}}
     run_stage("distill", out / "distill", specs["distill"], lambda: distill(p["distill"], resume=True), overwrite)
 
-    specs["finetune"] = {"up": specs["distill"], "cfg": to_dict(p["finetune"])}
+    specs["finetune"] = {"up": specs["distill"], "cfg": non_default(p["finetune"])}
     run_stage("finetune", out / "finetune", specs["finetune"], lambda: finetune(p["finetune"], resume=True), overwrite)
 
     def export_stage():
-        files = export_variants(str(out / "finetune" / "model"), out / "export", cfg.export, cfg.data,
-                                cfg.finetune.train_split)
-        files["teacher-fp32"] = export_onnx(teacher["model"], out / "benchmark_models" / "teacher.fp32.onnx")["path"]
+        e = cfg.export
+        files = export_variants(str(out / "finetune" / "model"), out / "export", e, cfg.data, cfg.finetune.train_split,
+                                cfg.finetune.val_split, seed=cfg.finetune.seed, num_trials=cfg.benchmark.num_trials)
+        write_device_kit(out / "export")
+        teacher_modes = dataclasses.replace(e, quantize=e.quantize if e.quantize_teacher else [])
+        files.update(export_variants(teacher["model"], out / "benchmark_models", teacher_modes, cfg.data,
+                                     cfg.finetune.train_split, cfg.finetune.val_split, name="teacher", budget=False))
         return files
 
-    specs["export"] = {"up": specs["finetune"], "cfg": to_dict(cfg.export), "teacher": spec}
+    specs["export"] = {"up": specs["finetune"], "cfg": non_default(cfg.export), "teacher": spec}
     files = run_stage("export", out / "export", specs["export"], export_stage, overwrite)
 
     baseline = None
@@ -192,27 +215,34 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
             return {"summary": summary, "model": model,
                     "onnx": export_onnx(model, out / "baseline" / "scratch.fp32.onnx")["path"]}
 
-        specs["baseline"] = {"up": upstream, "student": to_dict(cfg.distill.student), "cfg": to_dict(p["finetune"])}
+        specs["baseline"] = {"up": upstream, "student": non_default(cfg.distill.student), "cfg": non_default(p["finetune"])}
         baseline = run_stage("baseline", out / "baseline", specs["baseline"], baseline_stage, overwrite)
 
     def benchmark_stage():
         params = {m: count_parameters(MultiTaskModel.from_pretrained(m).backbone)
                   for m in (teacher["model"], str(out / "finetune" / "model"))}
         student = params[str(out / "finetune" / "model")]
-        variants = [("teacher fp32", files["teacher-fp32"], params[teacher["model"]])]
-        variants += [(f"student {k.split('-', 1)[1]}", v, student) for k, v in files.items() if k.startswith("student")]
+        variants = [(k.replace("-", " ", 1), v, params[teacher["model"]]) for k, v in files.items()
+                    if k.startswith("teacher")]
+        variants += [(k.replace("-", " ", 1), v, student) for k, v in files.items() if k.startswith("student")]
         if baseline:
             variants.append(("scratch fp32", baseline["onnx"], student))
         logs = {"teacher": out / "teacher" / "ft" / "train_log.jsonl", "distill": out / "distill" / "train_log.jsonl",
                 "finetune": out / "finetune" / "train_log.jsonl", "scratch": out / "baseline" / "ft" / "train_log.jsonl"}
+        notes = budget_notes(files.get("sensitivity", {}))
+        if notes:
+            notes = ["## int8 budget (sensitivity search in the export stage)", "", *notes, "",
+                     f"The search measures on the '{cfg.finetune.val_split}' split"
+                     + (", the same speakers as this report: the budget is met on them by construction."
+                        if cfg.finetune.val_split == cfg.benchmark.split else ".")]
         report = benchmark(variants, out, cfg.data, cfg.benchmark, cfg.stream, fallback_split=cfg.finetune.val_split,
-                           sv_data=cfg.finetune.sv_data, seed=cfg.finetune.seed, training_logs=logs)
+                           sv_data=cfg.finetune.sv_data, seed=cfg.finetune.seed, training_logs=logs, notes=notes)
         labels = json.loads((out / "finetune" / "model" / "multitask.json").read_text())["labels"]
         (out / "export" / "README.md").write_text(model_card(report, to_dict(cfg), len(labels), edgedistill.__version__))
         return report
 
-    specs["benchmark"] = {"up": specs["export"], "cfg": to_dict(cfg.benchmark), "baseline": specs.get("baseline"),
-                          "stream": to_dict(cfg.stream)}
+    specs["benchmark"] = {"up": specs["export"], "cfg": non_default(cfg.benchmark), "baseline": specs.get("baseline"),
+                          "stream": non_default(cfg.stream)}
     return run_stage("benchmark", out / "benchmark", specs["benchmark"], benchmark_stage, overwrite)
 
 

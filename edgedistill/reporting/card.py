@@ -34,7 +34,8 @@ def model_card(report: dict, recipe: dict, num_keywords: int, version: str) -> s
                          f"    metrics: [{{type: {metric}, value: {e[key]:.4f}, name: '{e['variant']} {label}'}}]"]
     meta.append("---")
     teacher = ("a HuBERT-shaped teacher trained in this run from random weights "
-               f"({tt['layers']} x {tt['hidden']}, {tt['steps']} steps)"
+               f"({tt['layers']} x {tt['hidden']}, at least the student's steps, then early stopping on "
+               f"'{tt['val_split']}' with patience {tt['patience']}, at most {tt['steps']} steps)"
                if recipe["teacher"] == "train" else f"`{recipe['teacher']}`")
     text = (f", with text-informed distillation from `{d['text_teacher']}`." if d["text_teacher"] else ".")
     body = ["", "# edgedistill student: keyword spotting + speaker verification", "",
@@ -52,8 +53,8 @@ def model_card(report: dict, recipe: dict, num_keywords: int, version: str) -> s
                f"KWS {pct(baseline[0]['kws_accuracy'])}, EER {pct(baseline[0]['sv_eer'])} ('scratch fp32')."]
               if baseline else []),
             "", f"## Measured on the '{report['split']}' split ({report['clips']} clips)", "",
-            *variant_table(report["variants"], ("params", "file MB", "KWS accuracy", "SV EER", "minDCF (0.01)",
-                                                "p50 ms")),
+            *variant_table(report["variants"], ("params", "file MB", "KWS accuracy", "KWS retained", "SV EER",
+                                                "EER / teacher", "minDCF (0.01)", "p50 ms")),
             *stream_section(report.get("streams"), report["split"], report["data"], "###"), "",
             f"Latency: onnxruntime, {report['threads']} thread(s), {report['latency_audio_s']:g} s of audio, on "
             f"{report['machine']['cpu']}. Command: `{report['command']}`. edgedistill {version}, {report['date']}.", "",

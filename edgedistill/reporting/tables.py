@@ -28,15 +28,21 @@ VARIANT_COLUMNS = {
     "KWS accuracy": lambda e: pct(e.get("kws_accuracy")),
     "SV EER": lambda e: pct(e.get("sv_eer")),
     "minDCF (0.01)": lambda e: num(e.get("sv_min_dcf")),
+    "KWS retained": lambda e: pct(e.get("kws_retained")),
+    "EER / teacher": lambda e: f"{e['eer_ratio']:.2f}" if e.get("eer_ratio") is not None else "-",
     "p50 ms": lambda e: _ms(e.get("latency_ms_p50")),
     "p90 ms": lambda e: _ms(e.get("latency_ms_p90")),
     "RTF": lambda e: f"{e['rtf']:.4f}" if e.get("rtf") is not None else "-",
 }
 
 
-def variant_table(entries: list[dict], columns: tuple[str, ...] = tuple(VARIANT_COLUMNS)) -> list[str]:
+def variant_table(entries: list[dict], columns: tuple[str, ...] | None = None) -> list[str]:
     """Markdown rows: one per variant entry ({"variant", "params", "file_bytes", "kws_accuracy",
-    "sv_eer", "sv_min_dcf", "latency_ms_p50", ...}), the `columns` of `VARIANT_COLUMNS`."""
+    "sv_eer", "sv_min_dcf", "latency_ms_p50", ...}), the `columns` of `VARIANT_COLUMNS`
+    (default: all, the retained columns only when some entry has them)."""
+    if columns is None:
+        retained = any("kws_retained" in e or "eer_ratio" in e for e in entries)
+        columns = tuple(c for c in VARIANT_COLUMNS if retained or c not in ("KWS retained", "EER / teacher"))
     md = ["| variant | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for e in entries:
         md.append(f"| {e['variant']} | " + " | ".join(VARIANT_COLUMNS[c](e) for c in columns) + " |")

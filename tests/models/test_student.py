@@ -25,6 +25,10 @@ def test_preset_shapes_scale_with_the_teacher(tiny_hubert):
     assert (wide.num_hidden_layers, wide.hidden_size) == (1, 64)
     thin = student_config(HubertConfig(), StudentConfig(thin_cnn=True))
     assert list(thin.conv_dim) == [128, 256, 256, 256, 256, 512, 512]
+    edge = student_config(HubertConfig(), StudentConfig(preset="edge"))
+    assert edge.to_dict() == thin.to_dict()  # the edge preset: distilhubert + thin CNN
+    with pytest.raises(ValueError, match="preset 'edge' is distilhubert with the thin CNN"):
+        StudentConfig(preset="edge", cnn_channels=[8] * 7)
     custom = student_config(t, StudentConfig(preset="custom", num_layers=3, hidden_size=48, num_heads=4))
     assert (custom.num_hidden_layers, custom.hidden_size, custom.intermediate_size) == (3, 48, 192)
     assert deep.mask_time_prob == 0 and deep.layerdrop == 0 and not deep.feat_proj_layer_norm

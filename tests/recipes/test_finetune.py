@@ -141,3 +141,24 @@ def test_training_noise_from_the_silence_recordings_uses_only_their_train_part(t
     assert [len(x) for x in _noise(str(tmp_path / "a"), spec)] == [16000 * 8]      # the train 80%
     assert [len(x) for x in _noise(str(tmp_path / "b"), spec)] == [16000 * 10]     # another corpus: all of it
     assert _noise(None, spec) == []
+
+
+def test_early_stopping_ends_when_the_validation_score_stalls(corpus, tmp_path):
+    """Learning rates of 1e-12 leave the score flat: the first validation is the best, so with
+    patience 1 the run stops at the first validation past min_steps, keeping the best model."""
+    from edgedistill.recipes.finetune import HOLDOUT, _tasks, held_out
+
+    cfg = _cfg(corpus, tmp_path / "ft", "steps=400", "eval_every=5", "patience=1", "min_steps=15", "batch_size=8",
+               "head_lr=1e-12", "backbone_lr=1e-12", "num_trials=200", f"val_split={HOLDOUT}")
+    s = finetune(cfg)
+    assert s["finished"] and s["stopped_early"] and s["steps_done"] == 15 and s["best_step"] == 5
+    assert (tmp_path / "ft" / "model").is_dir() and (tmp_path / "ft" / "val_report.json").exists()
+    # the held-out tenth of the train clips validates and is left out of training
+    train, val = _tasks(cfg, "train")[0], _tasks(cfg, HOLDOUT)[0]
+    assert val and all(held_out(c) for c in val) and not any(held_out(c) for c in train)
+    assert s["val_clips"] == len(val) and s["train_clips"] == len(train)
+    assert 0.05 < len(val) / (len(val) + len(train)) < 0.15
+    assert {c.speaker for c in val} <= {c.speaker for c in train}
+    # early stopping may not end before the student's steps, which must fit in `steps`
+    with pytest.raises(ConfigError, match="min_steps 500 > steps 400"):
+        _cfg(corpus, tmp_path / "x", "steps=400", "min_steps=500")

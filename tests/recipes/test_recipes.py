@@ -48,7 +48,8 @@ def _reached(stages: dict, key: str):
         return top[key]()
     stage, *path = key.split(".")
     if stage == "teacher_training":
-        node = stages["teacher"]["finetune"] if path == ["steps"] else stages["teacher"]["init"]
+        trained = path[0] in ("steps", "eval_every", "patience", "val_split")
+        node = stages["teacher"]["finetune"] if trained else stages["teacher"]["init"]
     else:
         node = stages[stage]
     for part in path:

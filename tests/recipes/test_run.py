@@ -23,8 +23,12 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
                  "finetune.freeze_cnn=true", *stream]) == 0
     report = json.loads((out / "report.json").read_text())
     names = [v["variant"] for v in report["variants"]]
-    assert names == ["teacher fp32", "student fp32", "student int8-dynamic", "scratch fp32"]
-    teacher, student, quant, scratch = report["variants"]
+    assert names == ["teacher fp32", "teacher int8-dynamic", "student fp32", "student int8-dynamic", "scratch fp32"]
+    teacher, teacher_q, student, quant, scratch = report["variants"]
+    # the teacher merely quantized is a row of its own, and every row says what it retains of the teacher
+    assert teacher_q["params"] == teacher["params"] and teacher_q["file_bytes"] < teacher["file_bytes"]
+    assert teacher["kws_retained"] == 1 and student["kws_retained"] == student["kws_accuracy"] / teacher["kws_accuracy"]
+    assert "| KWS retained | EER / teacher |" in (out / "report.md").read_text()
     assert student["params"] < teacher["params"] and quant["file_bytes"] < student["file_bytes"]
     # the baseline has the student's shape but its own (random-init) weights
     assert scratch["params"] == student["params"] and scratch["path"] != student["path"]

@@ -1,0 +1,25 @@
+import json
+
+from edgedistill.recipes.export import ExportStage, budget_notes, export_variants
+
+
+def test_the_export_stage_keeps_nodes_in_float_until_the_int8_budget_holds(trained_multitask, embedded_corpus,
+                                                                          tmp_path):
+    stage = ExportStage(quantize=["int8"], calibration_clips=16, kws_budget=0.001, eer_budget=0.005)
+    files = export_variants(str(trained_multitask), tmp_path, stage, str(embedded_corpus), "train", "val",
+                            num_trials=1000)
+    assert (tmp_path / "model.fp32.onnx").exists() and (tmp_path / "model.int8.onnx").exists()
+    found = files["sensitivity"]["int8"]
+    json.dumps(files)  # a stage result: JSON as it is
+    within = -found["kws_accuracy_change"] <= 0.001 + 1e-9 and found["sv_eer_change"] <= 0.005 + 1e-9
+    assert found["budget_met"] == within
+    if found["cost_all_quantized"] > 1:   # quantizing everything broke the budget: nodes were kept in float
+        assert found["kept_float"] and found["cost_final"] < found["cost_all_quantized"]
+    note = budget_notes(files["sensitivity"])[0]
+    assert note.startswith("- student int8: ") and ("within the budget" in note) == within
+    assert ("budget missed" in note) == (not within)
+    # without budgets: plain post-training quantization, no search
+    plain = export_variants(str(trained_multitask), tmp_path / "plain", ExportStage(quantize=["int8-dynamic"]),
+                            str(embedded_corpus), "train", "val", name="teacher")
+    assert set(plain) == {"teacher-fp32", "teacher-int8-dynamic"}
+    assert (tmp_path / "plain" / "teacher.int8-dynamic.onnx").exists()
