@@ -119,7 +119,8 @@ def main(argv=None) -> dict:
         md += ["", "## Over seeds (distill and fine-tune seeds; one teacher)", "",
                "| variant | seeds | KWS accuracy mean +- std | SV EER mean +- std |", "|---|---|---|---|"]
         md += [f"| {s['variant']} | {s['seeds']} | {100 * s['kws_mean']:.2f} +- {100 * s['kws_std']:.2f}% | "
-               f"{100 * s['eer_mean']:.2f} +- {100 * s['eer_std']:.2f}% |" for s in summary]
+               + (f"{100 * s['eer_mean']:.2f} +- {100 * s['eer_std']:.2f}% |" if s["eer_mean"] is not None else "- |")
+               for s in summary]
     notes = [line for rep in reports.values() for line in rep.get("notes", [])]
     if notes:
         md += ["", "## int8 budget", "", *dict.fromkeys(notes)]
@@ -147,10 +148,11 @@ def seed_summary(rows: list[dict], seeds: list[int]) -> list[dict]:
     for name, rs in groups.items():
         kws = [r["kws_accuracy"] for r in rs if r.get("kws_accuracy") is not None]
         eer = [r["sv_eer"] for r in rs if r.get("sv_eer") is not None]
-        if len(rs) > 1 and kws and eer:
+        if len(rs) > 1 and kws:  # EER only where SV was scored in every run
+            full = len(eer) == len(rs)
             out.append({"variant": name, "seeds": len(rs), "kws_mean": float(np.mean(kws)),
-                        "kws_std": float(np.std(kws, ddof=1)), "eer_mean": float(np.mean(eer)),
-                        "eer_std": float(np.std(eer, ddof=1))})
+                        "kws_std": float(np.std(kws, ddof=1)), "eer_mean": float(np.mean(eer)) if full else None,
+                        "eer_std": float(np.std(eer, ddof=1)) if full else None})
     return out
 
 

@@ -25,7 +25,7 @@ TINY_RUN = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_
             "teacher_training.steps=4", "distill.steps=2", "distill.batch_size=4", "finetune.steps=4",
             "finetune.batch_size=8", "finetune.eval_every=4", "finetune.num_trials=200",
             "export.quantize=[int8-dynamic]", "export.calibration_clips=4", "benchmark.runs=1",
-            "benchmark.num_trials=200", "stream.keywords=[]"]  # streaming in a run: tests/workflows/test_run.py
+            "benchmark.num_trials=200", "stream.keywords=[]"]  # streaming in a run: tests/recipes/test_run.py
 FAST = {
     "distill": ["steps=2", "batch_size=4", "max_samples=16000", "save_every=1", "log_every=1"],
     "finetune": ["steps=4", "batch_size=8", "eval_every=4", "num_trials=200"],
@@ -133,7 +133,9 @@ def test_every_readme_command_runs_as_written(substitutes, embedded_corpus, tmp_
             extra = FAST.get(words[1], [])
             if words[1] in ("run", "demo") and "configs/arabic_speech_commands.yaml" in words:
                 # the recipe's data and noise live in ../shared, not in a test's scratch folder
-                extra = extra + [f"data={embedded_corpus}", "finetune.noise=null"]
+                # (and its int8 budget search is tested in tests/recipes/test_export.py)
+                extra = extra + [f"data={embedded_corpus}", "finetune.noise=null", "export.kws_budget=null",
+                                 "export.eer_budget=null"]
             code = main(words[1:] + extra)
             assert code == 0, (line, capsys.readouterr().err[-2000:])
         elif words[0] == "accelerate":

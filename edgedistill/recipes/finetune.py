@@ -144,7 +144,11 @@ def _tasks(cfg: FinetuneConfig, split: str) -> tuple[list[Clip], list[Clip]]:
     if cfg.val_split == HOLDOUT and split in (HOLDOUT, cfg.train_split):
         kws, sv = _tasks(replace(cfg, val_split="val"), cfg.train_split)
         keep = split == HOLDOUT
-        return [c for c in kws if held_out(c) == keep], [c for c in sv if held_out(c) == keep]
+        kws, sv = [c for c in kws if held_out(c) == keep], [c for c in sv if held_out(c) == keep]
+        if keep and not kws + sv:
+            raise ManifestError(f"val_split={HOLDOUT}: the held-out tenth of the '{cfg.train_split}' split is "
+                                "empty (too few clips): validate on a split of its own (e.g. val_split=val)")
+        return kws, sv
     kws = resolve_labelled(cfg.data, split)
     sv = resolve_labelled(cfg.sv_data, split) if cfg.sv_data else []
     if sv:  # each dataset serves one task: its other column is ignored in training and scoring

@@ -2,7 +2,7 @@ import json
 from tests.benchmarks import load_benchmark
 
 TINY = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_training.cnn=32",
-        "teacher_training.steps=2", "distill.steps=2", "distill.batch_size=4", "finetune.steps=2",
+        "teacher_training.steps=2", "teacher_training.val_split=val", "distill.steps=2", "distill.batch_size=4", "finetune.steps=2",
         "finetune.batch_size=4", "finetune.eval_every=2", "finetune.num_trials=200", "finetune.noise=null",
         "export.quantize=[int8]", "export.calibration_clips=4", "benchmark.runs=2", "benchmark.num_trials=200",
         "stream.keywords=[]"]

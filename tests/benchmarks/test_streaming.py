@@ -3,7 +3,7 @@ import json
 from tests.benchmarks import load_benchmark
 
 TINY = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_training.cnn=32",
-        "teacher_training.steps=2", "distill.steps=2", "distill.batch_size=4", "finetune.steps=2",
+        "teacher_training.steps=2", "teacher_training.val_split=val", "distill.steps=2", "distill.batch_size=4", "finetune.steps=2",
         "finetune.batch_size=4", "finetune.eval_every=2", "finetune.num_trials=200", "finetune.noise=null", "export.quantize=[int8]",
         "export.calibration_clips=4", "benchmark.runs=2", "benchmark.num_trials=200",
         "stream.keywords=[yes,no]", "stream.seconds=60", "stream.enroll_clips=2"]
@@ -13,7 +13,7 @@ def test_one_iteration_smoke_reports_every_variant_on_one_stream(small_corpus, t
     mod = load_benchmark("streaming")
     out = tmp_path / "res"
     res = mod.main(["--run", str(tmp_path / "run"), "--out", str(out), f"data={small_corpus}", *TINY])
-    assert list(res["streams"]) == ["teacher fp32", "student fp32", "student int8"]
+    assert list(res["streams"]) == ["teacher fp32", "teacher int8", "student fp32", "student int8"]
     for r in res["streams"].values():
         assert r["targets"] == ["yes", "no"] and r["seconds"] == 60 and r["hits"] + r["misses"] == r["occurrences"]
         assert 0 < r["core_share"] < 1 and "frr_at_1_fa_per_hour" in r and "speaker_gate" in r
