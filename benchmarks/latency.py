@@ -95,11 +95,7 @@ def main(argv=None) -> dict:
         md += [f"## {t} thread{'s' if t > 1 else ''}", "",
                "| model | format | params | file MB | " + " | ".join(f"{s:g} s p50 ms | {s:g} s p90 ms | {s:g} s RTF" for s in lengths) + " |",
                "|---|---|---|---|" + "---|---|---|" * len(lengths)]
-        keys = []
-        for r in rows:
-            if r["threads"] == t and (r["model"], r["format"]) not in keys:
-                keys.append((r["model"], r["format"]))
-        for name, fmt in keys:
+        for name, fmt in _pairs(rows, t):
             cells = []
             for s in lengths:
                 r = next(r for r in rows if (r["model"], r["format"], r["threads"], r["audio_s"]) == (name, fmt, t, s))
@@ -111,6 +107,11 @@ def main(argv=None) -> dict:
         md += ratio_table(rows, t, lengths)
     write_report(args.out, result, md)
     return result
+
+
+def _pairs(rows: list[dict], threads: int) -> list[tuple[str, str]]:
+    """(model, format) of the rows at `threads`, in the order measured."""
+    return list(dict.fromkeys((r["model"], r["format"]) for r in rows if r["threads"] == threads))
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -131,11 +132,7 @@ def ratio_table(rows: list[dict], threads: int, lengths: list[float]) -> list[st
           "latency, against the teacher in PyTorch fp32 and in the same format.", "",
           "| model | format | " + " | ".join(f"{s:g} s vs torch fp32 | {s:g} s vs same format" for s in lengths) + " |",
           "|---|---|" + "---|---|" * len(lengths)]
-    seen = []
-    for r in rows:
-        if r["threads"] == threads and (r["model"], r["format"]) not in seen:
-            seen.append((r["model"], r["format"]))
-    for name, fmt in seen:
+    for name, fmt in _pairs(rows, threads):
         cells = []
         for s in lengths:
             r = next(x for x in rows if (x["model"], x["format"], x["threads"], x["audio_s"]) == (name, fmt, threads, s))

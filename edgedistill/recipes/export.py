@@ -11,7 +11,6 @@ it on labelled clips (`eval_data`), or searched node by node until it costs at m
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +22,6 @@ from edgedistill.deploy.kit import write_device_kit
 from edgedistill.deploy.onnx import claim_export_folder, export_onnx
 from edgedistill.deploy.quantize import MODES, QuantScheme, quantize_model, scheme_with_calibration
 from edgedistill.deploy.sensitivity import sensitivity_search
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -185,7 +185,7 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
         spec = {"teacher": cfg.teacher, "data": cfg.data, "finetune": teacher_spec}
         upstream = {"teacher": cfg.teacher}
     run_stage("teacher", out / "teacher", spec, teacher_stage, overwrite)
-    teacher = {"model": str(Path(teacher_ft.out) / "model")}  # this run's copy, wherever the stage ran
+    teacher_model = str(Path(teacher_ft.out) / "model")  # this run's copy, wherever the stage ran
 
     specs = {"distill": {"up": upstream, "cfg": non_default(p["distill"])}}
     run_stage("distill", out / "distill", specs["distill"], lambda: distill(p["distill"], resume=True), overwrite)
@@ -199,7 +199,7 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
                                 cfg.finetune.val_split, seed=cfg.finetune.seed, num_trials=cfg.benchmark.num_trials)
         write_device_kit(out / "export")
         teacher_modes = dataclasses.replace(e, quantize=e.quantize if e.quantize_teacher else [])
-        files.update(export_variants(teacher["model"], out / "benchmark_models", teacher_modes, cfg.data,
+        files.update(export_variants(teacher_model, out / "benchmark_models", teacher_modes, cfg.data,
                                      cfg.finetune.train_split, cfg.finetune.val_split, name="teacher", budget=False))
         return files
 
@@ -220,9 +220,9 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
 
     def benchmark_stage():
         params = {m: count_parameters(MultiTaskModel.from_pretrained(m).backbone)
-                  for m in (teacher["model"], str(out / "finetune" / "model"))}
+                  for m in (teacher_model, str(out / "finetune" / "model"))}
         student = params[str(out / "finetune" / "model")]
-        variants = [(k.replace("-", " ", 1), v, params[teacher["model"]]) for k, v in files.items()
+        variants = [(k.replace("-", " ", 1), v, params[teacher_model]) for k, v in files.items()
                     if k.startswith("teacher")]
         variants += [(k.replace("-", " ", 1), v, student) for k, v in files.items() if k.startswith("student")]
         if baseline:

@@ -46,7 +46,9 @@ def evaluate_onnx(path, clips: list[Clip], num_trials: int = 20_000, seed: int =
     probs, emb = run_onnx(model, clips, num_samples)
     if trials is None and cache is not None:
         key = ("trials", len(clips), num_trials, seed)
-        trials = cache[key] = cache[key] if key in cache else trials_for_clips(clips, num_trials, seed)
+        if key not in cache:
+            cache[key] = trials_for_clips(clips, num_trials, seed)
+        trials = cache[key]
     return task_metrics(probs, emb, clips, model.labels, trials, num_trials, seed,
                         sv_threshold=model.metadata.get("sv_threshold"))
 

@@ -17,7 +17,6 @@ audio (default 30 s: attention memory grows with the square of the length, about
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
