@@ -23,3 +23,14 @@ def test_the_export_stage_keeps_nodes_in_float_until_the_int8_budget_holds(train
                             str(embedded_corpus), "train", "val", name="teacher")
     assert set(plain) == {"teacher-fp32", "teacher-int8-dynamic"}
     assert (tmp_path / "plain" / "teacher.int8-dynamic.onnx").exists()
+
+
+def test_bad_export_stage_settings_are_refused_with_what_to_write():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"export.kws_budget is a fraction in \(0, 1\), e.g. 0.001 for 0.1 points"):
+        ExportStage(kws_budget=1.5)
+    with pytest.raises(ValueError, match="export.eer_budget is a fraction"):
+        ExportStage(eer_budget=0)
+    with pytest.raises(ValueError, match=r"export.quantize \['int9'\]: choose among"):
+        ExportStage(quantize=["int9"])
