@@ -78,16 +78,17 @@ class BucketBatchSampler(Sampler):
 
     Each epoch: sort clips by length (ties broken at random), cut into batches of
     `batch_size`, shuffle the batch order, and give rank r the batches r, r + world, ...
-    Every rank gets the same number of batches. Yields lists of (index, crop_seed).
+    Every rank gets the same number of batches. Yields lists of (index, crop_seed); with
+    `fixed_crops` a clip's crop seed is the same every epoch (what cached targets need).
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, fixed_crops: bool = False):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.lengths = np.asarray(lengths)
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world_size
-        self.epoch, self.start = 0, 0
+        self.epoch, self.start, self.fixed_crops = 0, 0, fixed_crops
         n_batches = -(-len(lengths) // batch_size)
         if n_batches < world_size:
             raise ValueError(f"{len(lengths)} clips make {n_batches} batches of {batch_size}, "
@@ -110,8 +111,30 @@ class BucketBatchSampler(Sampler):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         mine = self._batches()[self.rank::self.world]
+        epoch = 0 if self.fixed_crops else self.epoch
         for batch in mine[self.start:]:
-            yield [(i, (self.seed * 1_000_003 + self.epoch) * 10_000_019 + i) for i in batch]
+            yield [(i, crop_seed(self.seed, epoch, i)) for i in batch]
+
+
+def crop_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of clip `index`'s random crop in `epoch` (a function of nothing else)."""
+    return (seed * 1_000_003 + epoch) * 10_000_019 + index
+
+
+def default_workers(processes: int = 1) -> int:
+    """Loader workers per training process: the cores this process may use, shared among
+    `processes`, less one for the training loop itself, at most 8 (0 on a single core)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cores // max(processes, 1) - 1))
+
+
+def loader_options(num_workers: int, pin_memory: bool) -> dict:
+    """DataLoader keywords for `num_workers` processes: persistent workers that prefetch 4
+    batches each, and pinned memory for asynchronous copies to a GPU."""
+    extra = {"persistent_workers": True, "prefetch_factor": 4} if num_workers > 0 else {}
+    return {"num_workers": num_workers, "pin_memory": pin_memory, **extra}
 
 
 def collate_padded(batch: list) -> tuple:

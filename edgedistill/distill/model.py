@@ -44,6 +44,13 @@ class DistillModel(nn.Module):
             student.feature_extractor.register_forward_hook(
                 lambda _m, _i, out: _GradMultiply.apply(out, feature_grad_mult))
 
+    def compile_parts(self) -> None:
+        """`torch.compile`s, in place (parameter names unchanged), the student's CNN and
+        transformer and the heads: the parts whose shapes do not change with `cnn_override`."""
+        for part in (self.student.feature_extractor, self.student.encoder, self.heads):
+            if part is not None:
+                part.compile(dynamic=True)
+
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None, features: torch.Tensor | None = None,
                 text=None, **text_kw) -> dict:
         """Returns `pred` (layer-wise predictions [n_targets, batch, frames, d_teacher], or None),

@@ -21,11 +21,16 @@ dominate the other losses and the gradient clipping).
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgedistill.config import ConfigError
 from edgedistill.distill.heads import SavedHeads
+
+log = logging.getLogger("edgedistill.distill")
 
 UNITS = ("token", "word", "utterance")  # fine -> coarse
 
@@ -256,3 +261,32 @@ class TextHeads(SavedHeads):
             out["quantity"] = torch.stack(quantity).mean()
             out["monotonic"] = torch.stack(monotonic).mean()
         return out
+
+
+def text_setup(cfg, clips, s_cfg):
+    """(text teacher, one transcript per clip, text heads) for text-informed distillation, from a
+    `DistillConfig` (text_* fields), the clips and the student's config."""
+    from edgedistill.models.text_teacher import load_text_teacher
+
+    if cfg.text_source == "label":
+        transcripts = [c.label.replace("_", " ") if c.label else None for c in clips]
+    else:
+        transcripts = [c.text for c in clips]
+    if not any(transcripts):
+        raise ConfigError(f"text_teacher is set but no clip of '{cfg.data}' has a transcript in its "
+                          f"'{cfg.text_source}' column: add a 'text' column to the manifest, or set "
+                          "text_source=label for keyword data")
+    missing = sum(t is None for t in transcripts)
+    if missing:
+        log.warning("%d of %d clips have no transcript: text losses skip them", missing, len(clips))
+    units = cfg.active_units()
+    layers = ([l for u, l in zip(cfg.text_units, cfg.text_layers) if u in units] if cfg.text_layers
+              else default_text_layers(units, s_cfg.num_hidden_layers))
+    if max(layers) > s_cfg.num_hidden_layers or min(layers) < 1:
+        raise ConfigError(f"text_layers {layers} outside the student's 1..{s_cfg.num_hidden_layers}")
+    text_teacher = load_text_teacher(cfg.text_teacher, seed=cfg.seed)
+    torch.manual_seed(cfg.seed + 1)
+    heads = TextHeads(s_cfg.hidden_size, text_teacher.dim, units, layers, cfg.adaptive_units)
+    log.info("text teacher %s (width %d): units %s at student layers %s", cfg.text_teacher, text_teacher.dim,
+             units, layers)
+    return text_teacher, transcripts, heads

@@ -88,6 +88,7 @@ class Teacher(nn.Module):
 
     def __init__(self, model: nn.Module, do_normalize: bool = False):
         super().__init__()
+        self.dtype = torch.float32
         model_type = getattr(model.config, "model_type", None)
         if model_type not in SPEECH_MODEL_TYPES:
             raise NotASpeechModelError(f"teacher model_type '{model_type}' is not a supported speech SSL "
@@ -103,10 +104,26 @@ class Teacher(nn.Module):
     def train(self, mode: bool = True):  # the teacher always stays in eval mode
         return super().train(False)
 
+    def set_precision(self, precision: str) -> "Teacher":
+        """Runs the teacher in `precision` ("fp32", "bf16", "fp16"): its weights are cast, once.
+
+        Raises:
+            ConfigError: fp16 on a CPU, or a precision this device cannot run (probed).
+        """
+        if precision not in TEACHER_PRECISIONS:
+            raise ConfigError(f"teacher_precision '{precision}': choose one of {tuple(TEACHER_PRECISIONS)}")
+        device = next(self.model.parameters()).device
+        check_precision(precision, device)
+        self.dtype = TEACHER_PRECISIONS[precision]
+        self.model.to(self.dtype)
+        return self
+
     @torch.no_grad()
     def cnn_features(self, wave: torch.Tensor) -> torch.Tensor:
-        """CNN output [batch, channels, frames] for waveforms [batch, samples]."""
-        return self.model.feature_extractor(prepare_input(wave, self.do_normalize))
+        """CNN output [batch, channels, frames] for waveforms [batch, samples], in float32."""
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            x = prepare_input(wave.float(), self.do_normalize).to(self.dtype)
+            return self.model.feature_extractor(x).float()
 
     @torch.no_grad()
     def forward(self, wave: torch.Tensor, features: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
@@ -116,12 +133,47 @@ class Teacher(nn.Module):
             wave: float waveforms [batch, samples] at 16 kHz, zero-padded.
             features: optional precomputed CNN output (from `cnn_features`) to skip the CNN.
         """
-        # The teacher runs in fp32 even when the student trains under autocast.
+        # The teacher runs in its own precision (fp32 unless set_precision), never under the
+        # student's autocast. Hidden states come back in that precision.
         with torch.autocast(device_type=wave.device.type, enabled=False):
-            x = prepare_input(wave.float(), self.do_normalize)
+            x = prepare_input(wave.float(), self.do_normalize).to(self.dtype)
+            if features is not None:
+                features = features.to(self.dtype)
             with cnn_override(self.model, features):
                 out = self.model(x, output_hidden_states=True)
         return out.hidden_states
+
+
+TEACHER_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: torch.device | str) -> None:
+    """Refuses a teacher precision the device cannot run, before any work is done.
+
+    fp16 is refused on a CPU (slow there, and its range overflows in HuBERT's CNN); bf16
+    on a GPU without bf16; anything else is probed with the teacher's operations (a strided
+    convolution, group and layer norm, GELU, a matrix product, scaled dot-product attention).
+    """
+    import torch.nn.functional as F
+
+    device = torch.device(device)
+    if precision == "fp32":
+        return
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("teacher_precision=fp16 runs on GPUs only: on a CPU use bf16 (or fp32)")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"teacher_precision=bf16: {torch.cuda.get_device_name(device)} has no bf16; "
+                          "use fp16 or fp32")
+    dtype = TEACHER_PRECISIONS[precision]
+    try:
+        x = torch.randn(2, 1, 1600, device=device, dtype=dtype)
+        y = F.gelu(F.group_norm(F.conv1d(x, torch.randn(8, 1, 10, device=device, dtype=dtype), stride=5), 8))
+        y = F.layer_norm(y.transpose(1, 2), (8,)) @ torch.randn(8, 8, device=device, dtype=dtype)
+        q = y.reshape(2, 1, -1, 8)
+        F.scaled_dot_product_attention(q, q, q)
+    except (RuntimeError, NotImplementedError) as exc:
+        raise ConfigError(f"teacher_precision={precision} is not supported on {device} "
+                          f"({str(exc).splitlines()[0][:120]}): use fp32") from exc
 
 
 def prepare_input(wave: torch.Tensor, do_normalize: bool) -> torch.Tensor:

@@ -23,13 +23,14 @@ from edgedistill.distill.heads import OBJECTIVES
 from edgedistill.distill.text import UNITS
 from edgedistill.models.student import StudentConfig
 from edgedistill.data.layouts import distillation_clips
-from edgedistill.data.unlabelled import BucketBatchSampler, CroppedAudio, collate_padded
+from edgedistill.data.unlabelled import (BucketBatchSampler, CroppedAudio, collate_padded, default_workers,
+                                         loader_options)
 from edgedistill.distill.heads import DistillHeads, default_student_layers, default_targets
 from edgedistill.distill.losses import layerwise_loss
 from edgedistill.distill.model import DistillModel
-from edgedistill.distill.text import token_prior
+from edgedistill.distill.text import text_setup, token_prior
 from edgedistill.models.student import build_student
-from edgedistill.models.teacher import load_teacher, prepare_input
+from edgedistill.models.teacher import TEACHER_PRECISIONS, load_teacher, prepare_input
 from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
 from edgedistill.training.accelerator import TrainLog, begin_run, claim_run_folder, make_accelerator
@@ -37,7 +38,7 @@ from edgedistill.training.accelerator import TrainLog, begin_run, claim_run_fold
 log = logging.getLogger("edgedistill.distill")
 
 # Fields that may change between a run and its resumption without changing the result.
-_RESUMABLE = {"log_every", "save_every", "keep_checkpoints", "num_workers", "log_with", "steps"}
+_RESUMABLE = {"log_every", "save_every", "keep_checkpoints", "num_workers", "log_with", "steps", "compile"}
 
 
 @dataclass
@@ -98,9 +99,20 @@ class DistillConfig:
         "help": "feed the teacher's CNN features to the student (frozen, identical CNN): "
                 "saves the student CNN's forward+backward, about a third of a step"})
     mixed_precision: str = field(default="auto", metadata={
-        "help": f"one of {MIXED_PRECISIONS}; auto = bf16 on a GPU that has it, else fp32"})
+        "help": f"student: one of {MIXED_PRECISIONS}; auto = bf16 on a GPU that has it, else fp32"})
+    teacher_precision: str = field(default="fp32", metadata={
+        "help": f"teacher: one of {tuple(TEACHER_PRECISIONS)} (fp32 as DistilHuBERT; bf16 halves its cost on a "
+                "GPU, its targets' cosine to fp32's: benchmarks/results/distill_throughput.md; fp16: GPUs only)"})
+    target_cache: str | None = field(default=None, metadata={
+        "help": "folder of cached teacher targets: the first run writes it (one teacher pass, fixed crops), "
+                "later epochs and runs read it instead of running the teacher; about 0.83 GB per hour of "
+                "audio for 3 HuBERT Base layers. null: the teacher runs every step"})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile the student's CNN, transformer and heads (minutes of compilation first)"})
     cpu: bool = field(default=False, metadata={"help": "train on the CPU even if a GPU is there"})
-    num_workers: int = field(default=0, metadata={"help": "data-loader worker processes"})
+    num_workers: int | None = field(default=None, metadata={
+        "help": "data-loader worker processes per training process; null: the process's cores less one, "
+                "at most 8 (benchmarks/loader_throughput.py measures what one worker decodes)"})
     seed: int = field(default=0, metadata={"help": "seed of init, data order, crops and dropout"})
     log_with: str | None = field(default=None, metadata={
         "help": "also log to an accelerate tracker: 'tensorboard' (in OUT/tensorboard), 'wandb', ..."})
@@ -125,6 +137,20 @@ class DistillConfig:
             if not self.student.init_from_teacher:
                 raise ValueError("reuse_teacher_cnn needs student.init_from_teacher=true "
                                  "(the student CNN must equal the teacher's)")
+        if self.teacher_precision not in TEACHER_PRECISIONS:
+            raise ValueError(f"teacher_precision '{self.teacher_precision}': choose one of "
+                             f"{tuple(TEACHER_PRECISIONS)}")
+        if self.target_cache is not None:
+            if self.reuse_teacher_cnn:
+                raise ValueError("target_cache skips the teacher, so there are no teacher CNN features to "
+                                 "reuse: drop reuse_teacher_cnn (freeze_cnn=true keeps the student CNN "
+                                 "equal to the teacher's, as reuse does)")
+            if self.text_teacher is not None:
+                raise ValueError("target_cache does not yet combine with text_teacher: drop one of them")
+            if self.layerwise_weight <= 0:
+                raise ValueError("target_cache caches the layer-wise targets, but layerwise_weight is 0")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError("num_workers must be >= 0 (null: chosen from the CPU count)")
         if self.text_teacher is None and self.layerwise_weight <= 0:
             raise ValueError("layerwise_weight=0 leaves nothing to learn without a text_teacher: "
                              "set text_teacher or a positive layerwise_weight")
@@ -181,7 +207,8 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
     # Teacher (frozen, fp32, eval) and a student initialised from it. Checked before the run
     # folder is claimed: a misspelt teacher writes nothing.
     teacher = load_teacher(cfg.teacher, seed=cfg.seed).to(accelerator.device)
-    student, init = build_student(teacher.model, cfg.student, seed=cfg.seed)
+    student, init = build_student(teacher.model, cfg.student, seed=cfg.seed)  # from the fp32 weights
+    teacher.set_precision(cfg.teacher_precision)
     t_cfg, s_cfg = teacher.config, student.config
     targets = cfg.target_layers or default_targets(t_cfg.num_hidden_layers)
     if max(targets) > t_cfg.num_hidden_layers or min(targets) < 0:
@@ -199,18 +226,30 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
     clips = distillation_clips(cfg.data, cfg.split)
     text_teacher, transcripts, text_heads = None, None, None
     if cfg.text_teacher:
-        text_teacher, transcripts, text_heads = _text_setup(cfg, clips, s_cfg)
+        text_teacher, transcripts, text_heads = text_setup(cfg, clips, s_cfg)
         text_teacher.to(accelerator.device)
     claim_run_folder(accelerator, cfg, out, resume, ckpt, "edgedistill distill", _RESUMABLE, overwrite)
     model = DistillModel(student, heads, cfg.feature_grad_mult,
                          freeze_cnn=cfg.freeze_cnn or cfg.reuse_teacher_cnn, text_heads=text_heads)
     dataset = CroppedAudio(clips, cfg.max_samples, transcripts=transcripts)
-    sampler = BucketBatchSampler(dataset.lengths, cfg.batch_size, cfg.seed,
-                                 accelerator.process_index, accelerator.num_processes)
+    collate = collate_padded
+    if cfg.target_cache:
+        from edgedistill.distill.cache import CachedTargets, collate_targets, prepare_cache
+
+        cache = prepare_cache(cfg.target_cache, accelerator, teacher, cfg.teacher, targets,
+                              cfg.teacher_precision, dataset, cfg.seed, cfg.batch_size)
+        dataset, collate = CachedTargets(dataset, cache), collate_targets
+    sampler = BucketBatchSampler(dataset.lengths, cfg.batch_size, cfg.seed, accelerator.process_index,
+                                 accelerator.num_processes, fixed_crops=cfg.target_cache is not None)
     # Its own generator: each new iterator draws a seed, which must not move the global RNG
-    # (dropout) or a resumed run would diverge from an uninterrupted one.
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_padded,
-                        num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
+    # (dropout) or a resumed run would diverge from an uninterrupted one. Crops come from the
+    # sampler's seeds, so the batches do not depend on the number of workers.
+    workers = default_workers(accelerator.num_processes) if cfg.num_workers is None else cfg.num_workers
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(cfg.seed),
+                        **loader_options(workers, accelerator.device.type == "cuda"))
+    if cfg.compile:
+        model.compile_parts()
 
     optimizer = make_adamw(model.parameters(), cfg.lr, cfg.betas, cfg.eps, cfg.weight_decay)
     step, state = restore_training_state(ckpt, model, optimizer, accelerator.process_index) if resume else (0, {})
@@ -240,9 +279,12 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
                "contrastive_weight": cfg.contrastive_weight}
     while step < end:
         sampler.set_epoch(step // len(sampler), start_batch=step % len(sampler))
-        for wave, lengths, *texts in loader:
+        for wave, lengths, *rest in loader:
             audio_s += float(lengths.sum()) / 16_000 * accelerator.num_processes  # still on the CPU: no device sync
-            wave, lengths = wave.to(accelerator.device), lengths.to(accelerator.device)
+            cached = rest.pop() if cfg.target_cache else None
+            texts = rest
+            wave = wave.to(accelerator.device, non_blocking=True)
+            lengths = lengths.to(accelerator.device, non_blocking=True)
             x = prepare_input(wave, teacher.do_normalize)
             # Teacher: no grad, fp32, eval. With reuse_teacher_cnn its CNN output feeds both.
             feats = teacher.cnn_features(wave) if cfg.reuse_teacher_cnn else None
@@ -255,8 +297,11 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
                 outputs = model(x, lengths, features=feats, text=text_batch, **text_kw)
             loss, parts = wave.new_zeros(()), {}
             if heads is not None:
-                hidden = teacher(wave, features=feats)
-                target = torch.stack([hidden[t] for t in targets])
+                if cached is not None:
+                    target = cached.to(accelerator.device, non_blocking=True).float()
+                else:
+                    hidden = teacher(wave, features=feats)
+                    target = torch.stack([hidden[t] for t in targets]).float()
                 pred = outputs["pred"]
                 frames = min(pred.shape[2], target.shape[2])
                 pred, target = pred[:, :, :frames], target[:, :, :frames]
@@ -324,35 +369,6 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     accelerator.wait_for_everyone()
     return {**summary, "main_process": accelerator.is_main_process}
-
-
-def _text_setup(cfg: DistillConfig, clips, s_cfg):
-    """(text teacher, one transcript per clip, text heads) for text-informed distillation."""
-    from edgedistill.distill.text import TextHeads, default_text_layers
-    from edgedistill.models.text_teacher import load_text_teacher
-
-    if cfg.text_source == "label":
-        transcripts = [c.label.replace("_", " ") if c.label else None for c in clips]
-    else:
-        transcripts = [c.text for c in clips]
-    if not any(transcripts):
-        raise ConfigError(f"text_teacher is set but no clip of '{cfg.data}' has a transcript in its "
-                          f"'{cfg.text_source}' column: add a 'text' column to the manifest, or set "
-                          "text_source=label for keyword data")
-    missing = sum(t is None for t in transcripts)
-    if missing:
-        log.warning("%d of %d clips have no transcript: text losses skip them", missing, len(clips))
-    units = cfg.active_units()
-    layers = ([l for u, l in zip(cfg.text_units, cfg.text_layers) if u in units] if cfg.text_layers
-              else default_text_layers(units, s_cfg.num_hidden_layers))
-    if max(layers) > s_cfg.num_hidden_layers or min(layers) < 1:
-        raise ConfigError(f"text_layers {layers} outside the student's 1..{s_cfg.num_hidden_layers}")
-    text_teacher = load_text_teacher(cfg.text_teacher, seed=cfg.seed)
-    torch.manual_seed(cfg.seed + 1)
-    heads = TextHeads(s_cfg.hidden_size, text_teacher.dim, units, layers, cfg.adaptive_units)
-    log.info("text teacher %s (width %d): units %s at student layers %s", cfg.text_teacher, text_teacher.dim,
-             units, layers)
-    return text_teacher, transcripts, heads
 
 
 def _ranks_in_sync(accelerator, model) -> bool:

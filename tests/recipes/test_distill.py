@@ -51,6 +51,52 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(small_corpus, 
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_with_two_loader_workers_is_bit_exact_against_a_run_without_workers(small_corpus, tmp_path):
+    extra = ("steps=8", "student.dropout=0.1")
+    distill(_cfg(small_corpus, tmp_path / "full", *extra, "num_workers=0"))
+    distill(_cfg(small_corpus, tmp_path / "cut", *extra, "num_workers=2"), stop_after=4)
+    done = distill(_cfg(small_corpus, tmp_path / "cut", *extra, "num_workers=2"), resume=True)
+    assert done["finished"]
+    a = load_file(tmp_path / "full" / "student" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "student" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cached_targets_train_like_the_live_teacher_and_a_changed_run_is_refused(small_corpus, tmp_path):
+    # Equal-length clips, no padding: cached and live targets differ only by float16 rounding.
+    extra = ("steps=6", "max_samples=16000", "target_layers=[2,4]")
+    live = distill(_cfg(small_corpus, tmp_path / "live", *extra))
+    cached = distill(_cfg(small_corpus, tmp_path / "cached", *extra, f"target_cache={tmp_path / 'cache'}"))
+    assert live["finished"] and cached["finished"]
+    assert (tmp_path / "cache" / "manifest.json").is_file()
+    a, b = _log(tmp_path / "live"), _log(tmp_path / "cached")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    assert all(abs(x["loss"] - y["loss"]) < 2e-3 * x["loss"] for x, y in zip(a, b)), (a, b)
+    again = distill(_cfg(small_corpus, tmp_path / "again", *extra, f"target_cache={tmp_path / 'cache'}"))
+    assert _log(tmp_path / "again")[-1]["loss"] == b[-1]["loss"]  # read back, not rewritten
+    with pytest.raises(ConfigError, match="made for another run.*layers"):
+        distill(_cfg(small_corpus, tmp_path / "other", "steps=2", "max_samples=16000", "target_layers=[1,4]",
+                     f"target_cache={tmp_path / 'cache'}"))
+    with pytest.raises(ValueError, match="drop reuse_teacher_cnn"):
+        _cfg(small_corpus, tmp_path / "x", f"target_cache={tmp_path / 'cache'}", "reuse_teacher_cnn=true")
+
+
+def test_teacher_precision_bf16_runs_on_cpu_and_fp16_or_an_unsupported_one_is_refused(small_corpus, tmp_path,
+                                                                                      monkeypatch):
+    done = distill(_cfg(small_corpus, tmp_path / "bf16", "steps=2", "teacher_precision=bf16"))
+    assert done["finished"] and all(r["loss"] == r["loss"] for r in _log(tmp_path / "bf16"))
+    with pytest.raises(ConfigError, match="fp16 runs on GPUs only"):
+        distill(_cfg(small_corpus, tmp_path / "fp16", "steps=2", "teacher_precision=fp16"))
+    assert not (tmp_path / "fp16").exists()  # refused before the run folder was claimed
+
+    def no_kernel(*a, **k):
+        raise RuntimeError('"slow_conv1d" not implemented for \'BFloat16\'')
+
+    monkeypatch.setattr("torch.nn.functional.conv1d", no_kernel)
+    with pytest.raises(ConfigError, match="teacher_precision=bf16 is not supported on cpu.*use fp32"):
+        distill(_cfg(small_corpus, tmp_path / "nokernel", "steps=2", "teacher_precision=bf16"))
+
+
 def test_existing_run_is_never_overwritten_and_resume_checks_the_config(small_corpus, tmp_path):
     out = tmp_path / "run"
     distill(_cfg(small_corpus, out, "steps=4"))
