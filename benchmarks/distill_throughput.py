@@ -211,6 +211,10 @@ def target_cosines(manifest: Path, args) -> dict:
             "fp16_storage_mean": float(stored.mean()), "fp16_storage_min": float(stored.min())}
 
 
+def _times(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
 def _sync(device):
     import torch
 
@@ -260,7 +264,7 @@ def main(argv=None) -> dict:
     device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     naive = max([r["audio_s_per_s"] for r in rows if r["row"].startswith("naive")] or [float("nan")])
     for r in rows:
-        r["vs_naive"] = r["audio_s_per_s"] / naive
+        r["vs_naive"] = r["audio_s_per_s"] / naive if naive == naive else None
     result = {"benchmark": "distill_throughput", "teacher": args.teacher, "student": args.student,
               "device": device, "threads": torch.get_num_threads(), "batch_size": args.batch_size,
               "clip_seconds": args.seconds, "precision": args.precision, "warmup": args.warmup,
@@ -282,7 +286,7 @@ def report_lines(result: dict) -> list[str]:
           "| configuration | audio s / s | s / step | vs the naive loop | processes | keeps |",
           "|---|---|---|---|---|---|"]
     for r in result["results"]:
-        md.append(f"| {r['row']} | {r['audio_s_per_s']:.1f} | {r['step_s']:.3f} | {r['vs_naive']:.2f}x | "
+        md.append(f"| {r['row']} | {r['audio_s_per_s']:.1f} | {r['step_s']:.3f} | {_times(r['vs_naive'])} | "
                   f"{r['processes']} | {r['keeps']} |")
     cache = [r for r in result["results"] if "cache_pass_audio_s_per_s" in r]
     md += ["", "Speed-ups are against the faster naive row. Each row adds its option to the one above "

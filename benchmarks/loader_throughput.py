@@ -128,9 +128,11 @@ def main(argv=None) -> dict:
     for r in rows:
         md.append(f"| {r['format']} | {r['mb_per_hour']:.0f} | {r['workers']} | {r['audio_s_per_s']:.0f} | "
                   f"{r['per_worker']:.0f} |")
-    md += ["", "0 workers: the training process decodes between steps. To feed a GPU that distils R s of "
-           "audio per second, use about R / (per worker) + 1 workers per GPU; `num_workers: null` (the "
-           "default) takes the process's cores less one, at most 8."]
+    md += ["", "0 workers: the training process decodes between steps (no inter-process copy, but the GPU "
+           "waits). With as many workers as cores, the workers and the loop share the cores and the "
+           "per-worker rate falls: the 1-worker row is what a worker on a core of its own decodes. To feed "
+           "a GPU that distils R s of audio per second, use about R / (that rate) + 1 workers per GPU; "
+           "`num_workers: null` (the default) takes the process's cores less one, at most 8."]
     write_report(args.out, result, md)
     return result
 

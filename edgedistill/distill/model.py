@@ -8,6 +8,7 @@ from torch import nn
 from edgedistill.distill.heads import DistillHeads
 from edgedistill.distill.losses import frame_mask
 from edgedistill.distill.text import TextHeads
+from edgedistill.models.student import freeze_cnn as freeze_speech_cnn
 from edgedistill.models.teacher import cnn_override
 
 
@@ -39,7 +40,7 @@ class DistillModel(nn.Module):
         super().__init__()
         self.student, self.heads, self.text_heads = student, heads, text_heads
         if freeze_cnn:
-            student.feature_extractor.requires_grad_(False)
+            freeze_speech_cnn(student)
         elif feature_grad_mult != 1.0:
             student.feature_extractor.register_forward_hook(
                 lambda _m, _i, out: _GradMultiply.apply(out, feature_grad_mult))

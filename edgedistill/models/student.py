@@ -137,6 +137,16 @@ def student_config(teacher_config, cfg: StudentConfig):
     return s
 
 
+def freeze_cnn(model: nn.Module) -> None:
+    """Freezes a speech model's CNN for real: its parameters, and the `transformers` flag that
+    otherwise makes the waveform require a gradient in training mode, so that backward would
+    still run through every convolution down to the input (as `_freeze_parameters` does)."""
+    fe = model.feature_extractor
+    fe.requires_grad_(False)
+    if hasattr(fe, "_requires_grad"):
+        fe._requires_grad = False
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -209,6 +209,9 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
     teacher = load_teacher(cfg.teacher, seed=cfg.seed).to(accelerator.device)
     student, init = build_student(teacher.model, cfg.student, seed=cfg.seed)  # from the fp32 weights
     teacher.set_precision(cfg.teacher_precision)
+    log.info("teacher %s in %s, %s attention; student %s attention; %s", cfg.teacher, cfg.teacher_precision,
+             teacher.config._attn_implementation, student.config._attn_implementation,
+             f"targets cached in {cfg.target_cache}" if cfg.target_cache else "teacher runs every step")
     t_cfg, s_cfg = teacher.config, student.config
     targets = cfg.target_layers or default_targets(t_cfg.num_hidden_layers)
     if max(targets) > t_cfg.num_hidden_layers or min(targets) < 0:

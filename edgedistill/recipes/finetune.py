@@ -32,6 +32,7 @@ from edgedistill.data.manifest import AUDIO_EXTENSIONS, Clip, ManifestError
 from edgedistill.training.evaluation import evaluate_model
 from edgedistill.models.multitask import MultiTaskModel
 from edgedistill.models.builders import load_backbone
+from edgedistill.models.student import freeze_cnn
 from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
 from edgedistill.training.accelerator import TrainLog, begin_run, claim_run_folder, make_accelerator
@@ -265,8 +266,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
                            cfg.aam_scale, cfg.aam_margin)
     if cfg.freeze_backbone:
         backbone.requires_grad_(False)
-    elif cfg.freeze_cnn:
-        backbone.feature_extractor.requires_grad_(False)
+    if cfg.freeze_backbone or cfg.freeze_cnn:
+        freeze_cnn(backbone)
 
     noise = _noise(cfg.noise, cfg.data, cfg.train_split)
     dataset = LabelledAudio(clips, kw_ids, spk_ids, cfg.clip_samples, noise, cfg.snr_db,

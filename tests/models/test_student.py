@@ -103,3 +103,21 @@ def test_thin_cnn_help_says_what_init_from_teacher_does(tiny_hubert):
     assert not any(n.startswith(f"feature_extractor.conv_layers.{i}.") for i in range(6) for n in copied)
     assert "first six conv layers change shape and start fresh" in help_text
     assert "last conv layer" in help_text and "feature projection" in help_text and "copied" in help_text
+
+
+def test_a_frozen_cnn_builds_no_graph_down_to_the_waveform(tiny_hubert):
+    """Defect: requires_grad_(False) alone left transformers' `_requires_grad` flag on, so in
+    training mode the waveform required a gradient and backward ran through every convolution."""
+    from edgedistill.distill.model import DistillModel
+    from edgedistill.models.student import freeze_cnn
+
+    student, _ = build_student(tiny_hubert, StudentConfig())
+    student.train()
+    wave = torch.randn(2, 8000)
+    assert student.feature_extractor(wave).requires_grad  # the transformers default: a graph to the input
+    freeze_cnn(student)
+    assert not student.feature_extractor(wave).requires_grad
+    other, _ = build_student(tiny_hubert, StudentConfig())
+    model = DistillModel(other, None, freeze_cnn=True).train()
+    assert not model.student.feature_extractor(wave).requires_grad
+    assert model(wave)["mask"].shape[0] == 2

@@ -88,3 +88,18 @@ def test_one_lookup_one_clean_error_for_every_kind_of_bad_teacher(tmp_path, caps
                          capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "not a speech SSL model" in out.stderr
     assert not (tmp_path / "run").exists()  # distill checks the teacher before writing anything
+
+
+def test_teacher_and_student_attend_with_sdpa_and_a_bf16_teacher_stays_close_to_fp32():
+    from edgedistill.models.student import StudentConfig, build_student
+
+    teacher = load_teacher("builtin:hubert-tiny")
+    student, _ = build_student(teacher.model, StudentConfig())
+    assert teacher.config._attn_implementation == "sdpa" and student.config._attn_implementation == "sdpa"
+    wave = torch.randn(2, 16000) * 0.1
+    ref = teacher(wave)[-1]
+    teacher.set_precision("bf16")
+    out = teacher(wave)[-1]
+    assert out.dtype == torch.bfloat16 and next(teacher.model.parameters()).dtype == torch.bfloat16
+    cos = torch.nn.functional.cosine_similarity(out.float(), ref, dim=-1)
+    assert cos.mean() > 0.99 and not torch.equal(out.float(), ref)
