@@ -132,7 +132,8 @@ def main(argv=None) -> dict:
            "waits). With as many workers as cores, the workers and the loop share the cores and the "
            "per-worker rate falls: the 1-worker row is what a worker on a core of its own decodes. To feed "
            "a GPU that distils R s of audio per second, use about R / (that rate) + 1 workers per GPU; "
-           "`num_workers: null` (the default) takes the process's cores less one, at most 8."]
+           "`num_workers: null` (the default) takes, on a GPU, the process's cores less one, at most 8 "
+           "(on a CPU, 0)."]
     write_report(args.out, result, md)
     return result
 

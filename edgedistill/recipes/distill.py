@@ -111,8 +111,8 @@ class DistillConfig:
         "help": "torch.compile the student's CNN, transformer and heads (minutes of compilation first)"})
     cpu: bool = field(default=False, metadata={"help": "train on the CPU even if a GPU is there"})
     num_workers: int | None = field(default=None, metadata={
-        "help": "data-loader worker processes per training process; null: the process's cores less one, "
-                "at most 8 (benchmarks/loader_throughput.py measures what one worker decodes)"})
+        "help": "data-loader worker processes per training process; null: on a GPU the process's cores less "
+                "one, at most 8, on a CPU 0 (benchmarks/loader_throughput.py measures what one worker decodes)"})
     seed: int = field(default=0, metadata={"help": "seed of init, data order, crops and dropout"})
     log_with: str | None = field(default=None, metadata={
         "help": "also log to an accelerate tracker: 'tensorboard' (in OUT/tensorboard), 'wandb', ..."})
@@ -247,10 +247,11 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
     # Its own generator: each new iterator draws a seed, which must not move the global RNG
     # (dropout) or a resumed run would diverge from an uninterrupted one. Crops come from the
     # sampler's seeds, so the batches do not depend on the number of workers.
-    workers = default_workers(accelerator.num_processes) if cfg.num_workers is None else cfg.num_workers
+    on_gpu = accelerator.device.type == "cuda"
+    workers = default_workers(accelerator.num_processes, on_gpu) if cfg.num_workers is None else cfg.num_workers
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                         generator=torch.Generator().manual_seed(cfg.seed),
-                        **loader_options(workers, accelerator.device.type == "cuda"))
+                        **loader_options(workers, on_gpu))
     if cfg.compile:
         model.compile_parts()
 

@@ -71,3 +71,13 @@ def test_distillation_leaves_the_silence_crops_out(tmp_path):
     spec = f"{tmp_path / 'manifest.csv'}+silence={tmp_path / 'noise'}"
     assert any(c.label == "_silence_" for c in resolve_labelled(spec, "train"))
     assert [c.label for c in distillation_clips(spec, "train")] == ["no", "yes", "no", "yes"]
+
+
+def test_default_workers_share_the_cores_on_a_gpu_and_stay_in_the_loop_on_a_cpu(monkeypatch):
+    from edgedistill.data.unlabelled import default_workers
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert default_workers(1, gpu=True) == 8 and default_workers(4, gpu=True) == 3
+    assert default_workers(1, gpu=False) == 0
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0}, raising=False)
+    assert default_workers(1, gpu=True) == 0
