@@ -29,19 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgedistill.audio import num_frames
 from edgedistill.config import ConfigError
 from edgedistill.data.unlabelled import CroppedAudio, crop_seed
 
 log = logging.getLogger(__name__)
 
 VERSION = 1
-
-
-def conv_frames(samples: int, conv_kernel, conv_stride) -> int:
-    """Frames the speech CNN makes of `samples` samples."""
-    for k, s in zip(conv_kernel, conv_stride):
-        samples = (samples - k) // s + 1
-    return max(samples, 0)
 
 
 def bytes_per_hour(layers: int, dim: int) -> float:
@@ -53,7 +47,7 @@ def cache_identity(teacher_name: str, teacher, layers: list[int], precision: str
                    seed: int) -> dict:
     """What a cache was made from; a run may read a cache only if every field matches."""
     with torch.no_grad():
-        checksum = float(sum(p.detach().double().abs().sum() for p in teacher.model.parameters()))
+        checksum = float(sum(p.double().abs().sum() for p in teacher.model.parameters()))
     clips = hashlib.sha256("\n".join(f"{c.path}|{c.offset}|{n}" for c, n in
                                      zip(dataset.clips, dataset.lengths)).encode()).hexdigest()[:16]
     return {"version": VERSION, "teacher": str(teacher_name), "teacher_type": teacher.config.model_type,
@@ -77,9 +71,8 @@ class TargetCache:
     def data(self) -> np.memmap:
         if self._data is None:
             m = self.manifest
-            total = int(self.index[-1].sum()) if len(self.index) else 0
             self._data = np.memmap(self.folder / "targets.f16", dtype=np.float16, mode="r",
-                                   shape=(total, len(m["layers"]), m["dim"]))
+                                   shape=(m["frames"], len(m["layers"]), m["dim"]))
         return self._data
 
     def __getstate__(self):
@@ -107,8 +100,7 @@ def open_cache(folder: str | Path, identity: dict) -> TargetCache | None:
             raise ConfigError(f"target_cache folder '{folder}' is not empty and holds no cache: "
                               "name an empty or new folder")
         return None
-    mine = {k: found.get(k) for k in identity}
-    diff = {k: (mine[k], identity[k]) for k in identity if mine[k] != identity[k]}
+    diff = {k: (found.get(k), v) for k, v in identity.items() if found.get(k) != v}
     if diff:
         what = "; ".join(f"{k}: cache {a!r}, this run {b!r}" for k, (a, b) in diff.items())
         raise ConfigError(f"target_cache '{folder}' was made for another run ({what}): point target_cache "
@@ -126,7 +118,7 @@ def write_cache(folder: str | Path, teacher, dataset: CroppedAudio, identity: di
     folder.mkdir(parents=True, exist_ok=True)
     layers, dim = identity["layers"], identity["dim"]
     c = teacher.config
-    frames = np.array([conv_frames(n, c.conv_kernel, c.conv_stride) for n in dataset.lengths], dtype=np.int64)
+    frames = np.array([num_frames(n, c.conv_kernel, c.conv_stride) for n in dataset.lengths], dtype=np.int64)
     index = np.stack([np.concatenate([[0], np.cumsum(frames)[:-1]]), frames], axis=1)
     total = int(frames.sum())
     size = total * len(layers) * dim * 2
@@ -145,8 +137,7 @@ def write_cache(folder: str | Path, teacher, dataset: CroppedAudio, identity: di
     last = time.monotonic()
     for g in range(done, len(groups)):
         idx = groups[g]
-        items = [dataset[(i, crop_seed(seed, 0, i))] for i in idx]
-        wave = torch.from_numpy(np.stack([a if isinstance(a, np.ndarray) else a[0] for a in items])).to(device)
+        wave = torch.from_numpy(np.stack([dataset[(i, crop_seed(seed, 0, i))] for i in idx])).to(device)
         hidden = teacher(wave)
         out = torch.stack([hidden[t] for t in layers], dim=2).to(torch.float16).cpu().numpy()  # [B, T, L, D]
         for b, i in enumerate(idx):

@@ -290,7 +290,7 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
             wave = wave.to(accelerator.device, non_blocking=True)
             lengths = lengths.to(accelerator.device, non_blocking=True)
             x = prepare_input(wave, teacher.do_normalize)
-            # Teacher: no grad, fp32, eval. With reuse_teacher_cnn its CNN output feeds both.
+            # Teacher: no grad, eval, in teacher_precision. With reuse_teacher_cnn its CNN output feeds both.
             feats = teacher.cnn_features(wave) if cfg.reuse_teacher_cnn else None
             text_batch = None
             if text_teacher is not None:

@@ -7,8 +7,9 @@ import torch
 from edgedistill.config import ConfigError
 from edgedistill.data.layouts import distillation_clips
 from edgedistill.data.unlabelled import CroppedAudio, crop_seed
-from edgedistill.distill.cache import (TargetCache, bytes_per_hour, cache_identity, collate_targets, conv_frames,
-                                       open_cache, write_cache)
+from edgedistill.audio import num_frames
+from edgedistill.distill.cache import (TargetCache, bytes_per_hour, cache_identity, collate_targets, open_cache,
+                                       write_cache)
 from edgedistill.distill.losses import layerwise_loss
 from edgedistill.models.teacher import load_teacher
 
@@ -36,7 +37,7 @@ def test_cached_targets_give_the_live_teachers_loss_on_the_same_crops(small_corp
     a, _ = layerwise_loss(pred, live)
     b, _ = layerwise_loss(pred, cached.float())
     assert abs(float(a) - float(b)) < 1e-3 * float(a)
-    frames = conv_frames(6000, teacher.config.conv_kernel, teacher.config.conv_stride)
+    frames = num_frames(6000, teacher.config.conv_kernel, teacher.config.conv_stride)
     assert cache.index[:, 1].tolist() == [frames] * len(dataset)
     manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
     assert manifest["complete"] and manifest["layers"] == LAYERS
