@@ -264,7 +264,7 @@ def main(argv=None) -> dict:
     device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     naive = max([r["audio_s_per_s"] for r in rows if r["row"].startswith("naive")] or [float("nan")])
     for r in rows:
-        r["vs_naive"] = r["audio_s_per_s"] / naive if naive == naive else None
+        r["vs_naive"] = None if np.isnan(naive) else r["audio_s_per_s"] / naive
     result = {"benchmark": "distill_throughput", "teacher": args.teacher, "student": args.student,
               "device": device, "threads": torch.get_num_threads(), "batch_size": args.batch_size,
               "clip_seconds": args.seconds, "precision": args.precision, "warmup": args.warmup,

@@ -140,11 +140,13 @@ def student_config(teacher_config, cfg: StudentConfig):
 def freeze_cnn(model: nn.Module) -> None:
     """Freezes a speech model's CNN for real: its parameters, and the `transformers` flag that
     otherwise makes the waveform require a gradient in training mode, so that backward would
-    still run through every convolution down to the input (as `_freeze_parameters` does)."""
+    still run through every convolution down to the input. Every speech family's feature
+    encoder does both in `_freeze_parameters`; anything else gets its parameters frozen."""
     fe = model.feature_extractor
-    fe.requires_grad_(False)
-    if hasattr(fe, "_requires_grad"):
-        fe._requires_grad = False
+    if hasattr(fe, "_freeze_parameters"):
+        fe._freeze_parameters()
+    else:
+        fe.requires_grad_(False)
 
 
 def count_parameters(model: nn.Module) -> int:
