@@ -17,13 +17,22 @@ gathers the finished runs into the report.
 Writes benchmarks/results/arabic_recipe.{json,md} (teacher, each student in fp32 and int8,
 the baseline; measured on the val speakers) and arabic_recipe_tradeoff.png.
 
+Run folders do not outlive a machine, so each finished run's report is also kept in
+benchmarks/results/arabic_runs/KEY.json (a few kB, committed) with a checksum of its teacher's
+weights: a later session adds seeds or presets and gathers them with the kept ones. Only runs
+whose teacher has the first run's checksum share a table (the teacher is retrained each session;
+on the same machine and thread count its training is repeatable); the others are left out and
+the report says so.
+
 Data: Arabic Speech Commands (Ghandoura et al. 2021, CC BY 4.0), read in place.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -31,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "arabic_speech_commands.yaml"
+KEPT = ROOT / "benchmarks" / "results" / "arabic_runs"
 
 
 def main(argv=None) -> dict:
@@ -44,6 +54,7 @@ def main(argv=None) -> dict:
     p.add_argument("--gather", action="store_true",
                    help="only gather the finished runs' report.json files into the report (run nothing)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arabic_recipe"))
+    p.add_argument("--kept", default=str(KEPT), help="finished runs' reports kept across sessions (KEY.json)")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. distill.steps=100)")
     args = p.parse_args(argv)
 
@@ -52,7 +63,7 @@ def main(argv=None) -> dict:
     from edgedistill.reporting.tables import variant_table
     from edgedistill.reporting.plots import plot_tradeoff
 
-    work = Path(args.work)
+    work, kept = Path(args.work), Path(args.kept)
     reports, seconds = {}, {}
     runs = [(preset, seed) for preset in args.presets
             for seed in (args.seeds if preset in args.seeded_presets else args.seeds[:1])]
@@ -60,10 +71,12 @@ def main(argv=None) -> dict:
         key = f"{preset}" + (f"_s{seed}" if seed else "")
         out = work / f"arabic_{key}"
         if args.gather:
-            if not (out / "report.json").exists():
-                print(f"--gather: {out}/report.json is missing: that run is left out of the report")
-                continue
-            reports[key] = json.loads((out / "report.json").read_text())
+            if (out / "report.json").exists():
+                reports[key] = keep(out, kept / f"{key}.json")
+            elif (kept / f"{key}.json").exists():
+                reports[key] = json.loads((kept / f"{key}.json").read_text())
+            else:
+                print(f"--gather: neither {out}/report.json nor {kept}/{key}.json: that run is left out of the report")
             continue
         done = sorted(work.glob("arabic_*/teacher/stage.json"))
         if done and not (out / "teacher" / "stage.json").exists():
@@ -77,9 +90,16 @@ def main(argv=None) -> dict:
         if cli(cmd) != 0:
             raise SystemExit(f"the {key} run failed; run this script again to resume it")
         seconds[key] = time.perf_counter() - t
-        reports[key] = json.loads((out / "report.json").read_text())
+        reports[key] = keep(out, kept / f"{key}.json")
     if not reports:
         raise SystemExit("no finished run to report")
+    teacher = next(iter(reports.values()))["teacher_sha256"]
+    other = [k for k, r in reports.items() if r["teacher_sha256"] != teacher]
+    left_out = [f"Left out: {', '.join(other)} (trained from another teacher, weights {reports[other[0]]['teacher_sha256']}, "
+                f"not {teacher}): rerun them in this session's teacher's run folders."] if other else []
+    for k in other:
+        print(left_out[0])
+        del reports[k]
 
     rows = []
     for i, (key, rep) in enumerate(reports.items()):
@@ -94,14 +114,13 @@ def main(argv=None) -> dict:
             rows.append({**v, "variant": name})
     summary = seed_summary(rows, args.seeds)
     ref = next(iter(reports.values()))
-    stage_s = {key: {s.parent.name: round(json.loads(s.read_text())["seconds"])
-                     for s in sorted((work / f"arabic_{key}").glob("*/stage.json"))} for key in reports}
+    stage_s = {key: rep["stage_seconds"] for key, rep in reports.items()}
     command = "python benchmarks/arabic_recipe.py " + " ".join(sys.argv[1:] if argv is None else argv)
     plot = plot_tradeoff(rows, Path(args.out).with_name(Path(args.out).name + "_tradeoff.png"))
     result = {"benchmark": "arabic_recipe", "recipe": str(RECIPE.relative_to(ROOT)), "variants": rows,
               "split": ref["split"], "clips": ref["clips"], "threads": ref["threads"],
               "latency_audio_s": ref["latency_audio_s"], "stage_seconds": stage_s, "run_seconds": seconds,
-              "seeds": summary,
+              "seeds": summary, "teacher_sha256": teacher, "left_out": left_out,
               "command": command.strip(), "machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
               "plot": plot.name}
     m = result["machine"]
@@ -121,6 +140,9 @@ def main(argv=None) -> dict:
         md += [f"| {s['variant']} | {s['seeds']} | {100 * s['kws_mean']:.2f} +- {100 * s['kws_std']:.2f}% | "
                + (f"{100 * s['eer_mean']:.2f} +- {100 * s['eer_std']:.2f}% |" if s["eer_mean"] is not None else "- |")
                for s in summary]
+    result["goals"] = goals(rows)
+    md += ["", "## What the numbers say", "", *result["goals"]]
+    md += ["", *left_out] if left_out else []
     notes = [line for rep in reports.values() for line in rep.get("notes", [])]
     if notes:
         md += ["", "## int8 budget", "", *dict.fromkeys(notes)]
@@ -131,6 +153,59 @@ def main(argv=None) -> dict:
            "10.5281/zenodo.4662481), CC BY 4.0."]
     write_report(args.out, result, md)
     return result
+
+
+def goals(rows: list[dict]) -> list[str]:
+    """The issue's goals checked in words, from the first seed's rows: the teacher bounds every
+    student (KWS accuracy and EER, fp32); the edge student is within 1 point of KWS accuracy and 1
+    of EER of distilhubert at half its latency (int8); a student beats the teacher merely quantized."""
+    by = {r["variant"]: r for r in rows}
+    teacher = by.get("teacher fp32")
+    lines = []
+    students = [r for r in rows if r["variant"].endswith(" fp32") and not r["variant"].startswith("teacher")
+                and "from scratch" not in r["variant"] and "_s" not in r["variant"].split()[0]]
+    if teacher:
+        beaten = [r["variant"] for r in students if r["kws_accuracy"] > teacher["kws_accuracy"]
+                  or (r.get("sv_eer") is not None and teacher.get("sv_eer") is not None and r["sv_eer"] < teacher["sv_eer"])]
+        lines.append("- Teacher as an upper bound: " + ("**broken** by " + ", ".join(beaten) + " (higher KWS accuracy "
+                     "or lower EER than teacher fp32)." if beaten else "held: no student has a higher KWS accuracy "
+                     "or a lower EER than teacher fp32."))
+    edge, full = by.get("edge int8"), by.get("distilhubert int8")
+    if edge and full:
+        dk = 100 * (edge["kws_accuracy"] - full["kws_accuracy"])
+        de = 100 * (edge["sv_eer"] - full["sv_eer"]) if edge.get("sv_eer") is not None and full.get("sv_eer") is not None else None
+        speed = full["latency_ms_p50"] / edge["latency_ms_p50"]
+        met = dk >= -1 and (de is None or de <= 1) and speed >= 2
+        lines.append(f"- Edge student (int8) against distilhubert (int8): KWS accuracy {dk:+.2f} points, "
+                     + (f"EER {de:+.2f} points, " if de is not None else "") + f"{speed:.2f}x faster: goal "
+                     "(within 1 point of each, half the latency) " + ("**met**." if met else "**missed**."))
+    base = by.get("teacher int8")
+    if base:
+        better = [r["variant"] for r in rows if r["variant"].endswith(" int8") and not r["variant"].startswith("teacher")
+                  and r["kws_accuracy"] >= base["kws_accuracy"] and r["latency_ms_p50"] < base["latency_ms_p50"]
+                  and r["file_bytes"] < base["file_bytes"]]
+        lines.append("- Against the teacher merely quantized (teacher int8: "
+                     f"{100 * base['kws_accuracy']:.2f}%, {base['file_bytes'] / 1e6:.2f} MB, {base['latency_ms_p50']:.1f} ms): "
+                     + (", ".join(better) + " are smaller, faster and at least as accurate." if better else
+                        "no int8 student is smaller, faster and at least as accurate."))
+    return lines
+
+
+def keep(run: Path, path: Path) -> dict:
+    """The run's report with its teacher's weight checksum and stage times, written (atomically) to
+    `path`, where it outlives the run folder."""
+    rep = json.loads((run / "report.json").read_text())
+    digest = hashlib.sha256()
+    for f in sorted((run / "teacher" / "ft" / "model").rglob("*.safetensors")):
+        digest.update(f.read_bytes())
+    rep["teacher_sha256"] = digest.hexdigest()[:16]
+    rep["stage_seconds"] = {s.parent.name: round(json.loads(s.read_text())["seconds"])
+                            for s in sorted(run.glob("*/stage.json"))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rep, indent=1))
+    os.replace(tmp, path)
+    return rep
 
 
 def seed_summary(rows: list[dict], seeds: list[int]) -> list[dict]:

@@ -29,6 +29,8 @@ from edgedistill.data.labelled import IGNORE, BalancedSampler, LabelledAudio, co
 from edgedistill.data.layouts import noise_for_split, resolve_labelled, silence_folder
 from edgedistill.data.trials import sv_unscored_reason
 from edgedistill.data.manifest import AUDIO_EXTENSIONS, Clip, ManifestError
+from edgedistill.deploy.qat import fold_qat, prepare_qat
+from edgedistill.deploy.quantize import TARGETS
 from edgedistill.training.evaluation import evaluate_model
 from edgedistill.models.multitask import MultiTaskModel
 from edgedistill.models.builders import load_backbone
@@ -73,6 +75,12 @@ class FinetuneConfig:
     freeze_backbone: bool = field(default=False, metadata={
         "help": "train the heads only (fine-tuning the backbone is better: Kerpicci et al.)"})
     freeze_cnn: bool = field(default=True, metadata={"help": "keep the backbone's CNN frozen"})
+    qat: bool = field(default=False, metadata={
+        "help": "quantization-aware training for the `int8` export: every conv and Linear trains with the "
+                "export's int8 rounding (fake quantization, straight-through gradients) and the saved weights "
+                "are the rounded ones (edgedistill.deploy.qat)"})
+    qat_target: str = field(default="auto", metadata={
+        "help": "the int8 target QAT rounds for (auto: this machine's, as `int8` export does)"})
     backbone_lr: float = field(default=5e-5, metadata={"help": "peak learning rate of the backbone"})
     head_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the heads"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
@@ -109,6 +117,8 @@ class FinetuneConfig:
             raise ValueError(f"select_metric '{self.select_metric}': choose one of {_SELECT}")
         if self.mixed_precision not in MIXED_PRECISIONS:
             raise ValueError(f"mixed_precision '{self.mixed_precision}': choose one of {MIXED_PRECISIONS}")
+        if self.qat_target != "auto" and self.qat_target not in TARGETS:
+            raise ValueError(f"qat_target '{self.qat_target}': choose auto or one of {sorted(TARGETS)}")
         if self.layer_mode not in ("weighted", "last"):
             raise ValueError(f"layer_mode '{self.layer_mode}': use 'weighted' or 'last'")
         if self.kws_weight < 0 or self.sv_weight < 0 or self.kws_weight + self.sv_weight == 0:
@@ -268,6 +278,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
         backbone.requires_grad_(False)
     if cfg.freeze_backbone or cfg.freeze_cnn:
         freeze_cnn(backbone)
+    if cfg.qat:  # before the checkpoint is restored: it holds the fake-quantized model's ranges
+        prepare_qat(model, cfg.qat_target)
 
     noise = _noise(cfg.noise, cfg.data, cfg.train_split)
     dataset = LabelledAudio(clips, kw_ids, spk_ids, cfg.clip_samples, noise, cfg.snr_db,
@@ -335,7 +347,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
                               "val_sv_eer": report.get("sv_eer"), "val_score": score}
                     if score > best["score"]:
                         inner.spec["sv_threshold"] = report.get("sv_eer_threshold")
-                        _save_model_atomic(inner, out / "model")
+                        _save_model_atomic(fold_qat(inner) if cfg.qat else inner, out / "model")
                         best = {"score": score, "step": step, "report": report}
                 accelerator.wait_for_everyone()
                 if _stalled(cfg, step, best, accelerator):

@@ -3,7 +3,7 @@
     edgedistill run RECIPE.yaml [key=value ...]      edgedistill demo
 
 Stages, each in its own folder of the run: teacher -> distill -> finetune -> export (+
-quantize) -> benchmark. With `teacher: train` the teacher is a small HuBERT-shaped model
+quantize) [-> qat: quantization-aware fine-tuning, int8] [-> baseline] -> benchmark. With `teacher: train` the teacher is a small HuBERT-shaped model
 trained here from random weights (nothing can be downloaded offline); with a pretrained
 teacher, the teacher stage fine-tunes it with the student's heads and recipe (the report's
 upper bound). Finished stages with the same config are skipped, interrupted ones resume
@@ -84,6 +84,10 @@ class RunConfig:
     benchmark: BenchmarkStage = field(default_factory=BenchmarkStage, metadata={"help": "benchmark stage"})
     stream: StreamStage = field(default_factory=StreamStage, metadata={
         "help": "streaming benchmark (FRR at fixed false alarms per hour, per-hop cost)"})
+    qat: bool = field(default=False, metadata={
+        "help": "also fine-tune the distilled student with quantization-aware training (`finetune.qat`, the "
+                "fine-tuning's settings) and export it in int8: the 'student qat-int8' row, next to "
+                "post-training int8"})
     baseline: bool = field(default=False, metadata={
         "help": "also fine-tune a student of the same shape from random weights (no distillation) "
                 "and benchmark it as 'scratch fp32': what distillation buys"})
@@ -115,7 +119,7 @@ def recipe_path(name: str | Path) -> Path:
 
 def plan(cfg: RunConfig) -> dict:
     """The config each stage of the run gets: {"teacher": {"init": TeacherTraining or None,
-    "finetune": FinetuneConfig}, "distill", "finetune", "baseline", "export", "benchmark", "stream"}."""
+    "finetune": FinetuneConfig}, "distill", "finetune", "qat", "baseline", "export", "benchmark", "stream"}."""
     out = Path(cfg.out)
     if cfg.teacher == TRAIN_TEACHER:
         tt = cfg.teacher_training
@@ -135,9 +139,10 @@ def plan(cfg: RunConfig) -> dict:
                                   out=str(out / "distill"))
     finetune = dataclasses.replace(cfg.finetune, model=str(out / "distill"), data=cfg.data, out=str(out / "finetune"))
     baseline = dataclasses.replace(finetune, model=str(out / "baseline" / "init"), out=str(out / "baseline" / "ft"))
+    qat = dataclasses.replace(finetune, qat=True, out=str(out / "qat" / "ft"))
     return {"teacher": {"init": tt, "finetune": teacher_ft}, "distill": distill, "finetune": finetune,
-            "baseline": baseline if cfg.baseline else None, "export": cfg.export, "benchmark": cfg.benchmark,
-            "stream": cfg.stream}
+            "qat": qat if cfg.qat else None, "baseline": baseline if cfg.baseline else None, "export": cfg.export,
+            "benchmark": cfg.benchmark, "stream": cfg.stream}
 
 
 def run(cfg: RunConfig, overwrite: bool = False) -> dict:
@@ -206,6 +211,20 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
     specs["export"] = {"up": specs["finetune"], "cfg": non_default(cfg.export), "teacher": spec}
     files = run_stage("export", out / "export", specs["export"], export_stage, overwrite)
 
+    if p["qat"] is not None:
+        def qat_stage():
+            finetune(p["qat"], resume=True)
+            qat_files = export_variants(str(out / "qat" / "ft" / "model"), out / "qat", dataclasses.replace(
+                cfg.export, quantize=["int8"]), cfg.data, cfg.finetune.train_split, cfg.finetune.val_split,
+                name="student-qat", seed=cfg.finetune.seed, num_trials=cfg.benchmark.num_trials)
+            found = {f"qat {mode}": r for mode, r in qat_files.get("sensitivity", {}).items()}
+            return {"student-qat-int8": qat_files["student-qat-int8"], "sensitivity": found}
+
+        specs["qat"] = {"up": specs["distill"], "cfg": non_default(p["qat"]), "export": non_default(cfg.export)}
+        qat = run_stage("qat", out / "qat", specs["qat"], qat_stage, overwrite)
+        files = {**files, "student-qat-int8": qat["student-qat-int8"],
+                 "sensitivity": {**files.get("sensitivity", {}), **qat["sensitivity"]}}
+
     baseline = None
     if p["baseline"] is not None:
         def baseline_stage():
@@ -242,7 +261,7 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
         return report
 
     specs["benchmark"] = {"up": specs["export"], "cfg": non_default(cfg.benchmark), "baseline": specs.get("baseline"),
-                          "stream": non_default(cfg.stream)}
+                          "stream": non_default(cfg.stream), **({"qat": specs["qat"]} if "qat" in specs else {})}
     return run_stage("benchmark", out / "benchmark", specs["benchmark"], benchmark_stage, overwrite)
 
 

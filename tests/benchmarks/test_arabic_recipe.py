@@ -1,4 +1,5 @@
 import json
+import shutil
 from tests.benchmarks import load_benchmark
 
 TINY = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_training.cnn=32",
@@ -11,8 +12,9 @@ TINY = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_trai
 def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tmp_path):
     mod = load_benchmark("arabic_recipe")
     out = tmp_path / "res"
+    kept = tmp_path / "kept"
     res = mod.main(["--presets", "distilhubert", "deep", "--seeds", "0", "1", "--seeded-presets", "distilhubert",
-                    "--work", str(tmp_path / "w"), "--out", str(out), f"data={small_corpus}", *TINY])
+                    "--work", str(tmp_path / "w"), "--out", str(out), "--kept", str(kept), f"data={small_corpus}", *TINY])
     names = [v["variant"] for v in res["variants"]]
     assert names == ["teacher fp32", "teacher int8", "distilhubert fp32", "distilhubert int8",
                      "distilhubert from scratch (no distillation) fp32", "distilhubert_s1 fp32",
@@ -24,4 +26,44 @@ def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tm
     assert first == second   # trained once, skipped in the second run
     assert "| deep int8 |" in out.with_suffix(".md").read_text()
     assert "## Over seeds" in out.with_suffix(".md").read_text()
+    assert "## What the numbers say" in out.with_suffix(".md").read_text()
+    assert res["goals"][0].startswith("- Teacher as an upper bound: ")
     assert open(out.with_name("res_tradeoff.png"), "rb").read(4) == b"\x89PNG"
+
+    # The run folders are gone in a later session: the kept reports alone give the same table.
+    shutil.rmtree(tmp_path / "w")
+    gathered = mod.main(["--presets", "distilhubert", "deep", "--seeds", "0", "1", "--seeded-presets", "distilhubert",
+                         "--work", str(tmp_path / "w"), "--out", str(out), "--kept", str(kept), "--gather"])
+    assert gathered["variants"] == res["variants"]
+    assert gathered["stage_seconds"] == res["stage_seconds"] and "teacher" in res["stage_seconds"]["distilhubert"]
+    assert sorted(p.name for p in kept.iterdir()) == ["deep.json", "distilhubert.json", "distilhubert_s1.json"]
+
+    # A run made from another teacher (another session's, trained differently) is left out, in words.
+    other = json.loads((kept / "deep.json").read_text())
+    other["teacher_sha256"] = "0" * 16
+    (kept / "deep.json").write_text(json.dumps(other))
+    mixed = mod.main(["--presets", "distilhubert", "deep", "--seeds", "0", "1", "--seeded-presets", "distilhubert",
+                      "--work", str(tmp_path / "w"), "--out", str(out), "--kept", str(kept), "--gather"])
+    assert not any(v["variant"].startswith("deep") for v in mixed["variants"])
+    assert "Left out: deep (trained from another teacher" in out.with_suffix(".md").read_text()
+
+
+def _row(name, kws, eer, ms, mb):
+    return {"variant": name, "kws_accuracy": kws, "sv_eer": eer, "latency_ms_p50": ms, "file_bytes": mb * 1e6}
+
+
+def test_the_goals_are_checked_in_words():
+    goals = load_benchmark("arabic_recipe").goals
+    rows = [_row("teacher fp32", 0.90, 0.10, 20, 20), _row("teacher int8", 0.85, 0.12, 10, 6),
+            _row("distilhubert fp32", 0.88, 0.11, 8, 9), _row("distilhubert int8", 0.879, 0.112, 4, 3),
+            _row("edge fp32", 0.875, 0.115, 4, 8), _row("edge int8", 0.872, 0.118, 2, 2.5)]
+    text = goals(rows)
+    assert text[0].endswith("held: no student has a higher KWS accuracy or a lower EER than teacher fp32.")
+    assert "KWS accuracy -0.70 points, EER +0.60 points, 2.00x faster" in text[1] and "**met**" in text[1]
+    assert "distilhubert int8, edge int8 are smaller, faster and at least as accurate" in text[2]
+    rows[4] = _row("edge fp32", 0.95, 0.115, 4, 8)      # a student above its teacher
+    rows[5] = _row("edge int8", 0.84, 0.118, 2.5, 2.5)  # 3.9 points below distilhubert, 1.6x faster
+    text = goals(rows)
+    assert "**broken** by edge fp32" in text[0]
+    assert "**missed**" in text[1]
+    assert "distilhubert int8 are smaller" in text[2]

@@ -19,12 +19,16 @@ TINY = ["teacher_training.layers=4", "teacher_training.hidden=64", "teacher_trai
 def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     out = tmp_path / "run"
     stream = ["stream.keywords=[yes,stop]", "stream.seconds=60", "stream.enroll_clips=2"]
-    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true",
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true", "qat=true",
                  "finetune.freeze_cnn=true", *stream]) == 0
     report = json.loads((out / "report.json").read_text())
     names = [v["variant"] for v in report["variants"]]
-    assert names == ["teacher fp32", "teacher int8-dynamic", "student fp32", "student int8-dynamic", "scratch fp32"]
-    teacher, teacher_q, student, quant, scratch = report["variants"]
+    assert names == ["teacher fp32", "teacher int8-dynamic", "student fp32", "student int8-dynamic",
+                     "student qat-int8", "scratch fp32"]
+    teacher, teacher_q, student, quant, qat, scratch = report["variants"]
+    # quantization-aware training: its own fine-tuning of the distilled student, exported in int8
+    assert qat["params"] == student["params"] and qat["path"].endswith("student-qat.int8.onnx")
+    assert (out / "qat" / "ft" / "model" / "multitask.json").exists()
     # the teacher merely quantized is a row of its own, and every row says what it retains of the teacher
     assert teacher_q["params"] == teacher["params"] and teacher_q["file_bytes"] < teacher["file_bytes"]
     assert teacher["kws_retained"] == 1 and student["kws_retained"] == student["kws_accuracy"] / teacher["kws_accuracy"]
@@ -65,7 +69,7 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     assert f"{100 * student['kws_accuracy']:.2f}%" in card and (out / "export" / "DEVICE.md").exists()
     # everything done: a second run skips every stage
     marks = {p: p.stat().st_mtime_ns for p in out.glob("*/stage.json")}
-    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true",
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true", "qat=true",
                  "finetune.freeze_cnn=true", *stream]) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/stage.json")} == marks
 
