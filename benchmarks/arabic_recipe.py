@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def main(argv=None) -> dict:
     from edgedistill.cli import main as cli
     from edgedistill.reporting.machine import machine_info, write_report
     from edgedistill.reporting.tables import variant_table
-    from edgedistill.reporting.plots import plot_tradeoff
+    from edgedistill.reporting.plots import plot_tradeoff, plot_training
 
     work, kept = Path(args.work), Path(args.kept)
     reports, seconds = {}, {}
@@ -117,12 +118,20 @@ def main(argv=None) -> dict:
     stage_s = {key: rep["stage_seconds"] for key, rep in reports.items()}
     command = "python benchmarks/arabic_recipe.py " + " ".join(sys.argv[1:] if argv is None else argv)
     plot = plot_tradeoff(rows, Path(args.out).with_name(Path(args.out).name + "_tradeoff.png"))
+    curve = ref.get("teacher_curve") or []
+    on = {"train-holdout": "a held-out tenth of the train clips: the train speakers, other recordings"}.get(
+        ref.get("teacher_val_split"), f"the '{ref.get('teacher_val_split')}' split")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "teacher.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
+        teacher_plot = plot_training({f"teacher (validated on {ref.get('teacher_val_split')})":
+                                      Path(tmp) / "teacher.jsonl"},
+                                     Path(args.out).with_name(Path(args.out).name + "_teacher.png"))
     result = {"benchmark": "arabic_recipe", "recipe": str(RECIPE.relative_to(ROOT)), "variants": rows,
               "split": ref["split"], "clips": ref["clips"], "threads": ref["threads"],
               "latency_audio_s": ref["latency_audio_s"], "stage_seconds": stage_s, "run_seconds": seconds,
               "seeds": summary, "teacher_sha256": teacher, "left_out": left_out,
               "command": command.strip(), "machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
-              "plot": plot.name}
+              "plot": plot.name, "teacher_plot": teacher_plot.name, "teacher_training": teacher_words(curve, on, ref.get("teacher_summary", {}))}
     m = result["machine"]
     md = [f"# Arabic Speech Commands recipe: teacher vs {', '.join(reports)}", "", f"`{result['command']}`", "",
           f"Each student: `edgedistill run {result['recipe']} distill.student.preset=PRESET`. Measured on the "
@@ -134,6 +143,7 @@ def main(argv=None) -> dict:
           f"Machine: {m['cpu']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + f"; {result['date']}.", "",
           *variant_table(rows, ("params", "file MB", "KWS accuracy", "KWS retained", "SV EER", "EER / teacher",
                                 "minDCF (0.01)", "p50 ms", "p90 ms"))]
+    md += ["", "## The teacher", "", result["teacher_training"], "", f"![teacher training]({teacher_plot.name})"]
     if summary:
         md += ["", "## Over seeds (distill and fine-tune seeds; one teacher)", "",
                "| variant | seeds | KWS accuracy mean +- std | SV EER mean +- std |", "|---|---|---|---|"]
@@ -191,6 +201,22 @@ def goals(rows: list[dict]) -> list[str]:
     return lines
 
 
+def teacher_words(curve: list[dict], on: str, summary: dict) -> str:
+    """How the teacher's training went, from its train_log rows and fine-tuning summary."""
+    val = [r for r in curve if r.get("val_score") is not None]
+    if not val:
+        return "The teacher's training log is not in the kept reports."
+    best = max(val, key=lambda r: r["val_score"])
+    last = curve[-1]["step"]
+    why = ("stopped early: its validation score stalled" if summary.get("stopped_early")
+           else "the most the recipe allows (`teacher_training.steps`)")
+    return (f"Trained {last:,} steps ({why}); best validation (on {on}) at step {best['step']:,}: KWS accuracy "
+            f"{100 * best['val_kws_accuracy']:.2f}%"
+            + (f", EER {100 * best['val_sv_eer']:.2f}%" if best.get("val_sv_eer") is not None else "")
+            + f"; at the last validation (step {val[-1]['step']:,}) {100 * val[-1]['val_kws_accuracy']:.2f}%. "
+            "That model is the teacher of every row.")
+
+
 def keep(run: Path, path: Path) -> dict:
     """The run's report with its teacher's weight checksum and stage times, written (atomically) to
     `path`, where it outlives the run folder."""
@@ -201,6 +227,14 @@ def keep(run: Path, path: Path) -> dict:
     rep["teacher_sha256"] = digest.hexdigest()[:16]
     rep["stage_seconds"] = {s.parent.name: round(json.loads(s.read_text())["seconds"])
                             for s in sorted(run.glob("*/stage.json"))}
+    log = run / "teacher" / "ft" / "train_log.jsonl"
+    rep["teacher_curve"] = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.exists() else []
+    summary = run / "teacher" / "ft" / "summary.json"
+    rep["teacher_summary"] = {k: v for k, v in json.loads(summary.read_text()).items()
+                              if k in ("steps_done", "stopped_early", "best_step")} if summary.exists() else {}
+    config = run / "teacher" / "ft" / "config.yaml"
+    rep["teacher_val_split"] = next((line.split(":", 1)[1].strip() for line in config.read_text().splitlines()
+                                     if line.startswith("val_split:")), None) if config.exists() else None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(rep, indent=1))

@@ -28,6 +28,9 @@ def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tm
     assert "## Over seeds" in out.with_suffix(".md").read_text()
     assert "## What the numbers say" in out.with_suffix(".md").read_text()
     assert res["goals"][0].startswith("- Teacher as an upper bound: ")
+    assert res["teacher_training"].startswith("Trained 2 steps (the most the recipe allows"), res["teacher_training"]
+    assert "best validation (on the 'val' split) at step 2" in res["teacher_training"]
+    assert open(out.with_name("res_teacher.png"), "rb").read(4) == b"\x89PNG"
     assert open(out.with_name("res_tradeoff.png"), "rb").read(4) == b"\x89PNG"
 
     # The run folders are gone in a later session: the kept reports alone give the same table.
