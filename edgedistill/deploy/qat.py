@@ -58,12 +58,13 @@ class WeightFakeQuant(nn.Module):
 
 def _uint8(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     """uint8 asymmetric rounding of `x` over [lo, hi] (scalars, or one pair per row of dim 0)."""
-    lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    lo, hi = lo.float().clamp(max=0), hi.float().clamp(min=0)
     scale = ((hi - lo) / 255).clamp(min=1e-8)
     zero = torch.round(-lo / scale).clamp(0, 255).to(torch.int32)
+    y = x.float()  # the rounding kernels take float32 (autocast may hand bf16 / fp16)
     if scale.dim() == 0:
-        return torch.fake_quantize_per_tensor_affine(x, scale.float(), zero, 0, 255)
-    return torch.fake_quantize_per_channel_affine(x, scale.float(), zero, 0, 0, 255)
+        return torch.fake_quantize_per_tensor_affine(y, scale, zero, 0, 255).to(x.dtype)
+    return torch.fake_quantize_per_channel_affine(y, scale, zero, 0, 0, 255).to(x.dtype)
 
 
 class StaticActQuant(nn.Module):
@@ -113,7 +114,7 @@ def prepare_qat(model: nn.Module, target: str = "auto") -> nn.Module:
     buffers are submodules (`qat_in`, `qat_out`), so checkpoints keep them and resume exactly."""
     qmax = weight_qmax(target)
     done = 0
-    for module in model.modules():
+    for module in list(model.modules()):  # the loop adds submodules
         if isinstance(module, nn.Conv1d) and not parametrize.is_parametrized(module, "weight"):
             parametrize.register_parametrization(module, "weight", WeightFakeQuant(qmax, per_channel=True))
             module.qat_in, module.qat_out = StaticActQuant(), StaticActQuant()

@@ -79,3 +79,13 @@ def test_qat_int8_stays_closer_to_its_float_model_than_post_training_int8(embedd
         errors[qat] = _logit_error(fp32, int8, resolve_labelled(str(embedded_corpus), "val")[:64])
     print("logit error", errors)
     assert errors[True] < errors[False], errors
+
+
+def test_rounding_takes_half_precision_activations():
+    from edgedistill.deploy.qat import StaticActQuant
+
+    x = torch.randn(2, 4, 50)
+    q = StaticActQuant()
+    y = q(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and (y.float() - x).abs().max() < 0.1
+    assert len(torch.unique(q(x))) <= 256  # uint8: at most 256 levels
