@@ -35,7 +35,9 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
     per metric: `kws_budget` on the accuracy lost and `eer_budget` on the EER gained (e.g.
     0.001 and 0.005: 0.1 and 0.5 points), where the cost is the larger of the two ratios and
     the budget is 1. Each candidate node is measured alone (quantize everything but it), then
-    nodes are excluded greedily, most helpful first, re-measuring after each.
+    nodes are excluded greedily, most helpful first, re-measuring after each; a node that does not
+    lower the cost together with those already kept in float is quantized after all (it would
+    cost latency for nothing).
 
     Returns the `quantize_model` summary plus `budget_met`, `cost_all_quantized`, `cost_final`,
     `kept_float` (node names), `node_gains`, and the final `kws_accuracy_change` / `sv_eer_change`.
@@ -78,8 +80,9 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
         for node in sorted(gains, key=gains.get, reverse=True):
             if current <= limit or gains[node] <= 0:
                 break
-            excluded.append(node)
-            current = cost(excluded, probe)
+            trial = cost(excluded + [node], probe)
+            if trial < current:  # a node stays in float only where it helps with the others kept
+                excluded, current = excluded + [node], trial
     summary = quantize_model(src, dst, replace(cfg, exclude_nodes=excluded))
     final = changes[tuple(excluded)]
     if current > limit:
