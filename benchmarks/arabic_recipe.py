@@ -153,9 +153,11 @@ def main(argv=None) -> dict:
     result["goals"] = goals(rows)
     md += ["", "## What the numbers say", "", *result["goals"]]
     md += ["", *left_out] if left_out else []
-    notes = [line for rep in reports.values() for line in rep.get("notes", [])]
+    notes = [f"- {key}" + line[len("- student"):] if line.startswith("- student") else line
+             for key, rep in reports.items() for line in rep.get("notes", [])]
     if notes:
-        md += ["", "## int8 budget", "", *dict.fromkeys(notes)]
+        md += ["", *dict.fromkeys(notes), "(qat int8 there: against the QAT fine-tune's own fp32 export; "
+               "against the student's fp32 in the list above.)"]
     md += ["", "Stage wall times (s): " + "; ".join(f"{pr}: " + ", ".join(f"{k} {v}" for k, v in st.items())
                                                     for pr, st in stage_s.items()), "",
            f"![accuracy vs size and latency]({plot.name})", "",
@@ -189,6 +191,19 @@ def goals(rows: list[dict]) -> list[str]:
         lines.append(f"- Edge student (int8) against distilhubert (int8): KWS accuracy {dk:+.2f} points, "
                      + (f"EER {de:+.2f} points, " if de is not None else "") + f"{speed:.2f}x faster: goal "
                      "(within 1 point of each, half the latency) " + ("**met**." if met else "**missed**."))
+    for r in students:
+        name = r["variant"][: -len(" fp32")]
+        for mode in ("int8", "qat-int8"):
+            q = by.get(f"{name} {mode}")
+            if q is None:
+                continue
+            dk = 100 * (q["kws_accuracy"] - r["kws_accuracy"])
+            de = 100 * (q["sv_eer"] - r["sv_eer"]) if q.get("sv_eer") is not None and r.get("sv_eer") is not None else 0.0
+            met = dk >= -0.1 - 1e-9 and de <= 0.5 + 1e-9
+            lines.append(f"- {name} {mode} against {name} fp32: KWS accuracy {dk:+.2f} points, EER {de:+.2f} points: "
+                         "int8 budget (at most 0.1 points of KWS accuracy lost, 0.5 of EER gained) "
+                         + ("**met**." if met else f"**missed** by {max(0.0, -0.1 - dk):.2f} KWS / "
+                                                     f"{max(0.0, de - 0.5):.2f} EER points."))
     base = by.get("teacher int8")
     if base:
         better = [r["variant"] for r in rows if r["variant"].endswith(" int8") and not r["variant"].startswith("teacher")

@@ -63,10 +63,14 @@ def test_the_goals_are_checked_in_words():
     text = goals(rows)
     assert text[0].endswith("held: no student has a higher KWS accuracy or a lower EER than teacher fp32.")
     assert "KWS accuracy -0.70 points, EER +0.60 points, 2.00x faster" in text[1] and "**met**" in text[1]
-    assert "distilhubert int8, edge int8 are smaller, faster and at least as accurate" in text[2]
+    assert text[2] == ("- distilhubert int8 against distilhubert fp32: KWS accuracy -0.10 points, EER +0.20 points: "
+                       "int8 budget (at most 0.1 points of KWS accuracy lost, 0.5 of EER gained) **met**.")
+    assert text[3].startswith("- edge int8 against edge fp32: KWS accuracy -0.30 points, EER +0.30 points")
+    assert text[3].endswith("**missed** by 0.20 KWS / 0.00 EER points.")
+    assert "distilhubert int8, edge int8 are smaller, faster and at least as accurate" in text[4]
     rows[4] = _row("edge fp32", 0.95, 0.115, 4, 8)      # a student above its teacher
     rows[5] = _row("edge int8", 0.84, 0.118, 2.5, 2.5)  # 3.9 points below distilhubert, 1.6x faster
     text = goals(rows)
     assert "**broken** by edge fp32" in text[0]
     assert "**missed**" in text[1]
-    assert "distilhubert int8 are smaller" in text[2]
+    assert "distilhubert int8 are smaller" in text[-1]
