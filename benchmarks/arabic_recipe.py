@@ -88,6 +88,8 @@ def main(argv=None) -> dict:
                f"finetune.seed={seed}", f"baseline={'true' if preset == args.baseline_for and not seed else 'false'}",
                *args.overrides]
         print("edgedistill " + " ".join(cmd), flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "command.txt").write_text("edgedistill " + " ".join(cmd) + "\n")
         if cli(cmd) != 0:
             raise SystemExit(f"the {key} run failed; run this script again to resume it")
         seconds[key] = time.perf_counter() - t
@@ -158,6 +160,8 @@ def main(argv=None) -> dict:
     if notes:
         md += ["", *dict.fromkeys(notes), "(qat int8 there: against the QAT fine-tune's own fp32 export; "
                "against the student's fp32 in the list above.)"]
+    md += ["", "Runs (each run's own command, from its report):", "",
+           *[f"- {key}: `{rep.get('run_command') or '(not recorded)'}`" for key, rep in reports.items()]]
     md += ["", "Stage wall times (s): " + "; ".join(f"{pr}: " + ", ".join(f"{k} {v}" for k, v in st.items())
                                                     for pr, st in stage_s.items()), "",
            f"![accuracy vs size and latency]({plot.name})", "",
@@ -243,6 +247,8 @@ def keep(run: Path, path: Path) -> dict:
     rep["stage_seconds"] = {s.parent.name: round(json.loads(s.read_text())["seconds"])
                             for s in sorted(run.glob("*/stage.json"))}
     log = run / "teacher" / "ft" / "train_log.jsonl"
+    command = run / "command.txt"
+    rep["run_command"] = command.read_text().strip().replace(f"{ROOT}/", "") if command.exists() else None
     rep["teacher_curve"] = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.exists() else []
     summary = run / "teacher" / "ft" / "summary.json"
     rep["teacher_summary"] = {k: v for k, v in json.loads(summary.read_text()).items()

@@ -27,6 +27,8 @@ def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tm
     assert "| deep int8 |" in out.with_suffix(".md").read_text()
     assert "## Over seeds" in out.with_suffix(".md").read_text()
     assert "## What the numbers say" in out.with_suffix(".md").read_text()
+    assert "- deep: `edgedistill run " in out.with_suffix(".md").read_text()
+    assert "distill.student.preset=deep distill.seed=0 finetune.seed=0 baseline=false" in out.with_suffix(".md").read_text()
     assert res["goals"][0].startswith("- Teacher as an upper bound: ")
     assert res["teacher_training"].startswith("Trained 2 steps (the most the recipe allows"), res["teacher_training"]
     assert "best validation (on the 'val' split) at step 2" in res["teacher_training"]
