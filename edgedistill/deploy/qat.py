@@ -26,17 +26,14 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from edgedistill.deploy.quantize import TARGETS, detect_target
+from edgedistill.deploy.quantize import QuantScheme
 
 _SAMPLE = 1 << 18  # elements a range estimate looks at (a strided subsample of the tensor)
 
 
 def weight_qmax(target: str = "auto") -> int:
     """The largest integer of the target's int8 weights (64 with reduce_range, else 127)."""
-    target = detect_target() if target == "auto" else target
-    if target not in TARGETS:
-        raise ValueError(f"unknown target '{target}': choose auto or one of {sorted(TARGETS)}")
-    return 64 if TARGETS[target]["reduce_range"] else 127
+    return 64 if QuantScheme(target=target).settings()["reduce_range"] else 127  # the export's own resolution
 
 
 class WeightFakeQuant(nn.Module):
@@ -91,9 +88,9 @@ class StaticActQuant(nn.Module):
 
 def _dynamic(x: torch.Tensor) -> torch.Tensor:
     """uint8 rounding of each clip's tensor over its own min and max (dynamic quantization)."""
-    flat = x.detach().reshape(x.shape[0], -1) if x.dim() > 1 else x.detach()[None]
     if x.dim() <= 1:
-        return _uint8(x, flat.min(), flat.max())
+        return _uint8(x, x.detach().min(), x.detach().max())
+    flat = x.detach().flatten(1)
     return _uint8(x, flat.amin(1), flat.amax(1))
 
 
