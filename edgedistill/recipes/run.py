@@ -50,11 +50,20 @@ class TeacherTraining:
     val_split: str = field(default=HOLDOUT, metadata={
         "help": f"validation split of the early stopping: '{HOLDOUT}' (a tenth of the train clips, never the "
                 "benchmark speakers) or a split name"})
+    cycles: int = field(default=1, metadata={
+        "help": "training cycles: each after the first fine-tunes the previous cycle's backbone again with fresh "
+                "heads and a restarted learning-rate schedule (warm restarts), the second training a student gets "
+                "on top of its teacher (the born-again effect), given to the teacher"})
+    cycle_steps: int | None = field(default=None, metadata={
+        "help": "steps of each cycle after the first (null: the student's finetune.steps)"})
 
     def __post_init__(self):
         heads = max(1, self.hidden // 64)
         if self.layers < 1 or self.steps < 1 or self.cnn < 4 or self.eval_every < 1 or self.patience < 0:
             raise ValueError("teacher_training: layers, steps and eval_every must be >= 1, cnn >= 4, patience >= 0")
+        if self.cycles < 1 or (self.cycle_steps is not None and self.cycle_steps < 1):
+            raise ValueError(f"teacher_training: cycles={self.cycles}, cycle_steps={self.cycle_steps}: cycles must be "
+                             ">= 1 and cycle_steps >= 1 (or null: the student's finetune.steps)")
         if self.hidden < 16 or self.hidden % 16 or self.hidden % heads:
             raise ValueError(f"teacher_training.hidden={self.hidden}: use a multiple of 16 (the positional "
                              f"convolution has 16 groups) divisible by its {heads} attention head(s), e.g. 128 or 256")
@@ -125,22 +134,33 @@ def plan(cfg: RunConfig) -> dict:
         tt = cfg.teacher_training
         # From random weights the CNN must learn too, whatever the student's fine-tuning does with
         # it. An upper bound: never fewer steps than the student gets, then early stopping.
-        teacher_ft = dataclasses.replace(cfg.finetune, model=str(out / "teacher" / "init"), data=cfg.data,
-                                         out=str(out / "teacher" / "ft"), steps=tt.steps, eval_every=tt.eval_every,
-                                         patience=tt.patience, val_split=tt.val_split,
-                                         min_steps=min(tt.steps, cfg.distill.steps + cfg.finetune.steps),
-                                         seed=tt.seed, freeze_cnn=False, freeze_backbone=False)
+        first = dataclasses.replace(cfg.finetune, model=str(out / "teacher" / "init"), data=cfg.data,
+                                    out=str(out / "teacher" / "ft"), steps=tt.steps, eval_every=tt.eval_every,
+                                    patience=tt.patience, val_split=tt.val_split,
+                                    min_steps=min(tt.steps, cfg.distill.steps + cfg.finetune.steps),
+                                    seed=tt.seed, freeze_cnn=False, freeze_backbone=False)
+        # Cycles: cycle k trains in teacher/cycleK, the last in teacher/ft (where one cycle trains),
+        # each from the backbone before it with fresh heads, validated once at its end.
+        cycles = [first] if tt.cycles == 1 else [dataclasses.replace(first, out=str(out / "teacher" / "cycle1"))]
+        later = tt.cycle_steps or cfg.finetune.steps
+        for k in range(2, tt.cycles + 1):
+            cycles.append(dataclasses.replace(
+                first, model=str(Path(cycles[-1].out) / "model" / "backbone"), steps=later, eval_every=later,
+                patience=0, min_steps=0, seed=tt.seed + k - 1,
+                out=str(out / "teacher" / ("ft" if k == tt.cycles else f"cycle{k}"))))
+        teacher_ft = cycles[-1]
         teacher_backbone = str(out / "teacher" / "ft" / "model" / "backbone")
     else:
         tt = None
         teacher_ft = dataclasses.replace(cfg.finetune, model=cfg.teacher, data=cfg.data, out=str(out / "teacher" / "ft"))
+        cycles = [teacher_ft]
         teacher_backbone = cfg.teacher
     distill = dataclasses.replace(cfg.distill, teacher=teacher_backbone, data=cfg.distill_data or cfg.data,
                                   out=str(out / "distill"))
     finetune = dataclasses.replace(cfg.finetune, model=str(out / "distill"), data=cfg.data, out=str(out / "finetune"))
     baseline = dataclasses.replace(finetune, model=str(out / "baseline" / "init"), out=str(out / "baseline" / "ft"))
     qat = dataclasses.replace(finetune, qat=True, out=str(out / "qat" / "ft"))
-    return {"teacher": {"init": tt, "finetune": teacher_ft}, "distill": distill, "finetune": finetune,
+    return {"teacher": {"init": tt, "finetune": teacher_ft, "cycles": cycles}, "distill": distill, "finetune": finetune,
             "qat": qat if cfg.qat else None, "baseline": baseline if cfg.baseline else None, "export": cfg.export,
             "benchmark": cfg.benchmark, "stream": cfg.stream}
 
@@ -175,8 +195,10 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
     def teacher_stage():
         if p["teacher"]["init"] is not None:
             tt = p["teacher"]["init"]
-            save_small_hubert(teacher_ft.model, tt.layers, tt.hidden, tt.cnn, seed=tt.seed)
-        return {"summary": finetune(teacher_ft, resume=True), "model": str(Path(teacher_ft.out) / "model")}
+            save_small_hubert(p["teacher"]["cycles"][0].model, tt.layers, tt.hidden, tt.cnn, seed=tt.seed)
+        for c in p["teacher"]["cycles"]:
+            summary = finetune(c, resume=True)
+        return {"summary": summary, "model": str(Path(teacher_ft.out) / "model")}
 
     # The teacher's own fine-tuning config (not the student's: student seeds share one teacher),
     # without its folders (a finished teacher stage copied into another run is reused).
@@ -246,7 +268,10 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
         variants += [(k.replace("-", " ", 1), v, student) for k, v in files.items() if k.startswith("student")]
         if baseline:
             variants.append(("scratch fp32", baseline["onnx"], student))
-        logs = {"teacher": out / "teacher" / "ft" / "train_log.jsonl", "distill": out / "distill" / "train_log.jsonl",
+        cycles = p["teacher"]["cycles"]
+        logs = {("teacher" if len(cycles) == 1 else f"teacher cycle {k}"): Path(c.out) / "train_log.jsonl"
+                for k, c in enumerate(cycles, 1)}
+        logs |= {"distill": out / "distill" / "train_log.jsonl",
                 "finetune": out / "finetune" / "train_log.jsonl", "scratch": out / "baseline" / "ft" / "train_log.jsonl"}
         notes = budget_notes(files.get("sensitivity", {}))
         if notes:

@@ -73,6 +73,19 @@ def test_the_goals_are_checked_in_words():
     rows[4] = _row("edge fp32", 0.95, 0.115, 4, 8)      # a student above its teacher
     rows[5] = _row("edge int8", 0.84, 0.118, 2.5, 2.5)  # 3.9 points below distilhubert, 1.6x faster
     text = goals(rows)
-    assert "**broken** by edge fp32" in text[0]
+    assert "**broken** by edge fp32 (KWS accuracy 95.00% against 90.00% (+5.00 points))." in text[0]
+    assert "Why" not in text[0]
     assert "**missed**" in text[1]
-    assert "distilhubert int8 are smaller" in text[-1]
+    assert "distilhubert int8 is smaller" in text[-1]
+    # over seeds, and why: a capped teacher still improving
+    seeds = [{"variant": "edge fp32", "seeds": 3, "kws_mean": 0.91, "kws_std": 0.02, "eer_mean": 0.1, "eer_std": 0.01}]
+    text = goals(rows, seeds, teacher_capped=True)
+    assert "over 3 seeds 91.00 +- 2.00% (+1.00 points, within one standard deviation of the teacher)" in text[0]
+    assert "Why: the teacher stopped at its step cap" in text[0]
+    # each quantized mode against the teacher's same mode; QAT files count as int8
+    rows += [_row("teacher int8-dynamic", 0.89, 0.10, 12, 7), _row("distilhubert int8-dynamic", 0.89, 0.11, 6, 4),
+             _row("edge qat-int8", 0.86, 0.12, 2, 2)]
+    text = goals(rows)
+    assert "(teacher int8-dynamic, post-training, every node quantized: 89.00%, 7.00 MB, 12.0 ms): " \
+           "distilhubert int8-dynamic is smaller" in text[-2]
+    assert text[-1].endswith("distilhubert int8, edge qat-int8 are smaller, faster and at least as accurate.")

@@ -105,3 +105,22 @@ def test_the_stage_defaults_live_in_the_stage_configs():
     assert run.distill == DistillConfig() and run.finetune == FinetuneConfig()
     demo = load_config(RunConfig, recipe_path("demo"))
     assert demo.distill.steps == 300 and dataclasses.replace(demo.distill, steps=200_000) != DistillConfig()
+
+
+def test_teacher_cycles_chain_from_backbone_to_backbone_with_fresh_heads_and_end_in_teacher_ft():
+    cfg = load_config(RunConfig, recipe_path("demo"), ["out=runs/x", "teacher_training.cycles=3",
+                                                       "teacher_training.steps=700", "finetune.steps=250"])
+    cycles = plan(cfg)["teacher"]["cycles"]
+    assert [Path(c.out).name for c in cycles] == ["cycle1", "cycle2", "ft"]
+    assert plan(cfg)["teacher"]["finetune"] == cycles[-1] and plan(cfg)["distill"].teacher == "runs/x/teacher/ft/model/backbone"
+    assert cycles[0].model == "runs/x/teacher/init" and cycles[0].steps == 700 and cycles[0].patience == 3
+    # each later cycle: the backbone before it (a backbone folder: the multi-task model gets new heads),
+    # the student's fine-tuning length, its own seed, one validation at its end
+    assert [c.model for c in cycles[1:]] == ["runs/x/teacher/cycle1/model/backbone", "runs/x/teacher/cycle2/model/backbone"]
+    assert [(c.steps, c.eval_every, c.patience, c.min_steps) for c in cycles[1:]] == [(250, 250, 0, 0)] * 2
+    assert len({c.seed for c in cycles}) == 3 and not any(c.freeze_cnn for c in cycles)
+    cfg = load_config(RunConfig, recipe_path("demo"), ["out=runs/x", "teacher_training.cycles=2",
+                                                       "teacher_training.cycle_steps=90"])
+    assert plan(cfg)["teacher"]["cycles"][1].steps == 90
+    one = plan(load_config(RunConfig, recipe_path("demo"), ["out=runs/x", "teacher_training.cycles=1"]))["teacher"]
+    assert one["cycles"] == [one["finetune"]] and one["finetune"].out == "runs/x/teacher/ft"

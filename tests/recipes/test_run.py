@@ -18,7 +18,8 @@ TINY = ["teacher_training.layers=4", "teacher_training.hidden=64", "teacher_trai
 
 def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     out = tmp_path / "run"
-    stream = ["stream.keywords=[yes,stop]", "stream.seconds=60", "stream.enroll_clips=2"]
+    stream = ["stream.keywords=[yes,stop]", "stream.seconds=60", "stream.enroll_clips=2",
+              "teacher_training.cycles=2", "teacher_training.cycle_steps=10"]
     assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true", "qat=true",
                  "finetune.freeze_cnn=true", *stream]) == 0
     report = json.loads((out / "report.json").read_text())
@@ -45,6 +46,11 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
         return load_file(folder / "model.safetensors")["feature_extractor.conv_layers.1.conv.weight"]
 
     assert not torch.equal(conv(out / "teacher" / "init"), conv(out / "teacher" / "ft" / "model" / "backbone"))
+    # two teacher cycles: the second fine-tunes the first's backbone (new heads) and is the teacher
+    assert f"model: {out}/teacher/cycle1/model/backbone" in (out / "teacher" / "ft" / "config.yaml").read_text()
+    assert json.loads((out / "teacher" / "ft" / "summary.json").read_text())["steps_done"] == 10
+    assert not torch.equal(conv(out / "teacher" / "cycle1" / "model" / "backbone"),
+                           conv(out / "teacher" / "ft" / "model" / "backbone"))
     assert torch.equal(conv(out / "distill" / "student"), conv(out / "finetune" / "model" / "backbone"))
     for v in report["variants"]:
         assert {"params", "file_bytes", "kws_accuracy", "sv_eer", "sv_min_dcf", "latency_ms_p50",
@@ -86,7 +92,8 @@ def test_bad_stage_settings_fail_before_any_training(embedded_corpus, tmp_path, 
     bad = {"export.quantize=[int9]": "export.quantize ['int9']: choose among",
            "teacher_training.hidden=100": "teacher_training.hidden=100: use a multiple of 16",
            "finetune.mixed_precision=fp8": "mixed_precision 'fp8'",
-           "benchmark.runs=0": "benchmark: threads, runs"}
+           "benchmark.runs=0": "benchmark: threads, runs",
+           "teacher_training.cycles=0": "teacher_training: cycles=0, cycle_steps=None: cycles must be >= 1"}
     for override, message in bad.items():
         out = tmp_path / "run"
         assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, override]) == 2
