@@ -19,8 +19,10 @@ def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tm
     assert names == ["teacher fp32", "teacher int8", "distilhubert fp32", "distilhubert int8",
                      "distilhubert from scratch (no distillation) fp32", "distilhubert_s1 fp32",
                      "distilhubert_s1 int8", "deep fp32", "deep int8"]
-    assert [s["variant"] for s in res["seeds"]] == ["distilhubert fp32", "distilhubert int8"]
+    assert [s["variant"] for s in res["seeds"]] == ["teacher fp32 (the one teacher)", "distilhubert fp32",
+                                                    "distilhubert int8"]
     assert all(s["seeds"] == 2 for s in res["seeds"])
+    assert res["seeds"][0]["kws_std"] == 0  # one teacher on the same clips; only its SV trials follow the seed
     first = json.loads((tmp_path / "w" / "arabic_distilhubert" / "teacher" / "stage.json").read_text())
     second = json.loads((tmp_path / "w" / "arabic_deep" / "teacher" / "stage.json").read_text())
     assert first == second   # trained once, skipped in the second run
@@ -69,6 +71,9 @@ def test_the_goals_are_checked_in_words():
                        "int8 budget (at most 0.1 points of KWS accuracy lost, 0.5 of EER gained) **met**.")
     assert text[3].startswith("- edge int8 against edge fp32: KWS accuracy -0.30 points, EER +0.30 points")
     assert text[3].endswith("**missed** by 0.20 KWS / 0.00 EER points.")
+    # other seeds' budgets, on the same line
+    seeded = rows + [_row("edge_s1 fp32", 0.87, 0.11, 4, 8), _row("edge_s1 int8", 0.87, 0.12, 2, 2.5)]
+    assert goals(seeded)[3].endswith("EER points. Seed 1: KWS +0.00, EER +1.00 points: missed.")
     assert "distilhubert int8, edge int8 are smaller, faster and at least as accurate" in text[4]
     rows[4] = _row("edge fp32", 0.95, 0.115, 4, 8)      # a student above its teacher
     rows[5] = _row("edge int8", 0.84, 0.118, 2.5, 2.5)  # 3.9 points below distilhubert, 1.6x faster
