@@ -74,7 +74,9 @@ class FinetuneConfig:
     sv_weight: float = field(default=1.0, metadata={"help": "weight of the SV (AAM) loss"})
     freeze_backbone: bool = field(default=False, metadata={
         "help": "train the heads only (fine-tuning the backbone is better: Kerpicci et al.)"})
-    freeze_cnn: bool = field(default=True, metadata={"help": "keep the backbone's CNN frozen"})
+    freeze_cnn: bool | None = field(default=None, metadata={
+        "help": "keep the backbone's CNN frozen (null: frozen, except that `edgedistill run` trains a student CNN "
+                "that is not the teacher's: thin_cnn, cnn_channels, the edge preset, init_from_teacher=false)"})
     qat: bool = field(default=False, metadata={
         "help": "quantization-aware training for the `int8` export: every conv and Linear trains with the "
                 "export's int8 rounding (fake quantization, straight-through gradients) and the saved weights "
@@ -123,7 +125,7 @@ class FinetuneConfig:
             raise ValueError(f"layer_mode '{self.layer_mode}': use 'weighted' or 'last'")
         if self.kws_weight < 0 or self.sv_weight < 0 or self.kws_weight + self.sv_weight == 0:
             raise ValueError("kws_weight and sv_weight must be >= 0 and not both 0")
-        if self.freeze_backbone and not self.freeze_cnn:
+        if self.freeze_backbone and self.freeze_cnn is False:
             raise ValueError("freeze_backbone=true freezes the CNN too: drop freeze_cnn=false")
         if self.train_split == self.val_split:
             raise ValueError("train_split and val_split must differ: model selection needs held-out data")
@@ -276,7 +278,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
                            cfg.aam_scale, cfg.aam_margin)
     if cfg.freeze_backbone:
         backbone.requires_grad_(False)
-    if cfg.freeze_backbone or cfg.freeze_cnn:
+    if cfg.freeze_backbone or cfg.freeze_cnn is not False:  # null: frozen
         freeze_cnn(backbone)
     if cfg.qat:  # before the checkpoint is restored: it holds the fake-quantized model's ranges
         prepare_qat(model, cfg.qat_target)

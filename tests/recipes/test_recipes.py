@@ -124,3 +124,19 @@ def test_teacher_cycles_chain_from_backbone_to_backbone_with_fresh_heads_and_end
     assert plan(cfg)["teacher"]["cycles"][1].steps == 90
     one = plan(load_config(RunConfig, recipe_path("demo"), ["out=runs/x", "teacher_training.cycles=1"]))["teacher"]
     assert one["cycles"] == [one["finetune"]] and one["finetune"].out == "runs/x/teacher/ft"
+
+
+def test_the_from_scratch_baseline_trains_its_random_cnn_whatever_the_students_fine_tuning_freezes():
+    stages = plan(load_config(RunConfig, recipe_path("arabic_speech_commands"), ["out=runs/x"]))
+    assert stages["finetune"].freeze_cnn is None and stages["baseline"].freeze_cnn is False  # None: frozen
+    assert stages["baseline"].model == "runs/x/baseline/init" and stages["baseline"].steps == stages["finetune"].steps
+
+
+@pytest.mark.parametrize("student", ["distill.student.preset=edge", "distill.student.thin_cnn=true",
+                                     "distill.student.cnn_channels=[64,64,64,64,64,64,256]",
+                                     "distill.student.init_from_teacher=false"])
+def test_a_student_cnn_that_is_not_the_teachers_trains_in_fine_tuning_unless_told(student):
+    recipe = recipe_path("arabic_speech_commands")
+    stages = plan(load_config(RunConfig, recipe, ["out=runs/x", student, "qat=true"]))
+    assert stages["finetune"].freeze_cnn is False and stages["qat"].freeze_cnn is False
+    assert plan(load_config(RunConfig, recipe, ["out=runs/x", student, "finetune.freeze_cnn=true"]))["finetune"].freeze_cnn

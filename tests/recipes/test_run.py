@@ -21,7 +21,7 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     stream = ["stream.keywords=[yes,stop]", "stream.seconds=60", "stream.enroll_clips=2",
               "teacher_training.cycles=2", "teacher_training.cycle_steps=10"]
     assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true", "qat=true",
-                 "finetune.freeze_cnn=true", *stream]) == 0
+                 "finetune.freeze_cnn=null", *stream]) == 0
     report = json.loads((out / "report.json").read_text())
     names = [v["variant"] for v in report["variants"]]
     assert names == ["teacher fp32", "teacher int8-dynamic", "student fp32", "student int8-dynamic",
@@ -39,7 +39,7 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     assert scratch["params"] == student["params"] and scratch["path"] != student["path"]
     assert "from random weights" in (out / "export" / "README.md").read_text()
     # the teacher trained here from random weights trains its CNN even when the student's
-    # fine-tuning freezes it (finetune.freeze_cnn=true): the student's CNN stays as distilled
+    # fine-tuning freezes it (finetune.freeze_cnn=null: frozen): the student's CNN stays as distilled
     from safetensors.torch import load_file
 
     def conv(folder):
@@ -52,6 +52,8 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     assert not torch.equal(conv(out / "teacher" / "cycle1" / "model" / "backbone"),
                            conv(out / "teacher" / "ft" / "model" / "backbone"))
     assert torch.equal(conv(out / "distill" / "student"), conv(out / "finetune" / "model" / "backbone"))
+    # ... and so does the from-scratch baseline, whose CNN is random
+    assert not torch.equal(conv(out / "baseline" / "init"), conv(out / "baseline" / "ft" / "model" / "backbone"))
     for v in report["variants"]:
         assert {"params", "file_bytes", "kws_accuracy", "sv_eer", "sv_min_dcf", "latency_ms_p50",
                 "latency_ms_p90", "rtf"} <= v.keys()
@@ -76,7 +78,7 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     # everything done: a second run skips every stage
     marks = {p: p.stat().st_mtime_ns for p in out.glob("*/stage.json")}
     assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true", "qat=true",
-                 "finetune.freeze_cnn=true", *stream]) == 0
+                 "finetune.freeze_cnn=null", *stream]) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/stage.json")} == marks
 
 
