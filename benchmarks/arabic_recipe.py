@@ -161,9 +161,8 @@ def main(argv=None) -> dict:
         md += [f"| {s['variant']} | {s['seeds']} | {100 * s['kws_mean']:.2f} +- {100 * s['kws_std']:.2f}% | "
                + (f"{100 * s['eer_mean']:.2f} +- {100 * s['eer_std']:.2f}% |" if s["eer_mean"] is not None else "- |")
                for s in summary]
-    val = [r for r in curve if r.get("val_score") is not None]
-    capped = bool(val) and not ref.get("teacher_summary", {}).get("stopped_early") and \
-        max(val, key=lambda r: r["val_score"])["step"] == val[-1]["step"]
+    val, best = validations(curve)
+    capped = bool(val) and not ref.get("teacher_summary", {}).get("stopped_early") and best["step"] == val[-1]["step"]
     result["goals"] = goals(rows, summary, teacher_capped=capped)
     md += ["", "## What the numbers say", "", *result["goals"]]
     md += ["", *left_out] if left_out else []
@@ -245,9 +244,9 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
             if q is None:
                 continue
             dk, de, met = budget(r, q)
-            others = [(k.split()[0].rpartition("_s")[2], budget(by[k], by[f"{k[: -len(' fp32')]} {mode}"]))
-                      for k in by if k.startswith(f"{name}_s") and k.endswith(" fp32")
-                      and f"{k[: -len(' fp32')]} {mode}" in by]
+            seeded = [k.removesuffix(" fp32") for k in by if k.startswith(f"{name}_s") and k.endswith(" fp32")]
+            others = [(key.rpartition("_s")[2], budget(by[f"{key} fp32"], by[f"{key} {mode}"]))
+                      for key in seeded if f"{key} {mode}" in by]
             lines.append(f"- {name} {mode} against {name} fp32: KWS accuracy {dk:+.2f} points, EER {de:+.2f} points: "
                          "int8 budget (at most 0.1 points of KWS accuracy lost, 0.5 of EER gained) "
                          + ("**met**." if met else f"**missed** by {max(0.0, -0.1 - dk):.2f} KWS / "
@@ -271,12 +270,17 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
     return lines
 
 
+def validations(curve: list[dict]) -> tuple[list[dict], dict | None]:
+    """The train_log rows that carry a validation, and the best of them (None without any)."""
+    val = [r for r in curve if r.get("val_score") is not None]
+    return val, max(val, key=lambda r: r["val_score"], default=None)
+
+
 def teacher_words(curve: list[dict], on: str, summary: dict) -> str:
     """How the teacher's training went, from its train_log rows and fine-tuning summary."""
-    val = [r for r in curve if r.get("val_score") is not None]
+    val, best = validations(curve)
     if not val:
         return "The teacher's training log is not in the kept reports."
-    best = max(val, key=lambda r: r["val_score"])
     last = curve[-1]["step"]
     why = ("stopped early: its validation score stalled" if summary.get("stopped_early")
            else "the most the recipe allows (`teacher_training.steps`)")

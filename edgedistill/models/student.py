@@ -59,6 +59,11 @@ class StudentConfig:
         """Whether the student's CNN is the thin one (`thin_cnn`, or the `edge` preset)."""
         return self.thin_cnn or self.preset == "edge"
 
+    @property
+    def cnn_from_teacher(self) -> bool:
+        """Whether the student's whole CNN is copied from the teacher (not thin, not re-shaped, initialised from it)."""
+        return not (self.thin or self.cnn_channels) and self.init_from_teacher
+
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ValueError(f"unknown student preset '{self.preset}': choose one of {PRESETS}")

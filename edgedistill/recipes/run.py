@@ -141,13 +141,13 @@ def plan(cfg: RunConfig) -> dict:
                                     seed=tt.seed, freeze_cnn=False, freeze_backbone=False)
         # Cycles: cycle k trains in teacher/cycleK, the last in teacher/ft (where one cycle trains),
         # each from the backbone before it with fresh heads, validated once at its end.
-        cycles = [first] if tt.cycles == 1 else [dataclasses.replace(first, out=str(out / "teacher" / "cycle1"))]
+        folders = [f"cycle{k}" for k in range(1, tt.cycles)] + ["ft"]
+        cycles = [dataclasses.replace(first, out=str(out / "teacher" / folders[0]))]
         later = tt.cycle_steps or cfg.finetune.steps
-        for k in range(2, tt.cycles + 1):
+        for k, folder in enumerate(folders[1:], 2):
             cycles.append(dataclasses.replace(
                 first, model=str(Path(cycles[-1].out) / "model" / "backbone"), steps=later, eval_every=later,
-                patience=0, min_steps=0, seed=tt.seed + k - 1,
-                out=str(out / "teacher" / ("ft" if k == tt.cycles else f"cycle{k}"))))
+                patience=0, min_steps=0, seed=tt.seed + k - 1, out=str(out / "teacher" / folder)))
         teacher_ft = cycles[-1]
         teacher_backbone = str(out / "teacher" / "ft" / "model" / "backbone")
     else:
@@ -158,8 +158,7 @@ def plan(cfg: RunConfig) -> dict:
     distill = dataclasses.replace(cfg.distill, teacher=teacher_backbone, data=cfg.distill_data or cfg.data,
                                   out=str(out / "distill"))
     finetune = dataclasses.replace(cfg.finetune, model=str(out / "distill"), data=cfg.data, out=str(out / "finetune"))
-    student = cfg.distill.student
-    if cfg.finetune.freeze_cnn is None and (student.thin or student.cnn_channels or not student.init_from_teacher):
+    if cfg.finetune.freeze_cnn is None and not cfg.distill.student.cnn_from_teacher:
         # A CNN that is not the teacher's had only the distillation's steps: frozen, it caps the
         # student (Arabic edge student: EER 27.4% frozen, 20.1% trained).
         finetune = dataclasses.replace(finetune, freeze_cnn=False)
