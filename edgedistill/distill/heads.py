@@ -96,12 +96,21 @@ class DistillHeads(SavedHeads):
     stem = "distill_heads"
 
     def __init__(self, objective: str, student_dim: int, teacher_dim: int, targets: list[int],
-                 student_layers: list[int] | None = None, head_dim: int | None = None):
+                 student_layers: list[int] | None = None, head_dim: int | None = None, cnn_hint: bool = False):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective '{objective}': choose one of {OBJECTIVES}")
         self.spec = dict(objective=objective, student_dim=student_dim, teacher_dim=teacher_dim,
-                         targets=list(targets), student_layers=student_layers, head_dim=head_dim)
+                         targets=list(targets), student_layers=student_layers, head_dim=head_dim, cnn_hint=cnn_hint)
+        # FitHuBERT-style hint on the front end: the student's layer-0 hidden state (CNN, feature
+        # projection, positional convolution) regresses the teacher's, through a Linear that
+        # starts as the identity where the widths match.
+        self.hint = None
+        if cnn_hint:
+            self.hint = nn.Linear(student_dim, teacher_dim)
+            if student_dim == teacher_dim:
+                nn.init.eye_(self.hint.weight)
+                nn.init.zeros_(self.hint.bias)
         if objective == "prediction-heads":
             self.net = PredictionHeads(student_dim, teacher_dim, len(targets), head_dim)
         else:
@@ -115,3 +124,7 @@ class DistillHeads(SavedHeads):
 
     def forward(self, hidden_states):
         return self.net(hidden_states)
+
+    def hint_forward(self, hidden_states) -> torch.Tensor | None:
+        """The hint's prediction of the teacher's layer 0 [batch, frames, d_t] (None without a hint)."""
+        return self.hint(hidden_states[0]) if self.hint is not None else None

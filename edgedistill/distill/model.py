@@ -55,7 +55,8 @@ class DistillModel(nn.Module):
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None, features: torch.Tensor | None = None,
                 text=None, **text_kw) -> dict:
         """Returns `pred` (layer-wise predictions [n_targets, batch, frames, d_teacher], or None),
-        `mask` ([batch, frames] real frames) and `text` (the text heads' losses, or {}).
+        `hint` (the CNN hint's prediction of the teacher's layer 0 [batch, frames, d_teacher], or
+        None), `mask` ([batch, frames] real frames) and `text` (the text heads' losses, or {}).
 
         Args:
             wave: [batch, samples]; lengths: [batch] real samples (None: all real).
@@ -70,5 +71,6 @@ class DistillModel(nn.Module):
         c = self.student.config
         mask = frame_mask(lengths, hs[-1].shape[1], c.conv_kernel, c.conv_stride)
         pred = self.heads(hs) if self.heads is not None else None
+        hint = self.heads.hint_forward(hs) if self.heads is not None else None
         losses = self.text_heads(hs, mask, text, **text_kw) if self.text_heads is not None and text is not None else {}
-        return {"pred": pred, "mask": mask, "text": losses}
+        return {"pred": pred, "hint": hint, "mask": mask, "text": losses}

@@ -61,6 +61,11 @@ class DistillConfig:
     cos_weight: float = field(default=1.0, metadata={"help": "lambda of the -log sigmoid(cos) term"})
     layerwise_weight: float = field(default=1.0, metadata={
         "help": "weight of the layer-wise loss; 0 = text losses alone (the teacher's forward is skipped)"})
+    cnn_hint_weight: float = field(default=0.0, metadata={
+        "help": "weight of a FitHuBERT-style hint on the student's front end: its layer-0 hidden state (CNN, "
+                "projection, positional conv) regresses the teacher's with the same L1 + cosine loss, through "
+                "a Linear (identity where widths match); for a CNN that is not the teacher's (preset edge). "
+                "0 = off"})
     text_teacher: str | None = field(default=None, metadata={
         "help": "text encoder (HF id, folder, builtin:bert-tiny) for text-informed distillation; null: off"})
     text_source: str = field(default="text", metadata={
@@ -163,7 +168,13 @@ class DistillConfig:
             raise ValueError(f"text_layers {self.text_layers} needs one layer per text unit {self.text_units}")
         if self.text_teacher is not None and not self.active_units():
             raise ValueError("global_weight and local_weight leave no text unit active: raise one of them")
-        for name in ("layerwise_weight", "text_weight", "global_weight", "local_weight", "contrastive_weight",
+        if self.cnn_hint_weight > 0 and self.layerwise_weight <= 0:
+            raise ValueError("cnn_hint_weight needs the layer-wise loss (its heads hold the hint): set a positive "
+                             "layerwise_weight or cnn_hint_weight=0")
+        if self.cnn_hint_weight > 0 and (self.freeze_cnn or self.reuse_teacher_cnn):
+            raise ValueError("cnn_hint_weight trains the student's CNN, but freeze_cnn / reuse_teacher_cnn keep it "
+                             "fixed: drop one of them")
+        for name in ("layerwise_weight", "cnn_hint_weight", "text_weight", "global_weight", "local_weight", "contrastive_weight",
                      "quantity_weight", "monotonic_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -222,8 +233,10 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
             targets, t_cfg.num_hidden_layers, s_cfg.num_hidden_layers)
         if max(s_layers) > s_cfg.num_hidden_layers:
             raise ConfigError(f"student_layers {s_layers} outside the student's 0..{s_cfg.num_hidden_layers}")
-    heads = (DistillHeads(cfg.objective, s_cfg.hidden_size, t_cfg.hidden_size, targets, s_layers)
-             if cfg.layerwise_weight > 0 else None)
+    heads = (DistillHeads(cfg.objective, s_cfg.hidden_size, t_cfg.hidden_size, targets, s_layers,
+                          cnn_hint=cfg.cnn_hint_weight > 0) if cfg.layerwise_weight > 0 else None)
+    # Teacher layers read per step (and cached): the targets, then layer 0 for the CNN hint.
+    layers = targets + ([0] if cfg.cnn_hint_weight > 0 else [])
 
     # Data: each rank reads only its own batches (see BucketBatchSampler).
     clips = distillation_clips(cfg.data, cfg.split)
@@ -239,7 +252,7 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
     if cfg.target_cache:
         from edgedistill.distill.cache import CachedTargets, collate_targets, prepare_cache
 
-        cache = prepare_cache(cfg.target_cache, accelerator, teacher, cfg.teacher, targets,
+        cache = prepare_cache(cfg.target_cache, accelerator, teacher, cfg.teacher, layers,
                               cfg.teacher_precision, dataset, cfg.seed, cfg.batch_size)
         dataset, collate = CachedTargets(dataset, cache), collate_targets
     sampler = BucketBatchSampler(dataset.lengths, cfg.batch_size, cfg.seed, accelerator.process_index,
@@ -305,14 +318,19 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
                     target = cached.to(accelerator.device, non_blocking=True).float()
                 else:
                     hidden = teacher(wave, features=feats)
-                    target = torch.stack([hidden[t] for t in targets]).float()
+                    target = torch.stack([hidden[t] for t in layers]).float()
                 pred = outputs["pred"]
                 frames = min(pred.shape[2], target.shape[2])
                 pred, target = pred[:, :, :frames], target[:, :, :frames]
                 mask = outputs["mask"][:, :frames]  # computed once, in the model
-                layer_loss, parts = layerwise_loss(pred, target, mask, cfg.cos_weight)
+                layer_loss, parts = layerwise_loss(pred, target[:len(targets)], mask, cfg.cos_weight)
                 loss = loss + cfg.layerwise_weight * layer_loss
                 parts["layerwise"] = layer_loss.detach()
+                if outputs["hint"] is not None:
+                    hint_loss, _ = layerwise_loss(outputs["hint"][None, :, :frames], target[len(targets):], mask,
+                                                  cfg.cos_weight)
+                    loss = loss + cfg.cnn_hint_weight * hint_loss
+                    parts["cnn_hint"] = hint_loss.detach()
             text_losses = outputs["text"]
             if text_losses:
                 loss = loss + cfg.text_weight * text_losses["adaptive"]

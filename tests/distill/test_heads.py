@@ -25,3 +25,24 @@ def test_layer_to_layer_starts_as_identity_and_round_trips(tmp_path):
     h.save(tmp_path)
     again = DistillHeads.load(tmp_path)
     assert again.targets == [2, 4] and torch.equal(again(hs), out)
+
+
+def test_cnn_hint_starts_as_the_identity_on_layer_zero_and_round_trips(tmp_path):
+    h = DistillHeads("prediction-heads", 16, 16, [2, 4], cnn_hint=True)
+    hs = tuple(torch.randn(2, 5, 16) for _ in range(3))
+    assert torch.equal(h.hint_forward(hs), hs[0])
+    h.save(tmp_path)
+    again = DistillHeads.load(tmp_path)
+    assert again.hint is not None and torch.equal(again.hint_forward(hs), hs[0])
+    assert DistillHeads("prediction-heads", 16, 16, [2, 4]).hint_forward(hs) is None
+
+
+def test_heads_saved_before_the_cnn_hint_still_load(tmp_path):
+    import json
+
+    h = DistillHeads("prediction-heads", 16, 24, [2, 4])
+    h.save(tmp_path)
+    spec = json.loads((tmp_path / "distill_heads.json").read_text())
+    spec.pop("cnn_hint")
+    (tmp_path / "distill_heads.json").write_text(json.dumps(spec))
+    assert DistillHeads.load(tmp_path).hint is None

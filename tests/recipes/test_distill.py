@@ -81,6 +81,37 @@ def test_cached_targets_train_like_the_live_teacher_and_a_changed_run_is_refused
         _cfg(small_corpus, tmp_path / "x", f"target_cache={tmp_path / 'cache'}", "reuse_teacher_cnn=true")
 
 
+def test_cnn_hint_trains_a_thin_cnn_towards_the_teachers_front_end(small_corpus, tmp_path):
+    # A thin CNN (not the teacher's): the hint's loss on layer 0 falls, and it moves the student's
+    # own layer 0 closer to the teacher's than the same run without the hint.
+    from transformers import AutoModel
+
+    from edgedistill.models.teacher import load_teacher
+
+    extra = ("steps=30", "student.thin_cnn=true", "max_samples=16000", "feature_grad_mult=1.0")
+    hinted = distill(_cfg(small_corpus, tmp_path / "hint", *extra, "cnn_hint_weight=1.0"))
+    plain = distill(_cfg(small_corpus, tmp_path / "plain", *extra))
+    assert hinted["finished"] and plain["finished"]
+    log = _log(tmp_path / "hint")
+    assert log[-1]["cnn_hint"] < 0.8 * log[0]["cnn_hint"], (log[0]["cnn_hint"], log[-1]["cnn_hint"])
+    assert "cnn_hint" not in _log(tmp_path / "plain")[0]
+    teacher = load_teacher("builtin:hubert-tiny").model.eval()
+    torch.manual_seed(0)
+    wave = torch.randn(2, 16000) * 0.1
+    with torch.no_grad():
+        target = teacher(wave, output_hidden_states=True).hidden_states[0]
+        gaps = {}
+        for name in ("hint", "plain"):
+            student = AutoModel.from_pretrained(tmp_path / name / "student").eval()
+            gaps[name] = float((student(wave, output_hidden_states=True).hidden_states[0] - target).abs().mean())
+    assert gaps["hint"] < gaps["plain"], gaps
+    with pytest.raises(ValueError, match="freeze_cnn / reuse_teacher_cnn"):
+        _cfg(small_corpus, tmp_path / "x", "cnn_hint_weight=1.0", "freeze_cnn=true")
+    with pytest.raises(ValueError, match="cnn_hint_weight needs the layer-wise loss"):
+        _cfg(small_corpus, tmp_path / "x", "cnn_hint_weight=1.0", "layerwise_weight=0",
+             "text_teacher=builtin:bert-tiny")
+
+
 def test_teacher_precision_bf16_runs_on_cpu_and_fp16_or_an_unsupported_one_is_refused(small_corpus, tmp_path,
                                                                                       monkeypatch):
     done = distill(_cfg(small_corpus, tmp_path / "bf16", "steps=2", "teacher_precision=bf16"))
