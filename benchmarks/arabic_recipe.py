@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -55,6 +56,9 @@ def main(argv=None) -> dict:
     p.add_argument("--gather", action="store_true",
                    help="only gather the finished runs' report.json files into the report (run nothing)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arabic_recipe"))
+    p.add_argument("--also", nargs="*", default=[], metavar="KEY",
+                   help="with --gather: also kept variant runs (KEPT/KEY.json, e.g. edge_hint: an experiment "
+                        "run with extra overrides, its own command in its report)")
     p.add_argument("--kept", default=str(KEPT), help="finished runs' reports kept across sessions (KEY.json)")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. distill.steps=100)")
     args = p.parse_args(argv)
@@ -68,8 +72,10 @@ def main(argv=None) -> dict:
     reports, seconds = {}, {}
     runs = [(preset, seed) for preset in args.presets
             for seed in (args.seeds if preset in args.seeded_presets else args.seeds[:1])]
-    for preset, seed in runs:
-        key = f"{preset}" + (f"_s{seed}" if seed else "")
+    keys = [(f"{preset}" + (f"_s{seed}" if seed else ""), preset, seed) for preset, seed in runs]
+    if args.also and not args.gather:
+        raise SystemExit("--also only gathers kept runs: add --gather")
+    for key, preset, seed in keys + [(k, None, None) for k in args.also]:
         out = work / f"arabic_{key}"
         if args.gather:
             if (out / "report.json").exists():
@@ -223,13 +229,18 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
         else:
             lines.append("- Teacher as an upper bound: held: no student has a higher KWS accuracy or a lower EER "
                          "than teacher fp32.")
-    edge, full = by.get("edge int8"), by.get("distilhubert int8")
-    if edge and full:
+    full = by.get("distilhubert int8")
+    # The edge preset, and its variant runs (edge_KEY, e.g. edge_hint), first seed only.
+    edges = [k for k in by if k.endswith(" int8") and k.split()[0].split("_")[0] == "edge"
+             and not re.match(r"^edge_s\d+ ", k)]
+    for key in edges if full else []:
+        edge = by[key]
         dk = 100 * (edge["kws_accuracy"] - full["kws_accuracy"])
         de = 100 * (edge["sv_eer"] - full["sv_eer"]) if edge.get("sv_eer") is not None and full.get("sv_eer") is not None else None
         speed = full["latency_ms_p50"] / edge["latency_ms_p50"]
         met = dk >= -1 and (de is None or de <= 1) and speed >= 2
-        lines.append(f"- Edge student (int8) against distilhubert (int8): KWS accuracy {dk:+.2f} points, "
+        who = "Edge student" + (f" ({key.split()[0]})" if key != "edge int8" else "")
+        lines.append(f"- {who} (int8) against distilhubert (int8): KWS accuracy {dk:+.2f} points, "
                      + (f"EER {de:+.2f} points, " if de is not None else "") + f"{speed:.2f}x faster: goal "
                      "(within 1 point of each, half the latency) " + ("**met**." if met else "**missed**."))
     def budget(f: dict, q: dict) -> tuple[float, float, bool]:
@@ -320,8 +331,6 @@ def keep(run: Path, path: Path) -> dict:
 
 def seed_summary(rows: list[dict], seeds: list[int]) -> list[dict]:
     """Mean and standard deviation over seeds of each preset's variants (rows `P_sS ...` and `P ...`)."""
-    import re
-
     groups: dict[str, list[dict]] = {}
     for r in rows:
         m = re.match(r"^([a-z]+)(?:_s(\d+))? (.+)$", r["variant"])

@@ -45,6 +45,13 @@ def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tm
     assert gathered["stage_seconds"] == res["stage_seconds"] and "teacher" in res["stage_seconds"]["distilhubert"]
     assert sorted(p.name for p in kept.iterdir()) == ["deep.json", "distilhubert.json", "distilhubert_s1.json"]
 
+    # A variant run (another command, e.g. with an extra override) joins the table with --also.
+    shutil.copy(kept / "deep.json", kept / "deep_variant.json")
+    also = mod.main(["--presets", "distilhubert", "--seeds", "0", "--work", str(tmp_path / "w"), "--out", str(out),
+                     "--kept", str(kept), "--gather", "--also", "deep_variant"])
+    assert [v["variant"] for v in also["variants"]][-2:] == ["deep_variant fp32", "deep_variant int8"]
+    (kept / "deep_variant.json").unlink()
+
     # A run made from another teacher (another session's, trained differently) is left out, in words.
     other = json.loads((kept / "deep.json").read_text())
     other["teacher_sha256"] = "0" * 16
@@ -94,3 +101,17 @@ def test_the_goals_are_checked_in_words():
     assert "(teacher int8-dynamic, post-training, every node quantized: 89.00%, 7.00 MB, 12.0 ms): " \
            "distilhubert int8-dynamic is smaller" in text[-2]
     assert text[-1].endswith("distilhubert int8, edge qat-int8 are smaller, faster and at least as accurate.")
+
+
+def test_an_edge_variant_run_gets_its_own_goal_line_and_other_seeds_do_not():
+    goals = load_benchmark("arabic_recipe").goals
+    rows = [_row("teacher fp32", 0.90, 0.10, 20, 20),
+            _row("distilhubert fp32", 0.88, 0.11, 8, 9), _row("distilhubert int8", 0.88, 0.11, 4, 3),
+            _row("edge fp32", 0.85, 0.115, 2, 8), _row("edge int8", 0.85, 0.118, 2, 2.5),
+            _row("edge_s1 fp32", 0.85, 0.115, 2, 8), _row("edge_s1 int8", 0.85, 0.118, 2, 2.5),
+            _row("edge_hint fp32", 0.875, 0.115, 2, 8), _row("edge_hint int8", 0.875, 0.118, 2, 2.5)]
+    lines = [line for line in goals(rows) if line.startswith("- Edge student")]
+    assert len(lines) == 2 and "**missed**" in lines[0]
+    assert lines[1].startswith("- Edge student (edge_hint) (int8) against distilhubert (int8): KWS accuracy -0.50")
+    assert lines[1].endswith("**met**.")
+    assert any(line.startswith("- edge_hint int8 against edge_hint fp32") for line in goals(rows))
