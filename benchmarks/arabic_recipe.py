@@ -232,7 +232,7 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
     full = by.get("distilhubert int8")
     # The edge preset, and its variant runs (edge_KEY, e.g. edge_hint), first seed only.
     edges = [k for k in by if k.endswith(" int8") and k.split()[0].split("_")[0] == "edge"
-             and not re.match(r"^edge_s\d+ ", k)]
+             and not re.search(r"_s\d+ ", k)]
     for key in edges if full else []:
         edge = by[key]
         dk = 100 * (edge["kws_accuracy"] - full["kws_accuracy"])
@@ -333,7 +333,7 @@ def seed_summary(rows: list[dict], seeds: list[int]) -> list[dict]:
     """Mean and standard deviation over seeds of each preset's variants (rows `P_sS ...` and `P ...`)."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        m = re.match(r"^([a-z]+)(?:_s(\d+))? (.+)$", r["variant"])
+        m = re.match(r"^([a-z_]+?)(?:_s(\d+))? (.+)$", r["variant"])  # P, P_sS, and variant runs V, V_sS
         if m and not r["variant"].startswith("teacher"):
             groups.setdefault(f"{m.group(1)} {m.group(3)}", []).append(r)
     return [spread(name, rs) for name, rs in groups.items()

@@ -110,8 +110,13 @@ def test_an_edge_variant_run_gets_its_own_goal_line_and_other_seeds_do_not():
             _row("edge fp32", 0.85, 0.115, 2, 8), _row("edge int8", 0.85, 0.118, 2, 2.5),
             _row("edge_s1 fp32", 0.85, 0.115, 2, 8), _row("edge_s1 int8", 0.85, 0.118, 2, 2.5),
             _row("edge_hint fp32", 0.875, 0.115, 2, 8), _row("edge_hint int8", 0.875, 0.118, 2, 2.5)]
+    rows += [_row("edge_hint_s1 fp32", 0.865, 0.115, 2, 8), _row("edge_hint_s1 int8", 0.865, 0.118, 2, 2.5)]
     lines = [line for line in goals(rows) if line.startswith("- Edge student")]
     assert len(lines) == 2 and "**missed**" in lines[0]
     assert lines[1].startswith("- Edge student (edge_hint) (int8) against distilhubert (int8): KWS accuracy -0.50")
     assert lines[1].endswith("**met**.")
-    assert any(line.startswith("- edge_hint int8 against edge_hint fp32") for line in goals(rows))
+    budget = [line for line in goals(rows) if line.startswith("- edge_hint int8 against edge_hint fp32")]
+    assert len(budget) == 1 and budget[0].endswith("Seed 1: KWS +0.00, EER +0.30 points: met.")
+    spread = {s["variant"]: s for s in load_benchmark("arabic_recipe").seed_summary(rows, [0, 1])}
+    assert spread["edge_hint fp32"]["seeds"] == 2 and abs(spread["edge_hint fp32"]["kws_mean"] - 0.87) < 1e-9
+    assert spread["edge fp32"]["seeds"] == 2
