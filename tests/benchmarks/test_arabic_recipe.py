@@ -98,9 +98,13 @@ def test_the_goals_are_checked_in_words():
     rows += [_row("teacher int8-dynamic", 0.89, 0.10, 12, 7), _row("distilhubert int8-dynamic", 0.89, 0.11, 6, 4),
              _row("edge qat-int8", 0.86, 0.12, 2, 2)]
     text = goals(rows)
-    assert "(teacher int8-dynamic, post-training, every node quantized: 89.00%, 7.00 MB, 12.0 ms): " \
-           "distilhubert int8-dynamic is smaller" in text[-2]
+    assert "(teacher int8-dynamic, post-training, every node quantized: 89.00%, 7.00 MB, 12.0 ms; each student's " \
+           "speed against the teacher timed in its own run): distilhubert int8-dynamic is smaller" in text[-2]
     assert text[-1].endswith("distilhubert int8, edge qat-int8 are smaller, faster and at least as accurate.")
+    # speed against the teacher timed in the student's own run (another load): slower there, left out
+    rows[-2] = {**rows[-2], "run_teacher_ms": {"int8-dynamic": 5}}
+    rows += [{**_row("wide int8-dynamic", 0.895, 0.11, 15, 5), "run_teacher_ms": {"int8-dynamic": 30}}]
+    assert goals(rows)[-2].endswith(": wide int8-dynamic is smaller, faster and at least as accurate.")
 
 
 def test_an_edge_variant_run_gets_its_own_goal_line_and_other_seeds_do_not():
@@ -115,6 +119,11 @@ def test_an_edge_variant_run_gets_its_own_goal_line_and_other_seeds_do_not():
     assert len(lines) == 2 and "**missed**" in lines[0]
     assert lines[1].startswith("- Edge student (edge_hint) (int8) against distilhubert (int8): KWS accuracy -0.50")
     assert lines[1].endswith("**met**.")
+    # timed under another load: each latency relative to its own run's teacher int8
+    rows[2] = {**rows[2], "run_teacher_ms": {"int8": 10}}
+    rows[8] = {**rows[8], "latency_ms_p50": 6, "run_teacher_ms": {"int8": 40}}
+    line = [line for line in goals(rows) if line.startswith("- Edge student (edge_hint)")][0]
+    assert "2.67x faster (each relative to the teacher int8 timed in its own run)" in line and line.endswith("**met**.")
     budget = [line for line in goals(rows) if line.startswith("- edge_hint int8 against edge_hint fp32")]
     assert len(budget) == 1 and budget[0].endswith("Seed 1: KWS +0.00, EER +0.30 points: met.")
     spread = {s["variant"]: s for s in load_benchmark("arabic_recipe").seed_summary(rows, [0, 1])}
