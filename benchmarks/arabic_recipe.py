@@ -53,6 +53,9 @@ def main(argv=None) -> dict:
                    help="presets run with every seed (the others with the first only)")
     p.add_argument("--baseline-for", default="distilhubert", help="preset that also gets the from-scratch baseline")
     p.add_argument("--work", default="runs", help="run folders go to WORK/arabic_PRESET")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo finished stages whose config changed (e.g. the baseline added to a finished run "
+                        "redoes its benchmark), as `edgedistill run --overwrite`")
     p.add_argument("--gather", action="store_true",
                    help="only gather the finished runs' report.json files into the report (run nothing)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arabic_recipe"))
@@ -96,8 +99,9 @@ def main(argv=None) -> dict:
         print("edgedistill " + " ".join(cmd), flush=True)
         out.mkdir(parents=True, exist_ok=True)
         (out / "command.txt").write_text("edgedistill " + " ".join(cmd) + "\n")
-        if cli(cmd) != 0:
-            raise SystemExit(f"the {key} run failed; run this script again to resume it")
+        if cli(cmd + (["--overwrite"] if args.overwrite else [])) != 0:
+            raise SystemExit(f"the {key} run failed (the error is above); run this script again to resume it, "
+                             "with --overwrite where a finished stage's config changed")
         seconds[key] = time.perf_counter() - t
         reports[key] = keep(out, kept / f"{key}.json")
     if not reports:

@@ -1,5 +1,8 @@
 import json
 import shutil
+
+import pytest
+
 from tests.benchmarks import load_benchmark
 
 TINY = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_training.cnn=32",
@@ -36,6 +39,14 @@ def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tm
     assert "best validation (on the 'val' split) at step 2" in res["teacher_training"]
     assert open(out.with_name("res_teacher.png"), "rb").read(4) == b"\x89PNG"
     assert open(out.with_name("res_tradeoff.png"), "rb").read(4) == b"\x89PNG"
+
+    # The baseline added to a finished run changes its benchmark: refused, then redone with --overwrite.
+    again = ["--presets", "deep", "--seeds", "0", "--baseline-for", "deep", "--work", str(tmp_path / "w2"),
+             "--out", str(out), "--kept", str(tmp_path / "kept2"), f"data={small_corpus}", *TINY]
+    shutil.copytree(tmp_path / "w", tmp_path / "w2")
+    with pytest.raises(SystemExit, match="with --overwrite where a finished stage's config changed"):
+        mod.main(again)
+    assert "deep from scratch (no distillation) fp32" in [v["variant"] for v in mod.main(again + ["--overwrite"])["variants"]]
 
     # The run folders are gone in a later session: the kept reports alone give the same table.
     shutil.rmtree(tmp_path / "w")
