@@ -220,12 +220,13 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
                      f"({100 * (r['kws_accuracy'] - tk):+.2f} points)"] if ek else []) + \
                    ([f"EER {100 * r['sv_eer']:.2f}% against {100 * te:.2f}%"] if ee else [])
             s = over.get(r["variant"])
-            if s:
-                spread = (f"; over {s['seeds']} seeds {100 * s['kws_mean']:.2f} +- {100 * s['kws_std']:.2f}% "
-                          f"({100 * (s['kws_mean'] - tk):+.2f} points"
-                          + (", within one standard deviation of the teacher)" if abs(s["kws_mean"] - tk) <= s["kws_std"]
-                             else ")"))
-                what[-1] += spread
+            if s and ek:
+                what[0] += (f"; over {s['seeds']} seeds {100 * s['kws_mean']:.2f} +- {100 * s['kws_std']:.2f}% "
+                            f"({100 * (s['kws_mean'] - tk):+.2f} points"
+                            + (", within one standard deviation of the teacher)"
+                               if abs(s["kws_mean"] - tk) <= s["kws_std"] else ")"))
+            if s and ee and s.get("eer_mean") is not None:
+                what[-1] += f"; over {s['seeds']} seeds {100 * s['eer_mean']:.2f} +- {100 * s['eer_std']:.2f}%"
             beaten.append(f"{r['variant']} ({', '.join(what)})")
         if beaten:
             why = (" Why: the teacher stopped at its step cap (`teacher_training.steps`, set by the CPU time a "

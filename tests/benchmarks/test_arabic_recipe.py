@@ -105,6 +105,10 @@ def test_the_goals_are_checked_in_words():
     text = goals(rows, seeds, teacher_capped=True)
     assert "over 3 seeds 91.00 +- 2.00% (+1.00 points, within one standard deviation of the teacher)" in text[0]
     assert "Why: the teacher stopped at its step cap" in text[0]
+    # a student that passes the teacher on EER alone gets the EER's spread, not the KWS accuracy's
+    rows[4] = _row("edge fp32", 0.85, 0.09, 4, 8)
+    seeds[0] = {**seeds[0], "kws_mean": 0.85, "eer_mean": 0.095, "eer_std": 0.005}
+    assert "edge fp32 (EER 9.00% against 10.00%; over 3 seeds 9.50 +- 0.50%)" in goals(rows, seeds)[0]
     # each quantized mode against the teacher's same mode; QAT files count as int8
     rows += [_row("teacher int8-dynamic", 0.89, 0.10, 12, 7), _row("distilhubert int8-dynamic", 0.89, 0.11, 6, 4),
              _row("edge qat-int8", 0.86, 0.12, 2, 2)]
