@@ -207,7 +207,7 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
     teacher = by.get("teacher fp32")
     lines = []
     students = [r for r in rows if r["variant"].endswith(" fp32") and not r["variant"].startswith("teacher")
-                and "from scratch" not in r["variant"] and "_s" not in r["variant"].split()[0]]
+                and "from scratch" not in r["variant"] and not later_seed(r["variant"])]
     if teacher:
         tk, te = teacher["kws_accuracy"], teacher.get("sv_eer")
         beaten = []
@@ -241,7 +241,7 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
     full = by.get("distilhubert int8")
     # The edge preset, and its variant runs (edge_KEY, e.g. edge_hint), first seed only.
     edges = [k for k in by if k.endswith(" int8") and k.split()[0].split("_")[0] == "edge"
-             and not re.search(r"_s\d+ ", k)]
+             and not later_seed(k)]
     for key in edges if full else []:
         edge = by[key]
         dk = 100 * (edge["kws_accuracy"] - full["kws_accuracy"])
@@ -288,7 +288,7 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
             return r["latency_ms_p50"] < (r.get("run_teacher_ms") or {}).get(mode, base["latency_ms_p50"])
 
         better = [r["variant"] for r in rows if r["variant"].endswith(same) and not r["variant"].startswith("teacher")
-                  and "_s" not in r["variant"].split()[0]
+                  and not later_seed(r["variant"])
                   and r["kws_accuracy"] >= base["kws_accuracy"] and faster(r) and r["file_bytes"] < base["file_bytes"]]
         lines.append(f"- Against the teacher merely quantized (teacher {mode}, post-training, every node quantized: "
                      f"{100 * base['kws_accuracy']:.2f}%, {base['file_bytes'] / 1e6:.2f} MB, {base['latency_ms_p50']:.1f} ms; "
@@ -345,6 +345,11 @@ def keep(run: Path, path: Path) -> dict:
     tmp.write_text(json.dumps(rep, indent=1))
     os.replace(tmp, path)
     return rep
+
+
+def later_seed(variant: str) -> bool:
+    """Whether a row is a later seed's (`P_sS ...`, `V_sS ...`): goals read the first seed's rows."""
+    return re.match(r"^[a-z_]+?_s\d+ ", variant) is not None
 
 
 def seed_summary(rows: list[dict], seeds: list[int]) -> list[dict]:
