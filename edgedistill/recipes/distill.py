@@ -61,11 +61,11 @@ class DistillConfig:
     cos_weight: float = field(default=1.0, metadata={"help": "lambda of the -log sigmoid(cos) term"})
     layerwise_weight: float = field(default=1.0, metadata={
         "help": "weight of the layer-wise loss; 0 = text losses alone (the teacher's forward is skipped)"})
-    cnn_hint_weight: float = field(default=0.0, metadata={
+    cnn_hint_weight: float | None = field(default=None, metadata={
         "help": "weight of a FitHuBERT-style hint on the student's front end: its layer-0 hidden state (CNN, "
                 "projection, positional conv) regresses the teacher's with the same L1 + cosine loss, through "
-                "a Linear (identity where widths match); for a CNN that is not the teacher's (preset edge). "
-                "0 = off"})
+                "a Linear (identity where widths match). 0 = off; null: 1.0 where the student's CNN is not the "
+                "teacher's and trains (preset edge, thin_cnn, cnn_channels, init_from_teacher=false), else 0"})
     text_teacher: str | None = field(default=None, metadata={
         "help": "text encoder (HF id, folder, builtin:bert-tiny) for text-informed distillation; null: off"})
     text_source: str = field(default="text", metadata={
@@ -168,15 +168,15 @@ class DistillConfig:
             raise ValueError(f"text_layers {self.text_layers} needs one layer per text unit {self.text_units}")
         if self.text_teacher is not None and not self.active_units():
             raise ValueError("global_weight and local_weight leave no text unit active: raise one of them")
-        if self.cnn_hint_weight > 0 and self.layerwise_weight <= 0:
+        if self.cnn_hint_weight is not None and self.cnn_hint_weight > 0 and self.layerwise_weight <= 0:
             raise ValueError("cnn_hint_weight needs the layer-wise loss (its heads hold the hint): set a positive "
                              "layerwise_weight or cnn_hint_weight=0")
-        if self.cnn_hint_weight > 0 and (self.freeze_cnn or self.reuse_teacher_cnn):
+        if self.cnn_hint_weight is not None and self.cnn_hint_weight > 0 and (self.freeze_cnn or self.reuse_teacher_cnn):
             raise ValueError("cnn_hint_weight trains the student's CNN, but freeze_cnn / reuse_teacher_cnn keep it "
                              "fixed: drop one of them")
         for name in ("layerwise_weight", "cnn_hint_weight", "text_weight", "global_weight", "local_weight", "contrastive_weight",
                      "quantity_weight", "monotonic_weight"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be >= 0")
         for name in ("steps", "batch_size", "log_every", "save_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
@@ -185,6 +185,14 @@ class DistillConfig:
             raise ValueError("max_samples must be >= 400 (one frame of the HuBERT CNN)")
         if not 0 <= self.warmup_frac < 1:
             raise ValueError("warmup_frac must be in [0, 1)")
+
+    def hint_weight(self) -> float:
+        """The CNN hint's weight, null resolved: 1.0 for a student CNN that is not the teacher's and
+        trains (the Arabic edge student's rows in benchmarks/results/arabic_recipe.md, with and without), else 0."""
+        if self.cnn_hint_weight is not None:
+            return self.cnn_hint_weight
+        trains = not (self.freeze_cnn or self.reuse_teacher_cnn) and self.layerwise_weight > 0
+        return 1.0 if trains and not self.student.cnn_from_teacher else 0.0
 
     def active_units(self) -> list[str]:
         """Text units with a positive weight (utterance: global_weight; token, word: local_weight)."""
@@ -233,10 +241,11 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
             targets, t_cfg.num_hidden_layers, s_cfg.num_hidden_layers)
         if max(s_layers) > s_cfg.num_hidden_layers:
             raise ConfigError(f"student_layers {s_layers} outside the student's 0..{s_cfg.num_hidden_layers}")
+    hint_weight = cfg.hint_weight()
     heads = (DistillHeads(cfg.objective, s_cfg.hidden_size, t_cfg.hidden_size, targets, s_layers,
-                          cnn_hint=cfg.cnn_hint_weight > 0) if cfg.layerwise_weight > 0 else None)
+                          cnn_hint=hint_weight > 0) if cfg.layerwise_weight > 0 else None)
     # Teacher layers read per step (and cached): the targets, then layer 0 for the CNN hint.
-    layers = targets + ([0] if cfg.cnn_hint_weight > 0 else [])
+    layers = targets + ([0] if hint_weight > 0 else [])
 
     # Data: each rank reads only its own batches (see BucketBatchSampler).
     clips = distillation_clips(cfg.data, cfg.split)
@@ -329,7 +338,7 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
                 if outputs["hint"] is not None:
                     hint_loss, _ = layerwise_loss(outputs["hint"][None, :, :frames], target[len(targets):], mask,
                                                   cfg.cos_weight)
-                    loss = loss + cfg.cnn_hint_weight * hint_loss
+                    loss = loss + hint_weight * hint_loss
                     parts["cnn_hint"] = hint_loss.detach()
             text_losses = outputs["text"]
             if text_losses:

@@ -82,15 +82,16 @@ def test_cached_targets_train_like_the_live_teacher_and_a_changed_run_is_refused
 
 
 def test_cnn_hint_trains_a_thin_cnn_towards_the_teachers_front_end(small_corpus, tmp_path):
-    # A thin CNN (not the teacher's): the hint's loss on layer 0 falls, and it moves the student's
-    # own layer 0 closer to the teacher's than the same run without the hint.
+    # A thin CNN (not the teacher's) gets the hint by default: its loss on layer 0 falls, and it moves
+    # the student's own layer 0 closer to the teacher's than the same run with the hint off.
     from transformers import AutoModel
 
     from edgedistill.models.teacher import load_teacher
 
     extra = ("steps=30", "student.thin_cnn=true", "max_samples=16000", "feature_grad_mult=1.0")
-    hinted = distill(_cfg(small_corpus, tmp_path / "hint", *extra, "cnn_hint_weight=1.0"))
-    plain = distill(_cfg(small_corpus, tmp_path / "plain", *extra))
+    assert _cfg(small_corpus, tmp_path / "x", *extra).hint_weight() == 1.0
+    hinted = distill(_cfg(small_corpus, tmp_path / "hint", *extra))
+    plain = distill(_cfg(small_corpus, tmp_path / "plain", *extra, "cnn_hint_weight=0"))
     assert hinted["finished"] and plain["finished"]
     log = _log(tmp_path / "hint")
     assert log[-1]["cnn_hint"] < 0.8 * log[0]["cnn_hint"], (log[0]["cnn_hint"], log[-1]["cnn_hint"])
@@ -105,6 +106,10 @@ def test_cnn_hint_trains_a_thin_cnn_towards_the_teachers_front_end(small_corpus,
             student = AutoModel.from_pretrained(tmp_path / name / "student").eval()
             gaps[name] = float((student(wave, output_hidden_states=True).hidden_states[0] - target).abs().mean())
     assert gaps["hint"] < gaps["plain"], gaps
+    # Off by default for the teacher's own CNN, and for a thin one that does not train.
+    assert _cfg(small_corpus, tmp_path / "x").hint_weight() == 0.0
+    assert _cfg(small_corpus, tmp_path / "x", "student.thin_cnn=true", "freeze_cnn=true").hint_weight() == 0.0
+    assert _cfg(small_corpus, tmp_path / "x", "student.init_from_teacher=false").hint_weight() == 1.0
     with pytest.raises(ValueError, match="freeze_cnn / reuse_teacher_cnn"):
         _cfg(small_corpus, tmp_path / "x", "cnn_hint_weight=1.0", "freeze_cnn=true")
     with pytest.raises(ValueError, match="cnn_hint_weight needs the layer-wise loss"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgedistill.config import ConfigError, load_config, load_yaml, to_dict
+from edgedistill.config import ConfigError, load_config, load_yaml, non_default, to_dict
 from edgedistill.recipes.run import RUN_SETS, RunConfig, plan, recipe_path
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -135,8 +135,17 @@ def test_the_from_scratch_baseline_trains_its_random_cnn_whatever_the_students_f
 @pytest.mark.parametrize("student", ["distill.student.preset=edge", "distill.student.thin_cnn=true",
                                      "distill.student.cnn_channels=[64,64,64,64,64,64,256]",
                                      "distill.student.init_from_teacher=false"])
-def test_a_student_cnn_that_is_not_the_teachers_trains_in_fine_tuning_unless_told(student):
+def test_a_student_cnn_that_is_not_the_teachers_trains_in_fine_tuning_and_gets_the_hint_unless_told(student):
     recipe = recipe_path("arabic_speech_commands")
     stages = plan(load_config(RunConfig, recipe, ["out=runs/x", student, "qat=true"]))
     assert stages["finetune"].freeze_cnn is False and stages["qat"].freeze_cnn is False
+    assert stages["distill"].cnn_hint_weight == 1.0  # written in: the distill stage's config says so
     assert plan(load_config(RunConfig, recipe, ["out=runs/x", student, "finetune.freeze_cnn=true"]))["finetune"].freeze_cnn
+    assert plan(load_config(RunConfig, recipe, ["out=runs/x", student, "distill.cnn_hint_weight=0"])
+                )["distill"].cnn_hint_weight == 0
+
+
+def test_the_teachers_own_cnn_gets_no_hint_and_its_distill_config_stays_as_before_the_hint():
+    stages = plan(load_config(RunConfig, recipe_path("arabic_speech_commands"), ["out=runs/x"]))
+    assert stages["distill"].cnn_hint_weight is None and stages["distill"].hint_weight() == 0
+    assert "cnn_hint_weight" not in non_default(stages["distill"])  # finished runs' stage hashes unchanged
