@@ -63,6 +63,11 @@ def main(argv=None) -> dict:
                    help="with --gather: also kept variant runs (KEPT/KEY.json, e.g. edge_hint: an experiment "
                         "run with extra overrides, its own command in its report)")
     p.add_argument("--kept", default=str(KEPT), help="finished runs' reports kept across sessions (KEY.json)")
+    p.add_argument("--time", action="store_true",
+                   help="with --gather: first time the int8 files of each first-seed run (and the teacher's) side "
+                        "by side, interleaved, 1 thread, on 1 s and 4 s of audio, kept in KEPT/side_by_side.json "
+                        "for later gathers; run it on an otherwise idle machine")
+    p.add_argument("--rounds", type=int, default=50, help="with --time: timed rounds (each runs every file once)")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. distill.steps=100)")
     args = p.parse_args(argv)
 
@@ -76,8 +81,8 @@ def main(argv=None) -> dict:
     runs = [(preset, seed) for preset in args.presets
             for seed in (args.seeds if preset in args.seeded_presets else args.seeds[:1])]
     keys = [(f"{preset}" + (f"_s{seed}" if seed else ""), preset, seed) for preset, seed in runs]
-    if args.also and not args.gather:
-        raise SystemExit("--also only gathers kept runs: add --gather")
+    if (args.also or args.time) and not args.gather:
+        raise SystemExit("--also and --time only gather kept runs: add --gather")
     for key, preset, seed in keys + [(k, None, None) for k in args.also]:
         out = work / f"arabic_{key}"
         if args.gather:
@@ -107,6 +112,12 @@ def main(argv=None) -> dict:
     if not reports:
         raise SystemExit("no finished run to report")
     teacher = next(iter(reports.values()))["teacher_sha256"]
+    if args.time:
+        time_side_by_side(work, list(reports), kept / "side_by_side.json", teacher, args.rounds, argv)
+    sbs = json.loads((kept / "side_by_side.json").read_text()) if (kept / "side_by_side.json").exists() else None
+    if sbs and sbs.get("teacher_sha256") != teacher:
+        print(f"{kept / 'side_by_side.json'} timed another teacher's runs: left out (gather with --time to redo it)")
+        sbs = None
     other = [k for k, r in reports.items() if r["teacher_sha256"] != teacher]
     left_out = [f"Left out: {', '.join(other)} (trained from another teacher, weights {reports[other[0]]['teacher_sha256']}, "
                 f"not {teacher}): rerun them in this session's teacher's run folders."] if other else []
@@ -177,7 +188,14 @@ def main(argv=None) -> dict:
                for s in summary]
     val, best = validations(curve)
     capped = bool(val) and not ref.get("teacher_summary", {}).get("stopped_early") and best["step"] == val[-1]["step"]
-    result["goals"] = goals(rows, summary, teacher_capped=capped)
+    if sbs:
+        result["side_by_side"] = sbs
+        md += ["", "## Latency side by side (int8, timed together, alone on the machine)", "",
+               f"`{sbs['command']}`, {sbs['date']}: each first-seed run's int8 file and the teacher's, opened together "
+               f"and run in turn, {sbs['rounds']} rounds after {sbs['warmup']} warm-up, onnxruntime {sbs['threads']} "
+               "thread, nothing else running: unlike the table above, these times compare.", "",
+               *side_by_side_table(sbs)]
+    result["goals"] = goals(rows, summary, teacher_capped=capped, side_by_side=sbs)
     md += ["", "## What the numbers say", "", *result["goals"]]
     md += ["", *left_out] if left_out else []
     notes = [f"- {key}" + line[len("- student"):] if line.startswith("- student") else line
@@ -196,12 +214,16 @@ def main(argv=None) -> dict:
     return result
 
 
-def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: bool = False) -> list[str]:
+def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: bool = False,
+          side_by_side: dict | None = None) -> list[str]:
     """The issue's goals checked in words, from the first seed's rows: the teacher bounds every
     student (KWS accuracy and EER, fp32; with the seeds' mean and spread where there are several, and
     why, when `teacher_capped`: it stopped at its step cap still improving); the edge student is within
     1 point of KWS accuracy and 1 of EER of distilhubert at half its latency (int8); the int8 budget per
-    student; which students beat the teacher merely quantized, mode by mode."""
+    student; which students beat the teacher merely quantized, mode by mode. Speed comes from
+    `side_by_side` (files timed together, alone) where it has both files, else from each run's own
+    timing relative to the teacher timed in that run."""
+    alone = (side_by_side or {}).get("ms", {}).get("1", {})
     by = {r["variant"]: r for r in rows}
     over = {s["variant"]: s for s in seeds or []}
     teacher = by.get("teacher fp32")
@@ -249,14 +271,17 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
         # Runs are timed under different loads: where both runs timed their teacher, each latency
         # counts relative to its own run's teacher int8.
         t_full, t_edge = ((r.get("run_teacher_ms") or {}).get("int8") for r in (full, edge))
-        relative = bool(t_full and t_edge)
-        speed = (full["latency_ms_p50"] / t_full) / (edge["latency_ms_p50"] / t_edge) if relative else \
+        together = "distilhubert int8" in alone and key in alone
+        relative = bool(t_full and t_edge) and not together
+        speed = alone["distilhubert int8"][0] / alone[key][0] if together else \
+            (full["latency_ms_p50"] / t_full) / (edge["latency_ms_p50"] / t_edge) if relative else \
             full["latency_ms_p50"] / edge["latency_ms_p50"]
         met = dk >= -1 and (de is None or de <= 1) and speed >= 2
         who = "Edge student" + (f" ({key.split()[0]})" if key != "edge int8" else "")
         lines.append(f"- {who} (int8) against distilhubert (int8): KWS accuracy {dk:+.2f} points, "
                      + (f"EER {de:+.2f} points, " if de is not None else "") + f"{speed:.2f}x faster"
-                     + (" (each relative to the teacher int8 timed in its own run)" if relative else "")
+                     + (" (timed side by side, alone)" if together else
+                        " (each relative to the teacher int8 timed in its own run)" if relative else "")
                      + ": goal (within 1 point of each, half the latency) " + ("**met**." if met else "**missed**."))
     def budget(f: dict, q: dict) -> tuple[float, float, bool]:
         dk = 100 * (q["kws_accuracy"] - f["kws_accuracy"])
@@ -284,7 +309,9 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
         if not base:
             continue
         same = (f" {mode}",) if mode != "int8" else (" int8", " qat-int8")  # the same file format
-        def faster(r: dict) -> bool:  # than the teacher's same mode timed in the student's own run
+        def faster(r: dict) -> bool:  # than the teacher's same mode: side by side, else timed in the student's run
+            if r["variant"] in alone and f"teacher {mode}" in alone:
+                return alone[r["variant"]][0] < alone[f"teacher {mode}"][0]
             return r["latency_ms_p50"] < (r.get("run_teacher_ms") or {}).get(mode, base["latency_ms_p50"])
 
         better = [r["variant"] for r in rows if r["variant"].endswith(same) and not r["variant"].startswith("teacher")
@@ -292,10 +319,64 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
                   and r["kws_accuracy"] >= base["kws_accuracy"] and faster(r) and r["file_bytes"] < base["file_bytes"]]
         lines.append(f"- Against the teacher merely quantized (teacher {mode}, post-training, every node quantized: "
                      f"{100 * base['kws_accuracy']:.2f}%, {base['file_bytes'] / 1e6:.2f} MB, {base['latency_ms_p50']:.1f} ms; "
-                     "each student's speed against the teacher timed in its own run): "
+                     + ("each student's speed against the teacher timed side by side with it, alone"
+                        if f"teacher {mode}" in alone else "each student's speed against the teacher timed in its own run") + "): "
                      + (", ".join(better) + (" is" if len(better) == 1 else " are")
                         + " smaller, faster and at least as accurate." if better else
                         f"no {mode} student is smaller, faster and at least as accurate."))
+    return lines
+
+
+def time_side_by_side(work: Path, keys: list[str], path: Path, teacher: str, rounds: int, argv) -> dict:
+    """Times the int8 files of the first-seed runs in `keys` and the teacher's (fp32 and int8, from
+    the first run that has them) side by side (`time_onnx_side_by_side`), on 1 s and 4 s of audio;
+    writes the result to `path` (atomically) and returns it."""
+    from edgedistill.reporting.machine import machine_info
+    from edgedistill.runtime.latency import time_onnx_side_by_side
+
+    files = {}
+    for key in keys:
+        run = work / f"arabic_{key}"
+        for mode in ("fp32", "int8"):
+            f = run / "benchmark_models" / f"teacher.{mode}.onnx"
+            if f.is_file():
+                files.setdefault(f"teacher {mode}", f)
+    for key in keys:
+        if later_seed(f"{key} "):
+            continue
+        run = work / f"arabic_{key}"
+        for mode, f in (("int8", run / "export" / "model.int8.onnx"), ("qat-int8", run / "qat" / "student-qat.int8.onnx")):
+            if f.is_file():
+                files[f"{key} {mode}"] = f
+    if not any(not k.startswith("teacher") for k in files):
+        raise SystemExit(f"--time: no int8 file in {work}/arabic_*/export: the run folders are not on this machine")
+    ms = {}
+    for seconds in (1, 4):
+        print(f"timing {len(files)} files side by side on {seconds} s of audio ({rounds} rounds)", flush=True)
+        got = time_onnx_side_by_side(files, seconds=seconds, threads=1, rounds=rounds)
+        ms[str(seconds)] = {k: [round(p50, 3), round(p90, 3)] for k, (p50, p90) in got.items()}
+    result = {"command": "python benchmarks/arabic_recipe.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "threads": 1, "rounds": rounds,
+              "warmup": 3, "teacher_sha256": teacher, "ms": ms,
+              "file_bytes": {k: f.stat().st_size for k, f in files.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, path)
+    return result
+
+
+def side_by_side_table(sbs: dict) -> list[str]:
+    """Markdown rows of a side-by-side timing: p50/p90 per audio length, and the speed-up over the
+    teacher in the same format (int8 to int8) and over the teacher fp32 file, on 1 s."""
+    one = sbs["ms"]["1"]
+    t8, t32 = (one.get(f"teacher {m}", [None])[0] for m in ("int8", "fp32"))
+    lines = ["| file | MB | p50 ms, 1 s | p90 ms, 1 s | p50 ms, 4 s | x faster than teacher int8 (1 s) "
+             "| x faster than teacher fp32 (1 s) |", "|---|---|---|---|---|---|---|"]
+    for k, (p50, p90) in one.items():
+        four = sbs["ms"].get("4", {}).get(k, ["-"])[0]
+        lines.append(f"| {k} | {sbs['file_bytes'][k] / 1e6:.2f} | {p50:.2f} | {p90:.2f} | {four} | "
+                     + (f"{t8 / p50:.2f}" if t8 else "-") + " | " + (f"{t32 / p50:.2f}" if t32 else "-") + " |")
     return lines
 
 

@@ -44,3 +44,27 @@ def time_torch(model, seconds: float = 1.0, threads: int = 1, runs: int = 20, wa
             if i >= warmup:
                 times.append(time.perf_counter() - t)
     return _percentiles(times)
+
+
+def time_onnx_side_by_side(paths: dict[str, object], seconds: float = 1.0, threads: int = 1, rounds: int = 50,
+                           warmup: int = 3) -> dict[str, tuple[float, float]]:
+    """{name: (p50, p90) ms} of batch-1 runs of several ONNX models on the same `seconds` of audio,
+    interleaved: each round runs every model once, so a load that comes and goes (another process,
+    frequency scaling) falls on all of them alike and their ratios hold even where the absolute
+    times move. Every session is opened before any timing starts."""
+    from edgedistill.runtime.model import EdgeModel
+
+    if not paths:
+        raise ValueError("no ONNX model to time: pass at least one {name: path}")
+    if rounds < 1 or warmup < 0:
+        raise ValueError(f"rounds ({rounds}) must be >= 1 and warmup ({warmup}) >= 0")
+    sessions = {name: EdgeModel(path, threads=threads).session for name, path in paths.items()}
+    x = _audio(seconds)
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for i in range(warmup + rounds):
+        for name, session in sessions.items():
+            t = time.perf_counter()
+            session.run(None, {"waveform": x})
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return {name: _percentiles(t) for name, t in times.items()}

@@ -48,6 +48,21 @@ def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tm
         mod.main(again)
     assert "deep from scratch (no distillation) fp32" in [v["variant"] for v in mod.main(again + ["--overwrite"])["variants"]]
 
+    # The int8 files timed side by side (kept for later gathers), in their own table.
+    timed = ["--presets", "deep", "--seeds", "0", "--work", str(tmp_path / "w2"), "--out", str(out),
+             "--kept", str(tmp_path / "kept2"), "--gather"]
+    with pytest.raises(SystemExit, match="add --gather"):
+        mod.main(timed[:-1] + ["--time"])
+    sbs = mod.main(timed + ["--time", "--rounds", "2"])["side_by_side"]
+    assert sorted(sbs["ms"]) == ["1", "4"] and list(sbs["ms"]["1"]) == ["teacher fp32", "teacher int8", "deep int8"]
+    assert all(0 < p50 <= p90 for p50, p90 in sbs["ms"]["4"].values())
+    assert (tmp_path / "kept2" / "side_by_side.json").exists()
+    assert "| deep int8 | " in out.with_suffix(".md").read_text().split("## Latency side by side")[1]
+    assert mod.main(timed)["side_by_side"] == sbs  # read back from the kept file
+    stale = {**sbs, "teacher_sha256": "0" * 16}  # another teacher's files: not this table's
+    (tmp_path / "kept2" / "side_by_side.json").write_text(json.dumps(stale))
+    assert "side_by_side" not in mod.main(timed)
+
     # The run folders are gone in a later session: the kept reports alone give the same table.
     shutil.rmtree(tmp_path / "w")
     gathered = mod.main(["--presets", "distilhubert", "deep", "--seeds", "0", "1", "--seeded-presets", "distilhubert",
@@ -93,6 +108,10 @@ def test_the_goals_are_checked_in_words():
     seeded = rows + [_row("edge_s1 fp32", 0.87, 0.11, 4, 8), _row("edge_s1 int8", 0.87, 0.12, 2, 2.5)]
     assert goals(seeded)[3].endswith("EER points. Seed 1: KWS +0.00, EER +1.00 points: missed.")
     assert "distilhubert int8, edge int8 are smaller, faster and at least as accurate" in text[4]
+    # timed side by side, alone, the teacher int8 is faster than distilhubert int8: that one drops out
+    alone = {"ms": {"1": {"teacher int8": [3.0, 3.2], "distilhubert int8": [4.0, 4.1], "edge int8": [2.0, 2.1]}}}
+    line = goals(rows, side_by_side=alone)[4]
+    assert "timed side by side with it, alone): edge int8 is smaller, faster and at least as accurate." in line
     rows[4] = _row("edge fp32", 0.95, 0.115, 4, 8)      # a student above its teacher
     rows[5] = _row("edge int8", 0.84, 0.118, 2.5, 2.5)  # 3.9 points below distilhubert, 1.6x faster
     text = goals(rows)
@@ -139,6 +158,10 @@ def test_an_edge_variant_run_gets_its_own_goal_line_and_other_seeds_do_not():
     rows[8] = {**rows[8], "latency_ms_p50": 6, "run_teacher_ms": {"int8": 40}}
     line = [line for line in goals(rows) if line.startswith("- Edge student (edge_hint)")][0]
     assert "2.67x faster (each relative to the teacher int8 timed in its own run)" in line and line.endswith("**met**.")
+    # timed side by side, alone: those times, not the runs' own
+    alone = {"ms": {"1": {"distilhubert int8": [5.0, 6.0], "edge_hint int8": [4.0, 4.5], "teacher int8": [3.0, 3.5]}}}
+    line = [line for line in goals(rows, side_by_side=alone) if line.startswith("- Edge student (edge_hint)")][0]
+    assert "1.25x faster (timed side by side, alone)" in line and line.endswith("**missed**.")
     budget = [line for line in goals(rows) if line.startswith("- edge_hint int8 against edge_hint fp32")]
     assert len(budget) == 1 and budget[0].endswith("Seed 1: KWS +0.00, EER +0.30 points: met.")
     spread = {s["variant"]: s for s in load_benchmark("arabic_recipe").seed_summary(rows, [0, 1])}

@@ -1,0 +1,33 @@
+import pytest
+
+from edgedistill.runtime import latency
+
+
+def test_side_by_side_times_every_model_in_interleaved_rounds(exported, monkeypatch):
+    path, _ = exported
+    got = latency.time_onnx_side_by_side({"a": path, "b": path}, seconds=0.5, rounds=4, warmup=1)
+    assert list(got) == ["a", "b"] and all(0 < p50 <= p90 for p50, p90 in got.values())
+
+    calls = []
+
+    class Fake:  # records the order of runs: a, b, a, b, ... not a, a, ..., b, b
+        def __init__(self, path, threads):
+            self.session = self
+            self.name = str(path)
+
+        def run(self, outputs, feeds):
+            assert feeds["waveform"].shape == (1, 8000)
+            calls.append(self.name)
+
+    monkeypatch.setattr("edgedistill.runtime.model.EdgeModel", Fake)
+    latency.time_onnx_side_by_side({"a": "x.onnx", "b": "y.onnx"}, seconds=0.5, rounds=3, warmup=1)
+    assert calls == ["x.onnx", "y.onnx"] * 4
+
+
+def test_side_by_side_refuses_nothing_to_time_and_a_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="no ONNX model"):
+        latency.time_onnx_side_by_side({})
+    with pytest.raises(ValueError, match="rounds"):
+        latency.time_onnx_side_by_side({"a": tmp_path / "a.onnx"}, rounds=0)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        latency.time_onnx_side_by_side({"a": tmp_path / "missing.onnx"})
