@@ -107,6 +107,10 @@ def test_the_goals_are_checked_in_words():
     # other seeds' budgets, on the same line
     seeded = rows + [_row("edge_s1 fp32", 0.87, 0.11, 4, 8), _row("edge_s1 int8", 0.87, 0.12, 2, 2.5)]
     assert goals(seeded)[3].endswith("EER points. Seed 1: KWS +0.00, EER +1.00 points: missed.")
+    # QAT for a later seed only (where its post-training int8 missed): its own line
+    seeded.append(_row("edge_s1 qat-int8", 0.87, 0.112, 2, 2.5))
+    assert ("- edge qat-int8 against edge fp32: (no qat-int8 for the first seed) Seed 1: KWS +0.00, EER +0.20 "
+            "points: met.") in goals(seeded)
     assert "distilhubert int8, edge int8 are smaller, faster and at least as accurate" in text[4]
     # timed side by side, alone, the teacher int8 is faster than distilhubert int8: that one drops out
     alone = {"ms": {"1": {"teacher int8": [3.0, 3.2], "distilhubert int8": [4.0, 4.1], "edge int8": [2.0, 2.1]}}}
