@@ -19,7 +19,7 @@ _API = {
     "TeacherNotFoundError": "edgedistill.models.teacher",
     "StudentConfig": "edgedistill.models.student",
     "build_student": "edgedistill.models.student",
-    "DistillConfig": "edgedistill.recipes.distill",
+    "DistillConfig": "edgedistill.recipes.distill_config",
     "DistillHeads": "edgedistill.distill.heads",
     "load_text_teacher": "edgedistill.models.text_teacher",
     "distill": "edgedistill.recipes.distill",

@@ -21,7 +21,7 @@ from edgedistill.errors import CorruptCheckpointError, ExportError, QuantizeErro
 
 def _distill(args) -> int:
     from edgedistill.config import load_config
-    from edgedistill.recipes.distill import DistillConfig
+    from edgedistill.recipes.distill_config import DistillConfig
     from edgedistill.recipes.distill import distill
 
     values = {"teacher": args.teacher, "data": args.data, "out": args.out, "text_teacher": args.text_teacher}

@@ -24,7 +24,7 @@ from pathlib import Path
 import edgedistill
 from edgedistill.config import ConfigError, non_default, to_dict
 from edgedistill.recipes.benchmark import BenchmarkStage, StreamStage
-from edgedistill.recipes.distill import DistillConfig
+from edgedistill.recipes.distill_config import DistillConfig
 from edgedistill.recipes.export import ExportStage
 from edgedistill.recipes.finetune import HOLDOUT, FinetuneConfig
 
