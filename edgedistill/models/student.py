@@ -6,7 +6,8 @@ Presets scale with the teacher (numbers for HuBERT Base, 12 x 768, FFN 3072):
 - `deep`: all layers at half width (12 x 384, FFN 1536, 6 heads) -> 26,871,936;
 - `wide`: a quarter of the layers at full width (3 x 768) -> 30,579,072;
 - `edge`: `distilhubert` with the thin CNN below (FitHuBERT-style channel widths): the
-  device preset, about half of distilhubert's CPU latency;
+  device preset, about half of distilhubert's CPU latency; distilled with a FitHuBERT-style
+  hint on its CNN by default (`DistillConfig.cnn_hint_weight`);
 - `custom`: set the shape yourself.
 `thin_cnn=True` swaps the CNN for FitHuBERT-style widths (c/4, c/2 x 4, c, c; 128-256-...-512
 for HuBERT): the 512-channel CNN is about 72% of DistilHuBERT's compute.
@@ -25,7 +26,8 @@ from torch import nn
 PRESETS = ("distilhubert", "edge", "deep", "wide", "custom")
 PRESET_HELP = {
     "distilhubert": "2 layers at the teacher's width (DistilHuBERT)",
-    "edge": "distilhubert with a thin CNN (FitHuBERT-style c/4, c/2 x4, c, c channels): for small CPUs",
+    "edge": "distilhubert with a thin CNN (FitHuBERT-style c/4, c/2 x4, c, c channels): for small CPUs; "
+            "distillation adds a hint on its CNN (distill.cnn_hint_weight)",
     "deep": "every layer at half width (Deep vs Wide: deep-narrow)",
     "wide": "a quarter of the layers at full width (Deep vs Wide: wide-shallow)",
     "custom": "num_layers / hidden_size / ... set by you",
