@@ -378,8 +378,9 @@ def side_by_side_table(sbs: dict) -> list[str]:
     lines = ["| file | MB | p50 ms, 1 s | p90 ms, 1 s | p50 ms, 4 s | x faster than teacher int8 (1 s) "
              "| x faster than teacher fp32 (1 s) |", "|---|---|---|---|---|---|---|"]
     for k, (p50, p90) in one.items():
-        four = sbs["ms"].get("4", {}).get(k, ["-"])[0]
-        lines.append(f"| {k} | {sbs['file_bytes'][k] / 1e6:.2f} | {p50:.2f} | {p90:.2f} | {four} | "
+        four = sbs["ms"].get("4", {}).get(k)
+        lines.append(f"| {k} | {sbs['file_bytes'][k] / 1e6:.2f} | {p50:.2f} | {p90:.2f} | "
+                     + (f"{four[0]:.2f}" if four else "-") + " | "
                      + (f"{t8 / p50:.2f}" if t8 else "-") + " | " + (f"{t32 / p50:.2f}" if t32 else "-") + " |")
     return lines
 
