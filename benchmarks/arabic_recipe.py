@@ -363,10 +363,7 @@ def time_side_by_side(work: Path, keys: list[str], path: Path, teacher: str, rou
               "date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "threads": 1, "rounds": rounds,
               "warmup": 3, "teacher_sha256": teacher, "ms": ms,
               "file_bytes": {k: f.stat().st_size for k, f in files.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, path)
+    write_json(path, result)
     return result
 
 
@@ -426,11 +423,16 @@ def keep(run: Path, path: Path) -> dict:
     config = run / "teacher" / "ft" / "config.yaml"
     rep["teacher_val_split"] = next((line.split(":", 1)[1].strip() for line in config.read_text().splitlines()
                                      if line.startswith("val_split:")), None) if config.exists() else None
+    write_json(path, rep)
+    return rep
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """`obj` as JSON at `path`, written under a temporary name and renamed (never half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rep, indent=1))
+    tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
-    return rep
 
 
 def later_seed(variant: str) -> bool:

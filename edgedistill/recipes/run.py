@@ -157,10 +157,10 @@ def plan(cfg: RunConfig) -> dict:
         teacher_backbone = cfg.teacher
     distill = dataclasses.replace(cfg.distill, teacher=teacher_backbone, data=cfg.distill_data or cfg.data,
                                   out=str(out / "distill"))
-    if cfg.distill.cnn_hint_weight is None and distill.hint_weight() > 0:
+    if cfg.distill.cnn_hint_weight is None and (hint := distill.hint_weight()) > 0:
         # Written in where it is on, so the stage's config says so; left null where it resolves to 0
         # (a stage hash that predates the field stays the same).
-        distill = dataclasses.replace(distill, cnn_hint_weight=distill.hint_weight())
+        distill = dataclasses.replace(distill, cnn_hint_weight=hint)
     finetune = dataclasses.replace(cfg.finetune, model=str(out / "distill"), data=cfg.data, out=str(out / "finetune"))
     if cfg.finetune.freeze_cnn is None and not cfg.distill.student.cnn_from_teacher:
         # A CNN that is not the teacher's had only the distillation's steps: frozen, it caps the
