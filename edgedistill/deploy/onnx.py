@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from edgedistill.audio import receptive_field
+from edgedistill.deploy.fusion import fuse_gelu
 from edgedistill.runtime.metadata import read_metadata, set_metadata
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def _load(model) -> tuple[nn.Module, dict]:
 
 def export_onnx(model, out: str | Path, *, hidden_states: bool = False, opset: int = 18,
                 parity_atol: float = 1e-3, parity_audio: list[np.ndarray] | None = None,
-                extra_metadata: dict | None = None) -> dict:
+                extra_metadata: dict | None = None, fuse: bool = True) -> dict:
     """Exports `model` to one ONNX file and checks it.
 
     Args:
@@ -101,13 +102,14 @@ def export_onnx(model, out: str | Path, *, hidden_states: bool = False, opset: i
         hidden_states: backbone only: also output all hidden states [layers+1, batch, frames, dim].
         parity_atol: largest |ONNX - PyTorch| allowed on any output.
         parity_audio: real clips (float32, 16 kHz) checked for parity besides random inputs.
+        fuse: rewrite the exporter's erf-GELU chains into single Gelu nodes (`deploy.fusion`).
 
     Input `waveform` float32 [batch, samples] at 16 kHz. Outputs (multi-task):
     `keyword_logits` [batch, classes], `speaker_embedding` [batch, dim] (L2-normalised);
     (backbone): `last_hidden_state` [batch, frames, dim] (+ `hidden_states`).
 
     Returns:
-        dict with `path`, `file_bytes`, `parity_max_abs_diff`, `metadata`.
+        dict with `path`, `file_bytes`, `parity_max_abs_diff`, `fused_gelu` (nodes), `metadata`.
     """
     import onnx
 
@@ -151,6 +153,7 @@ def export_onnx(model, out: str | Path, *, hidden_states: bool = False, opset: i
             exporter_log.setLevel(level)
     proto = onnx.load(str(tmp))
     strip_debug_info(proto)
+    fused = fuse_gelu(proto) if fuse else 0
     metadata = {"version": __version__, "sample_rate": 16_000, "min_samples": min_samples,
                 "input": "waveform float32 [batch, samples], mono, 16 kHz, in [-1, 1]",
                 "preprocessing": json.dumps({"do_normalize": meta["do_normalize"], "resample_to": 16_000}),
@@ -166,7 +169,7 @@ def export_onnx(model, out: str | Path, *, hidden_states: bool = False, opset: i
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"path": str(out), "file_bytes": out.stat().st_size, "parity_max_abs_diff": diff,
+    return {"path": str(out), "file_bytes": out.stat().st_size, "parity_max_abs_diff": diff, "fused_gelu": fused,
             "metadata": read_metadata(out)}
 
 

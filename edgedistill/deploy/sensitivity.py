@@ -37,7 +37,9 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
     the budget is 1. Each candidate node is measured alone (quantize everything but it), then
     nodes are excluded greedily, most helpful first, re-measuring after each; a node that does not
     lower the cost together with those already kept in float is quantized after all (it would
-    cost latency for nothing).
+    cost latency for nothing). Once the budget is met, each node kept in float is tried in int8
+    again, least helpful alone first, and stays in int8 where the budget still holds: the greedy
+    order can keep a node that a later one makes unneeded.
 
     Returns the `quantize_model` summary plus `budget_met`, `cost_all_quantized`, `cost_final`,
     `kept_float` (node names), `node_gains`, and the final `kws_accuracy_change` / `sv_eer_change`.
@@ -83,6 +85,13 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
             trial = cost(excluded + [node], probe)
             if trial < current:  # a node stays in float only where it helps with the others kept
                 excluded, current = excluded + [node], trial
+        added = [n for n in excluded if n not in cfg.exclude_nodes]
+        if current <= limit and len(added) > 1:  # met: each node the budget holds without goes back to int8
+            for node in sorted(added, key=gains.get):  # least helpful alone first
+                fewer = [n for n in excluded if n != node]
+                trial = cost(fewer, probe)
+                if trial <= limit:
+                    excluded, current = fewer, trial
     summary = quantize_model(src, dst, replace(cfg, exclude_nodes=excluded))
     final = changes[tuple(excluded)]
     if current > limit:

@@ -44,6 +44,7 @@ def test_every_mode_produces_its_operators(exported, embedded_corpus, tmp_path, 
     cfg = quantize_config(mode, **settings)
     r = quantize_model(src, tmp_path / f"{mode}.onnx", cfg)
     assert must_have <= _ops(tmp_path / f"{mode}.onnx") and r["file_bytes"] < src.stat().st_size
+    assert "Gelu" in _ops(tmp_path / f"{mode}.onnx")  # the export's fused GELUs survive quantization
     from edgedistill.runtime.model import EdgeModel
 
     m = EdgeModel(tmp_path / f"{mode}.onnx")

@@ -62,3 +62,32 @@ def test_a_node_that_does_not_help_with_the_others_stays_quantized(exported, emb
                              num_trials=200, progress=False)
     assert list(r["node_gains"]) == ["a", "b", "c"]  # most helpful alone first
     assert r["kept_float"] == ["a", "c"] and abs(r["cost_final"] - 0.03) < 1e-12 and not r["budget_met"]
+
+
+def test_a_node_made_unneeded_by_later_ones_goes_back_to_int8(exported, embedded_corpus, tmp_path, monkeypatch):
+    """The greedy order keeps a, b, then c to meet the budget; {a, c} meets it too, so b costs
+    latency for nothing and is quantized again (where {a, c} misses, all three stay)."""
+    from dataclasses import replace
+
+    import edgedistill.deploy.sensitivity as q
+    import edgedistill.runtime.evaluate as oe
+
+    costs = {(): 0.10, ("a",): 0.03, ("b",): 0.05, ("c",): 0.06, ("a", "b"): 0.02, ("a", "b", "c"): 0.008,
+             ("a", "c"): 0.02, ("b", "c"): 0.03}
+    seen = []
+    real_quantize, real_compare = q.quantize_model, oe.compare
+
+    def quantize(src, dst, cfg):
+        seen.append(tuple(cfg.exclude_nodes))
+        return real_quantize(src, dst, replace(cfg, exclude_nodes=[]))
+
+    monkeypatch.setattr(q, "quantize_model", quantize)
+    monkeypatch.setattr(q, "quantizable_nodes", lambda path, mode: ["a", "b", "c"])
+    clips = resolve_labelled(str(embedded_corpus), "val")
+    for table, kept, final in [(costs, ["a", "b", "c"], 0.008), ({**costs, ("a", "c"): 0.009}, ["a", "c"], 0.009)]:
+        seen.clear()
+        monkeypatch.setattr(oe, "compare", lambda a, b, t=table: {**real_compare(a, b), "cost": t[seen[-1]]})
+        r = q.sensitivity_search(exported[0], tmp_path / "s.onnx", quantize_config("int8-dynamic"), clips,
+                                 budget=0.01, num_trials=200, progress=False)
+        assert r["kept_float"] == kept and abs(r["cost_final"] - final) < 1e-12 and r["budget_met"]
+        assert seen[-1] == tuple(kept)  # the file written is the one measured
