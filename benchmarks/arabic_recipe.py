@@ -195,6 +195,10 @@ def main(argv=None) -> dict:
                f"and run in turn, {sbs['rounds']} rounds after {sbs['warmup']} warm-up, onnxruntime {sbs['threads']} "
                "thread, nothing else running: unlike the table above, these times compare.", "",
                *side_by_side_table(sbs)]
+        if sbs.get("gelu_unfused"):
+            md += ["", f"Exported before the export fused its GELUs (`edgedistill.deploy.fusion`): "
+                   f"{', '.join(sbs['gelu_unfused'])}. Such a file runs about a tenth slower than a new export of "
+                   "the same model; the others are new exports."]
     result["goals"] = goals(rows, summary, teacher_capped=capped, side_by_side=sbs)
     md += ["", "## What the numbers say", "", *result["goals"]]
     md += ["", *left_out] if left_out else []
@@ -362,9 +366,18 @@ def time_side_by_side(work: Path, keys: list[str], path: Path, teacher: str, rou
     result = {"command": "python benchmarks/arabic_recipe.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "threads": 1, "rounds": rounds,
               "warmup": 3, "teacher_sha256": teacher, "ms": ms,
-              "file_bytes": {k: f.stat().st_size for k, f in files.items()}}
+              "file_bytes": {k: f.stat().st_size for k, f in files.items()},
+              "gelu_unfused": [k for k, f in files.items() if not gelu_fused(f)]}
     write_json(path, result)
     return result
+
+
+def gelu_fused(path: Path) -> bool:
+    """Whether an ONNX file was exported with its GELUs fused (`deploy.fusion`, since 2026-11-27):
+    an older export still spells them as Erf chains and runs about a tenth slower."""
+    import onnx
+
+    return not any(n.op_type == "Erf" for n in onnx.load(str(path)).graph.node)
 
 
 def side_by_side_table(sbs: dict) -> list[str]:
@@ -374,9 +387,10 @@ def side_by_side_table(sbs: dict) -> list[str]:
     t8, t32 = (one.get(f"teacher {m}", [None])[0] for m in ("int8", "fp32"))
     lines = ["| file | MB | p50 ms, 1 s | p90 ms, 1 s | p50 ms, 4 s | x faster than teacher int8 (1 s) "
              "| x faster than teacher fp32 (1 s) |", "|---|---|---|---|---|---|---|"]
+    unfused = set(sbs.get("gelu_unfused", []))
     for k, (p50, p90) in one.items():
         four = sbs["ms"].get("4", {}).get(k)
-        lines.append(f"| {k} | {sbs['file_bytes'][k] / 1e6:.2f} | {p50:.2f} | {p90:.2f} | "
+        lines.append(f"| {k}{' (exported before GELU fusion)' if k in unfused else ''} | {sbs['file_bytes'][k] / 1e6:.2f} | {p50:.2f} | {p90:.2f} | "
                      + (f"{four[0]:.2f}" if four else "-") + " | "
                      + (f"{t8 / p50:.2f}" if t8 else "-") + " | " + (f"{t32 / p50:.2f}" if t32 else "-") + " |")
     return lines

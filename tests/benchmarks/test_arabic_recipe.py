@@ -56,6 +56,7 @@ def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tm
     sbs = mod.main(timed + ["--time", "--rounds", "2"])["side_by_side"]
     assert sorted(sbs["ms"]) == ["1", "4"] and list(sbs["ms"]["1"]) == ["teacher fp32", "teacher int8", "deep int8"]
     assert all(0 < p50 <= p90 for p50, p90 in sbs["ms"]["4"].values())
+    assert sbs["gelu_unfused"] == []  # every file here comes from this code's export
     assert (tmp_path / "kept2" / "side_by_side.json").exists()
     assert "| deep int8 | " in out.with_suffix(".md").read_text().split("## Latency side by side")[1]
     assert mod.main(timed)["side_by_side"] == sbs  # read back from the kept file
