@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
         raise SystemExit("no finished run to report")
     teacher = next(iter(reports.values()))["teacher_sha256"]
     if args.time:
-        time_side_by_side(work, list(reports), kept / "side_by_side.json", teacher, args.rounds, argv)
+        time_side_by_side(work, list(reports), kept / "side_by_side.json", teacher, args.rounds, argv, args.overrides)
     sbs = json.loads((kept / "side_by_side.json").read_text()) if (kept / "side_by_side.json").exists() else None
     if sbs and sbs.get("teacher_sha256") != teacher:
         print(f"{kept / 'side_by_side.json'} timed another teacher's runs: left out (gather with --time to redo it)")
@@ -335,10 +335,16 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
     return lines
 
 
-def time_side_by_side(work: Path, keys: list[str], path: Path, teacher: str, rounds: int, argv) -> dict:
+def time_side_by_side(work: Path, keys: list[str], path: Path, teacher: str, rounds: int, argv,
+                      overrides: list[str] = ()) -> dict:
     """Times the int8 files of the first-seed runs in `keys` and the teacher's (fp32 and int8, from
-    the first run that has them) side by side (`time_onnx_side_by_side`), on 1 s and 4 s of audio;
-    writes the result to `path` (atomically) and returns it."""
+    the first run that has them) side by side (`time_onnx_side_by_side`), on 1 s and 4 s of audio,
+    and what the nodes each keeps in float cost (`float_nodes_cost`, on 1 s); writes the result to
+    `path` (atomically) and returns it."""
+    from edgedistill.config import load_config
+    from edgedistill.deploy.quantize import scheme_with_calibration
+    from edgedistill.deploy.sensitivity import float_nodes_cost
+    from edgedistill.recipes.run import RunConfig
     from edgedistill.reporting.machine import machine_info
     from edgedistill.runtime.latency import time_onnx_side_by_side
 
@@ -358,6 +364,18 @@ def time_side_by_side(work: Path, keys: list[str], path: Path, teacher: str, rou
                 files[f"{key} {mode}"] = f
     if not any(not k.startswith("teacher") for k in files):
         raise SystemExit(f"--time: no int8 file in {work}/arabic_*/export: the run folders are not on this machine")
+    cfg = load_config(RunConfig, RECIPE, [o for o in overrides if not o.startswith("out=")])
+    scheme = scheme_with_calibration("int8", calibration=cfg.data, calibration_split=cfg.finetune.train_split,
+                                     calibration_clips=cfg.export.calibration_clips)
+    floats = {}
+    for name, f in files.items():
+        mode = "qat int8" if name.endswith("qat-int8") else "int8"
+        done = f.parent / "stage.json"  # export/ or qat/: the stage that searched
+        found = json.loads(done.read_text())["result"].get("sensitivity", {}).get(mode, {}) if done.is_file() else {}
+        if found.get("kept_float"):
+            print(f"timing what {name}'s {len(found['kept_float'])} float node(s) cost", flush=True)
+            floats[name] = {"kept_float": found["kept_float"],
+                            **float_nodes_cost(f.with_name(f.name.replace(".int8.", ".fp32.")), f, scheme, rounds=rounds)}
     ms = {}
     for seconds in (1, 4):
         print(f"timing {len(files)} files side by side on {seconds} s of audio ({rounds} rounds)", flush=True)
@@ -367,7 +385,7 @@ def time_side_by_side(work: Path, keys: list[str], path: Path, teacher: str, rou
               "date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "threads": 1, "rounds": rounds,
               "warmup": 3, "teacher_sha256": teacher, "ms": ms,
               "file_bytes": {k: f.stat().st_size for k, f in files.items()},
-              "gelu_unfused": [k for k, f in files.items() if not gelu_fused(f)]}
+              "gelu_unfused": [k for k, f in files.items() if not gelu_fused(f)], "float_nodes": floats}
     write_json(path, result)
     return result
 
@@ -386,13 +404,18 @@ def side_by_side_table(sbs: dict) -> list[str]:
     one = sbs["ms"]["1"]
     t8, t32 = (one.get(f"teacher {m}", [None])[0] for m in ("int8", "fp32"))
     lines = ["| file | MB | p50 ms, 1 s | p90 ms, 1 s | p50 ms, 4 s | x faster than teacher int8 (1 s) "
-             "| x faster than teacher fp32 (1 s) |", "|---|---|---|---|---|---|---|"]
+             "| x faster than teacher fp32 (1 s) | nodes kept in float: ms they cost (1 s) |",
+             "|---|---|---|---|---|---|---|---|"]
     unfused = set(sbs.get("gelu_unfused", []))
+    floats = sbs.get("float_nodes", {})
     for k, (p50, p90) in one.items():
         four = sbs["ms"].get("4", {}).get(k)
-        lines.append(f"| {k}{' (exported before GELU fusion)' if k in unfused else ''} | {sbs['file_bytes'][k] / 1e6:.2f} | {p50:.2f} | {p90:.2f} | "
-                     + (f"{four[0]:.2f}" if four else "-") + " | "
-                     + (f"{t8 / p50:.2f}" if t8 else "-") + " | " + (f"{t32 / p50:.2f}" if t32 else "-") + " |")
+        fl = floats.get(k)
+        lines.append(f"| {k}{' (exported before GELU fusion)' if k in unfused else ''} | {sbs['file_bytes'][k] / 1e6:.2f} "
+                     f"| {p50:.2f} | {p90:.2f} | " + (f"{four[0]:.2f}" if four else "-") + " | "
+                     + (f"{t8 / p50:.2f}" if t8 else "-") + " | " + (f"{t32 / p50:.2f}" if t32 else "-") + " | "
+                     + (f"{len(fl['kept_float'])}: {fl['cost_ms']:+.2f} ({fl['p50_ms']:.2f} against "
+                        f"{fl['all_int8_p50_ms']:.2f} all int8)" if fl else "-") + " |")
     return lines
 
 

@@ -42,7 +42,8 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
     order can keep a node that a later one makes unneeded.
 
     Returns the `quantize_model` summary plus `budget_met`, `cost_all_quantized`, `cost_final`,
-    `kept_float` (node names), `node_gains`, and the final `kws_accuracy_change` / `sv_eer_change`.
+    `kept_float` (node names), `float_latency` (what they cost: `float_nodes_cost`, None when
+    none is kept), `node_gains`, and the final `kws_accuracy_change` / `sv_eer_change`.
     """
     from edgedistill.runtime.evaluate import compare, evaluate_onnx
 
@@ -94,10 +95,27 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
                     excluded, current = fewer, trial
     summary = quantize_model(src, dst, replace(cfg, exclude_nodes=excluded))
     final = changes[tuple(excluded)]
+    latency = float_nodes_cost(src, dst, cfg) if excluded else None
     if current > limit:
         log.warning("sensitivity: budget missed: the quantized model still costs %.4f (budget %.4f) with %d node(s) "
                     "in float", current, limit, len(excluded))
     return {**summary, "budget": limit, "kws_budget": kws_budget, "eer_budget": eer_budget,
             "budget_met": bool(current <= limit), "cost_all_quantized": full, "cost_final": current,
             "kws_accuracy_change": final["kws_accuracy_change"], "sv_eer_change": final["sv_eer_change"],
-            "kept_float": excluded, "node_gains": dict(sorted(gains.items(), key=lambda kv: -kv[1]))}
+            "kept_float": excluded, "float_latency": latency,
+            "node_gains": dict(sorted(gains.items(), key=lambda kv: -kv[1]))}
+
+
+def float_nodes_cost(src: str | Path, dst: str | Path, cfg: QuantScheme, seconds: float = 1.0, rounds: int = 30,
+                     threads: int = 1) -> dict:
+    """What the nodes a quantized file keeps in float cost in latency: `dst` and `src` quantized
+    with `cfg` and every node in int8, timed side by side (batch 1, `seconds` of audio, `threads`).
+    Returns {"p50_ms", "all_int8_p50_ms", "cost_ms", "seconds", "threads", "rounds"}."""
+    from edgedistill.runtime.latency import time_onnx_side_by_side
+
+    with tempfile.TemporaryDirectory() as tmp:
+        every = Path(tmp) / "every_node_int8.onnx"
+        quantize_model(src, every, replace(cfg, exclude_nodes=[]))
+        t = time_onnx_side_by_side({"kept": dst, "all": every}, seconds=seconds, threads=threads, rounds=rounds)
+    return {"p50_ms": round(t["kept"][0], 3), "all_int8_p50_ms": round(t["all"][0], 3),
+            "cost_ms": round(t["kept"][0] - t["all"][0], 3), "seconds": seconds, "threads": threads, "rounds": rounds}

@@ -109,7 +109,7 @@ def quantize_file(float_path: str | Path, out_dir: str | Path, cfg: QuantScheme,
 
 def sensitivity_sentence(result: dict) -> str:
     """What a sensitivity search found, in words (console and reports)."""
-    kept = f"{len(result['kept_float'])} node(s) kept in float"
+    kept = f"{len(result['kept_float'])} node(s) kept in float" + float_words(result)
     if result.get("kws_budget") is not None or result.get("eer_budget") is not None:
         change = (f"KWS {100 * result['kws_accuracy_change']:+.2f} points, EER {100 * result['sv_eer_change']:+.2f} "
                   "points vs fp32")
@@ -141,7 +141,8 @@ def export_variants(model: str, folder: Path, stage: ExportStage, calibration: s
             r = sensitivity_search(files[f"{name}-fp32"], dst, q, clips, kws_budget=stage.kws_budget,
                                    eer_budget=stage.eer_budget, num_trials=num_trials, seed=seed)
             found[mode] = {k: r[k] for k in ("budget_met", "kws_budget", "eer_budget", "kws_accuracy_change",
-                                             "sv_eer_change", "cost_all_quantized", "cost_final", "kept_float")}
+                                             "sv_eer_change", "cost_all_quantized", "cost_final", "kept_float",
+                                             "float_latency")}
             found[mode]["split"] = eval_split
             print(f"[export] {name} {mode}: " + sensitivity_sentence(r))
         else:
@@ -150,20 +151,30 @@ def export_variants(model: str, folder: Path, stage: ExportStage, calibration: s
     return {**files, "sensitivity": found} if found else files
 
 
+def float_words(r: dict) -> str:
+    """The nodes a search kept in float and what they cost in latency, in words ('' for none)."""
+    if not r.get("kept_float"):
+        return ""
+    t = r.get("float_latency")
+    cost = (f": {t['cost_ms']:+.2f} ms p50 ({t['p50_ms']:.2f} against {t['all_int8_p50_ms']:.2f} with every node "
+            f"in int8; {t['seconds']:g} s of audio, {t['threads']} thread, timed side by side)") if t else ""
+    return f" ({', '.join(r['kept_float'])}{cost})"
+
+
 def budget_notes(sensitivity: dict) -> list[str]:
     """The export stage's sensitivity results in words, for the run report."""
     lines = []
     for mode, r in sensitivity.items():
         change = (f"KWS accuracy {100 * r['kws_accuracy_change']:+.2f} points, EER {100 * r['sv_eer_change']:+.2f} "
                   f"points against fp32 on '{r['split']}'")
-        kept = f"{len(r['kept_float'])} node(s) kept in float"
+        kept = f"{len(r['kept_float'])} node(s) kept in float" + float_words(r)
         limits = ", ".join(f"{what} {100 * r[key]:.2f} points" for what, key in (("KWS", "kws_budget"),
                                                                                   ("EER", "eer_budget")) if r[key])
         if r["budget_met"]:
             lines.append(f"- student {mode}: within the budget ({limits}): {change}; {kept}.")
         else:
-            lines.append(f"- student {mode}: **budget missed** ({limits}): {change} with {kept} (every node "
-                         "that helped): post-training quantization cannot meet it for this model.")
+            lines.append(f"- student {mode}: **budget missed** ({limits}): {change} with {kept}, every node "
+                         "that helped: post-training quantization cannot meet it for this model.")
     return lines
 
 

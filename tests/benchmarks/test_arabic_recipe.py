@@ -57,6 +57,11 @@ def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tm
     assert sorted(sbs["ms"]) == ["1", "4"] and list(sbs["ms"]["1"]) == ["teacher fp32", "teacher int8", "deep int8"]
     assert all(0 < p50 <= p90 for p50, p90 in sbs["ms"]["4"].values())
     assert sbs["gelu_unfused"] == []  # every file here comes from this code's export
+    searched = json.loads((tmp_path / "w2" / "arabic_deep" / "export" / "stage.json").read_text())["result"]
+    in_float = searched["sensitivity"]["int8"]["kept_float"]
+    assert list(sbs["float_nodes"]) == (["deep int8"] if in_float else [])  # what its float nodes cost, timed
+    for t in sbs["float_nodes"].values():
+        assert t["kept_float"] == in_float and t["p50_ms"] > 0 and t["all_int8_p50_ms"] > 0
     assert (tmp_path / "kept2" / "side_by_side.json").exists()
     assert "| deep int8 | " in out.with_suffix(".md").read_text().split("## Latency side by side")[1]
     assert mod.main(timed)["side_by_side"] == sbs  # read back from the kept file

@@ -18,6 +18,9 @@ def test_sensitivity_search_recovers_int8_accuracy(exported, embedded_corpus, tm
     graph = {n.name: n.op_type for n in onnx.load(str(tmp_path / "s.onnx")).graph.node}
     assert all(graph.get(name) == "Conv" for name in r["kept_float"])  # still float convs
     assert "QLinearConv" in graph.values()                            # the rest is quantized
+    t = r["float_latency"]  # what the float nodes cost: this file against every node in int8, side by side
+    assert t["p50_ms"] > 0 and t["all_int8_p50_ms"] > 0 and t["threads"] == 1 and t["seconds"] == 1.0
+    assert abs(t["cost_ms"] - (t["p50_ms"] - t["all_int8_p50_ms"])) < 2e-3
 
 
 def test_a_missed_sensitivity_budget_is_said_in_words(exported, embedded_corpus, tmp_path, capsys, monkeypatch):
@@ -90,4 +93,5 @@ def test_a_node_made_unneeded_by_later_ones_goes_back_to_int8(exported, embedded
         r = q.sensitivity_search(exported[0], tmp_path / "s.onnx", quantize_config("int8-dynamic"), clips,
                                  budget=0.01, num_trials=200, progress=False)
         assert r["kept_float"] == kept and abs(r["cost_final"] - final) < 1e-12 and r["budget_met"]
-        assert seen[-1] == tuple(kept)  # the file written is the one measured
+        assert seen[-2:] == [tuple(kept), ()]  # the file written is the one measured, then every node in int8
+        assert r["float_latency"]["p50_ms"] > 0 and r["float_latency"]["all_int8_p50_ms"] > 0  # timed side by side

@@ -22,6 +22,9 @@ def test_the_export_stage_keeps_nodes_in_float_until_the_int8_budget_holds(train
     note = budget_notes(files["sensitivity"])[0]
     assert note.startswith("- student int8: ") and ("within the budget" in note) == within
     assert ("budget missed" in note) == (not within)
+    if found["kept_float"]:  # which nodes, and what they cost in latency against every node in int8
+        assert all(name in note for name in found["kept_float"]) and " ms p50 (" in note
+        assert found["float_latency"]["p50_ms"] > 0
     # without budgets: plain post-training quantization, no search
     plain = export_variants(str(trained_multitask), tmp_path / "plain", ExportStage(quantize=["int8-dynamic"]),
                             str(embedded_corpus), "train", "val", name="teacher")
