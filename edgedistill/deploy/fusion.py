@@ -109,3 +109,27 @@ def fuse_gelu(proto) -> int:
         proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return len(new)
 
+
+def type_fused_outputs(path) -> None:
+    """Gives the output of each fused `com.microsoft.Gelu` of the ONNX file at `path` its input's
+    type where the quantizer's pre-processing left it untyped: onnxruntime's optimizer renames a
+    Gelu's output when it moves transposes across it (the layer-normed CNN of HuBERT / wav2vec 2.0
+    Large), ONNX shape inference cannot type contrib ops, and the static quantizer calibrates
+    typed tensors only (an untyped one fails the next LayerNorm's bias)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    g = model.graph
+    typed = {v.name: v for v in list(g.value_info) + list(g.input) + list(g.output)}
+    added = 0
+    for n in g.node:
+        if n.domain == "com.microsoft" and n.op_type == "Gelu" and n.output[0] not in typed and n.input[0] in typed:
+            info = onnx.ValueInfoProto()
+            info.CopyFrom(typed[n.input[0]])
+            info.name = n.output[0]
+            g.value_info.append(info)
+            typed[info.name] = info
+            added += 1
+    if added:
+        onnx.save(onnx.shape_inference.infer_shapes(model), str(path))
+

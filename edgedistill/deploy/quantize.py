@@ -25,6 +25,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from edgedistill.deploy.fusion import type_fused_outputs
 from edgedistill.errors import QuantizeError
 
 log = logging.getLogger(__name__)
@@ -190,32 +191,8 @@ def _preprocess(src: Path, dst: Path) -> Path:
 
     # The dynamo exporter's shapes confuse the symbolic shape inference: skip it.
     quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
-    _type_contrib_outputs(dst)
+    type_fused_outputs(dst)
     return dst
-
-
-def _type_contrib_outputs(path: Path) -> None:
-    """Gives the output of each elementwise contrib node (the export's fused `com.microsoft.Gelu`)
-    its input's type where the pre-processing left it untyped: onnxruntime's optimizer renames a
-    Gelu's output when it moves transposes across it (the layer-normed CNN of HuBERT / wav2vec 2.0
-    Large), ONNX shape inference cannot type contrib ops, and the static quantizer calibrates
-    typed tensors only (an untyped one fails the next LayerNorm's bias)."""
-    import onnx
-
-    model = onnx.load(str(path))
-    g = model.graph
-    typed = {v.name: v for v in list(g.value_info) + list(g.input) + list(g.output)}
-    added = 0
-    for n in g.node:
-        if n.domain == "com.microsoft" and n.op_type == "Gelu" and n.output[0] not in typed and n.input[0] in typed:
-            info = onnx.ValueInfoProto()
-            info.CopyFrom(typed[n.input[0]])
-            info.name = n.output[0]
-            g.value_info.append(info)
-            typed[info.name] = info
-            added += 1
-    if added:
-        onnx.save(onnx.shape_inference.infer_shapes(model), str(path))
 
 
 def _dynamic_matmul(src: Path, dst: Path, cfg: QuantScheme, s: dict) -> None:

@@ -70,3 +70,23 @@ def test_export_fuses_every_gelu_and_keeps_the_outputs(trained_multitask, export
     for u, v in zip(a, b):
         np.testing.assert_allclose(u, v, atol=1e-5)
 
+
+
+def test_an_untyped_fused_output_gets_its_inputs_type(tmp_path):
+    """onnxruntime's pre-processing renames a Gelu's output when it moves transposes across it;
+    ONNX shape inference cannot type the contrib op, and static quantization calibrates typed
+    tensors only."""
+    from edgedistill.deploy.fusion import type_fused_outputs
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])
+    g = helper.make_graph([helper.make_node("Gelu", ["x"], ["g"], domain="com.microsoft"),
+                           helper.make_node("Neg", ["g"], ["y"])], "untyped", [x],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]),
+              str(path))
+    assert "g" not in {v.name for v in onnx.load(str(path)).graph.value_info}
+    type_fused_outputs(path)
+    typed = {v.name: v for v in onnx.load(str(path)).graph.value_info}
+    assert typed["g"].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert [d.dim_value for d in typed["g"].type.tensor_type.shape.dim] == [2, 5]
