@@ -342,7 +342,6 @@ def time_side_by_side(work: Path, keys: list[str], path: Path, teacher: str, rou
     and what the nodes each keeps in float cost (`float_nodes_cost`, on 1 s); writes the result to
     `path` (atomically) and returns it."""
     from edgedistill.config import load_config
-    from edgedistill.deploy.quantize import scheme_with_calibration
     from edgedistill.deploy.sensitivity import float_nodes_cost
     from edgedistill.recipes.run import RunConfig
     from edgedistill.reporting.machine import machine_info
@@ -364,9 +363,8 @@ def time_side_by_side(work: Path, keys: list[str], path: Path, teacher: str, rou
                 files[f"{key} {mode}"] = f
     if not any(not k.startswith("teacher") for k in files):
         raise SystemExit(f"--time: no int8 file in {work}/arabic_*/export: the run folders are not on this machine")
-    cfg = load_config(RunConfig, RECIPE, [o for o in overrides if not o.startswith("out=")])
-    scheme = scheme_with_calibration("int8", calibration=cfg.data, calibration_split=cfg.finetune.train_split,
-                                     calibration_clips=cfg.export.calibration_clips)
+    cfg = load_config(RunConfig, RECIPE, list(overrides))
+    scheme = cfg.export.scheme("int8", cfg.data, cfg.finetune.train_split)  # as the runs' export stage quantized
     floats = {}
     for name, f in files.items():
         mode = "qat int8" if name.endswith("qat-int8") else "int8"

@@ -73,13 +73,12 @@ def fuse_gelu(proto) -> int:
         if m1 is None or m1.op_type != "Mul":
             return None
         o1 = other(m1, plus.output[0])
-        m2 = only_reader(m1.output[0])
         if is_const(o1, 0.5) or o1 == x:  # ((erf + 1) * 0.5) * x  or  (x * (erf + 1)) * 0.5
-            want = x if o1 != x else None
-            if m2 is not None and m2.op_type == "Mul" and (
-                    other(m2, m1.output[0]) == want if want else is_const(other(m2, m1.output[0]), 0.5)):
-                return x, [scale, erf, plus, m1, m2]
-            return None
+            m2 = only_reader(m1.output[0])
+            if m2 is None or m2.op_type != "Mul":
+                return None
+            o2 = other(m2, m1.output[0])
+            return (x, [scale, erf, plus, m1, m2]) if (o2 == x if o1 != x else is_const(o2, 0.5)) else None
         half = producer.get(o1)  # (0.5 * x) * (erf + 1)
         if half is not None and half.op_type == "Mul" and only_reader(half.output[0]) is m1 \
                 and x in half.input and is_const(other(half, x), 0.5):

@@ -53,6 +53,12 @@ class ExportStage:
             if getattr(self, name) is not None and not 0 < getattr(self, name) < 1:
                 raise ValueError(f"export.{name} is a fraction in (0, 1), e.g. 0.001 for 0.1 points")
 
+    def scheme(self, mode: str, calibration: str, calibration_split: str) -> QuantScheme:
+        """The quantization scheme of `mode` as this stage runs it (calibrated on `calibration_clips`
+        clips of `calibration_split` where the mode calibrates)."""
+        return scheme_with_calibration(mode, calibration=calibration, calibration_split=calibration_split,
+                                       calibration_clips=self.calibration_clips)
+
 
 def export(model: str, out: str | Path, *, hidden_states: bool = False, overwrite: bool = False,
            quantize: QuantScheme | None = None, eval_data: str | None = None, eval_split: str = "val",
@@ -134,8 +140,7 @@ def export_variants(model: str, folder: Path, stage: ExportStage, calibration: s
     clips = resolve_labelled(calibration, eval_split) if searched else None
     found = {}
     for mode in stage.quantize:
-        q = scheme_with_calibration(mode, calibration=calibration, calibration_split=calibration_split,
-                                    calibration_clips=stage.calibration_clips)
+        q = stage.scheme(mode, calibration, calibration_split)
         dst = folder / f"{stem}.{mode}.onnx"
         if searched:
             r = sensitivity_search(files[f"{name}-fp32"], dst, q, clips, kws_budget=stage.kws_budget,
