@@ -172,9 +172,13 @@ def _students(args) -> int:
 
 
 def _corpus(args) -> int:
-    from edgedistill.data.corpus import build_corpus
+    from edgedistill.data.corpus import build_corpus, parse_corpus_spec
 
-    print(build_corpus(root=args.root, progress=True))
+    try:
+        cfg = parse_corpus_spec(args.spec)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    print(build_corpus(cfg, root=args.root, progress=True))
     return 0
 
 
@@ -289,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_students)
 
     c = sub.add_parser("corpus", help="generate (or find) the embedded corpus; prints its manifest")
+    c.add_argument("spec", nargs="?", default="embedded",
+                   help="'embedded' (the default corpus) or 'embedded:key=value,...' (another one, e.g. "
+                        "embedded:num_speakers=72,splits=64/8/0,seed=1)")
     c.add_argument("--root", help="cache folder (default ~/.cache/edgedistill or $EDGEDISTILL_CACHE)")
     c.set_defaults(func=_corpus)
     return p

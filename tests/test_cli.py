@@ -130,3 +130,13 @@ def test_a_demo_run_prints_stage_lines_and_the_table_without_third_party_noise(s
     for noise in ("[torch.onnx]", "Loading weights", "Writing model shards", "Collecting tensor data",
                   "making histogram", "torchvision", "Please check if the model is already quantized"):
         assert noise not in text, noise
+
+
+def test_corpus_command_builds_another_corpus_from_a_spec(tmp_path, capsys):
+    spec = "embedded:keywords=yes/no,num_speakers=2,splits=1/1/0,takes=1,seed=3"
+    assert main(["corpus", spec, "--root", str(tmp_path)]) == 0
+    manifest = capsys.readouterr().out.strip().splitlines()[-1]
+    rows = open(manifest).read().splitlines()
+    assert rows[0] == "path,label,speaker,split,text" and len(rows) == 1 + 2 * 2
+    assert main(["corpus", "embedded:voices=3", "--root", str(tmp_path)]) == 2
+    assert "key among" in capsys.readouterr().err

@@ -211,20 +211,55 @@ def synth_clip(word: str, spk: Speaker, rng: np.random.Generator, cfg: CorpusCon
     return np.clip(clip, -1, 1)
 
 
+def parse_corpus_spec(spec: str) -> CorpusConfig:
+    """`embedded` or `embedded:key=value,...` (CorpusConfig fields; tuples joined by '/'), e.g.
+    `embedded:num_speakers=72,splits=64/8/0,seed=1`: another corpus from the same synthesiser."""
+    kind, _, rest = str(spec).partition(":")
+    if kind != "embedded":
+        raise ValueError(f"'{spec}' is not an embedded-corpus spec ('embedded' or 'embedded:key=value,...')")
+    fields = {f.name: f for f in dataclasses.fields(CorpusConfig)}
+    values: dict = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in fields:
+            raise ValueError(f"'{item}' in '{spec}': write key=value with a key among {sorted(fields)}")
+        if key == "keywords":
+            values[key] = value.split("/")
+        elif key in ("splits", "snr_db"):
+            kind_ = int if key == "splits" else float
+            values[key] = tuple(kind_(v) for v in value.split("/"))
+        else:
+            values[key] = type(getattr(CorpusConfig(), key))(value)
+    if "num_speakers" in values and "splits" not in values:
+        raise ValueError(f"'{spec}' sets num_speakers: also set splits=TRAIN/VAL/TEST summing to it")
+    return CorpusConfig(**values)
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("EDGEDISTILL_CACHE", Path.home() / ".cache" / "edgedistill"))
 
 
+def _write_clips(args) -> None:
+    """Synthesises and writes a chunk of clips (a worker process's share of `build_corpus`)."""
+    import soundfile as sf
+
+    cfg, folder, jobs = args
+    for word, spk, take, rel in jobs:
+        seed = [cfg.seed, int(spk.name[3:]), sorted(KEYWORDS).index(word), take]
+        sf.write(folder / rel, synth_clip(word, spk, np.random.default_rng(seed), cfg), SR, subtype="PCM_16")
+
+
 def build_corpus(cfg: CorpusConfig | None = None, root: str | os.PathLike | None = None,
-                 progress: bool = False) -> Path:
+                 progress: bool = False, workers: int | None = None) -> Path:
     """Generates the corpus (or finds it cached) and returns its `manifest.csv` path.
 
     The folder is `root/corpus-<config hash>`; it is written under a temporary name and
     renamed when complete, so an interrupted run never leaves a half corpus behind.
-    Columns: path,label,speaker,split,text (paths relative to the manifest).
+    Columns: path,label,speaker,split,text (paths relative to the manifest). Clips are
+    synthesised by `workers` processes (default: one per core for corpora over 200 clips);
+    each clip has its own seed, so the corpus is the same whatever the number.
     """
-    import soundfile as sf
-
     cfg = cfg or CorpusConfig()
     root = Path(root) if root is not None else default_cache_dir()
     final = root / f"corpus-{cfg.key()}"
@@ -242,20 +277,34 @@ def build_corpus(cfg: CorpusConfig | None = None, root: str | os.PathLike | None
         for spk in speakers[i:i + count]:
             split_of[spk.name] = name
         i += count
-    rows = []
-    jobs = [(w, s, t) for s in speakers for w in cfg.keywords for t in range(cfg.takes)]
-    it = jobs
+    jobs = [(w, s, t, f"audio/{w}/{s.name}_{t:02d}.wav") for s in speakers for w in cfg.keywords
+            for t in range(cfg.takes)]
+    for w in cfg.keywords:
+        (tmp / "audio" / w).mkdir()
+    rows = [{"path": rel, "label": w, "speaker": s.name, "split": split_of[s.name], "text": w}
+            for w, s, _, rel in jobs]
+    workers = workers or (min(os.cpu_count() or 1, 8) if len(jobs) > 200 else 1)
+    chunks = [(cfg, tmp, jobs[k:k + 20]) for k in range(0, len(jobs), 20)]
+    bar = None
     if progress:
         from tqdm.auto import tqdm
-        it = tqdm(jobs, desc="embedded corpus", unit="clip")
-    for word, spk, take in it:
-        seed = [cfg.seed, int(spk.name[3:]), sorted(KEYWORDS).index(word), take]
-        clip = synth_clip(word, spk, np.random.default_rng(seed), cfg)
-        rel = f"audio/{word}/{spk.name}_{take:02d}.wav"
-        (tmp / rel).parent.mkdir(exist_ok=True)
-        sf.write(tmp / rel, clip, SR, subtype="PCM_16")
-        rows.append({"path": rel, "label": word, "speaker": spk.name,
-                     "split": split_of[spk.name], "text": word})
+        bar = tqdm(total=len(jobs), desc="embedded corpus", unit="clip")
+    pool = None
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: the caller may hold torch's threads, which a forked child must not inherit
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        for chunk, _ in zip(chunks, (pool.map if pool else map)(_write_clips, chunks)):
+            if bar:
+                bar.update(len(chunk[2]))
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+        if bar:
+            bar.close()
     with open(tmp / "manifest.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["path", "label", "speaker", "split", "text"])
         writer.writeheader()

@@ -117,12 +117,13 @@ def _drop_duplicates(path: Path, rows: list[dict]) -> list[dict]:
 
 
 def resolve_audio(data: str | os.PathLike, split: str | None = None) -> list[Clip]:
-    """Clips from `data`: "embedded" (the embedded corpus), a manifest CSV, a folder with a
-    `manifest.csv`, or a folder of audio files (searched recursively; `split` ignored)."""
-    if str(data) == "embedded":
-        from edgedistill.data.corpus import build_corpus
+    """Clips from `data`: "embedded" (the embedded corpus; `embedded:key=value,...` another one
+    from the same synthesiser), a manifest CSV, a folder with a `manifest.csv`, or a folder of
+    audio files (searched recursively; `split` ignored)."""
+    if str(data) == "embedded" or str(data).startswith("embedded:"):
+        from edgedistill.data.corpus import build_corpus, parse_corpus_spec
 
-        return read_manifest(build_corpus(progress=True), split=split)
+        return read_manifest(build_corpus(parse_corpus_spec(str(data)), progress=True), split=split)
     p = Path(data)
     if p.is_file():
         return read_manifest(p, split=split)

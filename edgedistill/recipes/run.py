@@ -56,6 +56,10 @@ class TeacherTraining:
                 "on top of its teacher (the born-again effect), given to the teacher"})
     cycle_steps: int | None = field(default=None, metadata={
         "help": "steps of each cycle after the first (null: the student's finetune.steps)"})
+    data: str | None = field(default=None, metadata={
+        "help": "the teacher's own labelled corpus, standing in for a pretrained model's larger one: the teacher "
+                "trains there (any labels), the student distils from that model, and the teacher row is it fine-tuned "
+                "on `data` with fresh heads and the student's recipe, as with a pretrained teacher (null: train on `data`)"})
 
     def __post_init__(self):
         heads = max(1, self.hidden // 64)
@@ -134,22 +138,27 @@ def plan(cfg: RunConfig) -> dict:
         tt = cfg.teacher_training
         # From random weights the CNN must learn too, whatever the student's fine-tuning does with
         # it. An upper bound: never fewer steps than the student gets, then early stopping.
-        first = dataclasses.replace(cfg.finetune, model=str(out / "teacher" / "init"), data=cfg.data,
+        first = dataclasses.replace(cfg.finetune, model=str(out / "teacher" / "init"), data=tt.data or cfg.data,
                                     out=str(out / "teacher" / "ft"), steps=tt.steps, eval_every=tt.eval_every,
                                     patience=tt.patience, val_split=tt.val_split,
                                     min_steps=min(tt.steps, cfg.distill.steps + cfg.finetune.steps),
                                     seed=tt.seed, freeze_cnn=False, freeze_backbone=False)
         # Cycles: cycle k trains in teacher/cycleK, the last in teacher/ft (where one cycle trains),
         # each from the backbone before it with fresh heads, validated once at its end.
-        folders = [f"cycle{k}" for k in range(1, tt.cycles)] + ["ft"]
+        # With its own data the teacher is a stand-in pretrained model: trained there (in
+        # teacher/pretrain), then handled as a pretrained teacher is (below).
+        folders = [f"cycle{k}" for k in range(1, tt.cycles)] + ["pretrain" if tt.data else "ft"]
         cycles = [dataclasses.replace(first, out=str(out / "teacher" / folders[0]))]
         later = tt.cycle_steps or cfg.finetune.steps
         for k, folder in enumerate(folders[1:], 2):
             cycles.append(dataclasses.replace(
                 first, model=str(Path(cycles[-1].out) / "model" / "backbone"), steps=later, eval_every=later,
                 patience=0, min_steps=0, seed=tt.seed + k - 1, out=str(out / "teacher" / folder)))
+        teacher_backbone = str(Path(cycles[-1].out) / "model" / "backbone")
+        if tt.data:
+            cycles.append(dataclasses.replace(cfg.finetune, model=teacher_backbone, data=cfg.data,
+                                              out=str(out / "teacher" / "ft")))
         teacher_ft = cycles[-1]
-        teacher_backbone = str(out / "teacher" / "ft" / "model" / "backbone")
     else:
         tt = None
         teacher_ft = dataclasses.replace(cfg.finetune, model=cfg.teacher, data=cfg.data, out=str(out / "teacher" / "ft"))
@@ -279,7 +288,8 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
         if baseline:
             variants.append(("scratch fp32", baseline["onnx"], student))
         cycles = p["teacher"]["cycles"]
-        logs = {("teacher" if len(cycles) == 1 else f"teacher cycle {k}"): Path(c.out) / "train_log.jsonl"
+        logs = {("teacher" if len(cycles) == 1 else "teacher fine-tuning" if Path(c.out).name == "ft"
+                 and c.data != cycles[0].data else f"teacher cycle {k}"): Path(c.out) / "train_log.jsonl"
                 for k, c in enumerate(cycles, 1)}
         logs |= {"distill": out / "distill" / "train_log.jsonl",
                 "finetune": out / "finetune" / "train_log.jsonl", "scratch": out / "baseline" / "ft" / "train_log.jsonl"}
@@ -310,3 +320,4 @@ def _check_stream_keywords(cfg: RunConfig) -> None:
     missing = [k for k in cfg.stream.keywords if k not in labels]
     if missing:
         raise ConfigError(f"stream.keywords {missing} are not labels of {cfg.data}: choose among {sorted(labels)}")
+

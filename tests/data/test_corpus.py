@@ -49,3 +49,35 @@ def test_speakers_differ_in_pitch_and_vocal_tract():
     vtl = [s.vtl for s in spk]
     assert max(f0) / min(f0) > 2 and max(vtl) / min(vtl) > 1.3
     assert len({round(s.f0) for s in spk}) == 12
+
+
+def test_corpus_specs_name_other_corpora_of_the_same_synthesiser(tmp_path, monkeypatch):
+    import pytest
+
+    from edgedistill.data.corpus import parse_corpus_spec
+    from edgedistill.data.manifest import resolve_audio
+
+    assert parse_corpus_spec("embedded") == CorpusConfig()
+    cfg = parse_corpus_spec("embedded:keywords=yes/no,num_speakers=3,splits=1/1/1,takes=1,seed=5,snr_db=20/30")
+    assert cfg == CorpusConfig(keywords=["yes", "no"], num_speakers=3, splits=(1, 1, 1), takes=1, seed=5,
+                               snr_db=(20.0, 30.0))
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path))
+    clips = resolve_audio("embedded:keywords=yes/no,num_speakers=3,splits=1/1/1,takes=1,seed=5", split="train")
+    assert sorted(c.label for c in clips) == ["no", "yes"] and len({c.speaker for c in clips}) == 1
+    # Another seed: other speakers (their voices), the same words.
+    other = resolve_audio("embedded:keywords=yes/no,num_speakers=3,splits=1/1/1,takes=1,seed=6", split="train")
+    assert sf.read(other[0].path)[0].tolist() != sf.read(clips[0].path)[0].tolist()
+    with pytest.raises(ValueError, match="key among"):
+        parse_corpus_spec("embedded:speakers=3")
+    with pytest.raises(ValueError, match="also set splits"):
+        parse_corpus_spec("embedded:num_speakers=30")
+    with pytest.raises(ValueError, match="must be 3 non-negative counts"):
+        parse_corpus_spec("embedded:num_speakers=3,splits=1/1")
+
+
+def test_worker_processes_write_the_same_corpus(tmp_path, small_corpus):
+    cfg = CorpusConfig(keywords=["yes", "no", "stop", "go"], num_speakers=6, takes=2, splits=(4, 1, 1))
+    two = build_corpus(cfg, root=tmp_path, workers=2)
+    assert _rows(two) == _rows(small_corpus)
+    for r in _rows(small_corpus):
+        assert (two.parent / r["path"]).read_bytes() == (small_corpus.parent / r["path"]).read_bytes()

@@ -8,6 +8,7 @@ import time
 import torch
 
 from edgedistill.cli import main
+from edgedistill.config import load_yaml
 
 TINY = ["teacher_training.layers=4", "teacher_training.hidden=64", "teacher_training.cnn=32",
         "teacher_training.steps=20", "distill.steps=10", "distill.batch_size=8", "finetune.steps=40",
@@ -46,11 +47,20 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
         return load_file(folder / "model.safetensors")["feature_extractor.conv_layers.1.conv.weight"]
 
     assert not torch.equal(conv(out / "teacher" / "init"), conv(out / "teacher" / "ft" / "model" / "backbone"))
-    # two teacher cycles: the second fine-tunes the first's backbone (new heads) and is the teacher
-    assert f"model: {out}/teacher/cycle1/model/backbone" in (out / "teacher" / "ft" / "config.yaml").read_text()
-    assert json.loads((out / "teacher" / "ft" / "summary.json").read_text())["steps_done"] == 10
-    assert not torch.equal(conv(out / "teacher" / "cycle1" / "model" / "backbone"),
-                           conv(out / "teacher" / "ft" / "model" / "backbone"))
+    # the demo's teacher stands in for a pretrained model: two cycles on its own corpus (the second
+    # fine-tunes the first's backbone with new heads), then, as a pretrained teacher, fine-tuned on the
+    # run's data with the student's recipe; the student distils from it before that fine-tuning
+    own = load_yaml(open("configs/demo.yaml").read())["teacher_training"]["data"]
+    pretrain = out / "teacher" / "pretrain"
+    config = load_yaml((pretrain / "config.yaml").read_text())
+    assert config["model"] == f"{out}/teacher/cycle1/model/backbone" and config["data"] == own
+    assert json.loads((pretrain / "summary.json").read_text())["steps_done"] == 10
+    assert not torch.equal(conv(out / "teacher" / "cycle1" / "model" / "backbone"), conv(pretrain / "model" / "backbone"))
+    config = load_yaml((out / "teacher" / "ft" / "config.yaml").read_text())
+    assert config["model"] == f"{pretrain}/model/backbone" and config["data"] == str(embedded_corpus)
+    assert json.loads((out / "teacher" / "ft" / "summary.json").read_text())["steps_done"] == 40
+    assert load_yaml((out / "distill" / "config.yaml").read_text())["teacher"] == f"{pretrain}/model/backbone"
+    assert own in (out / "export" / "README.md").read_text()
     assert torch.equal(conv(out / "distill" / "student"), conv(out / "finetune" / "model" / "backbone"))
     # ... and so does the from-scratch baseline, whose CNN is random
     assert not torch.equal(conv(out / "baseline" / "init"), conv(out / "baseline" / "ft" / "model" / "backbone"))
@@ -101,6 +111,24 @@ def test_bad_stage_settings_fail_before_any_training(embedded_corpus, tmp_path, 
         assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, override]) == 2
         assert message in capsys.readouterr().err
         assert not out.exists()
+
+
+def test_a_teacher_trained_on_its_own_data_stands_in_for_a_pretrained_model(small_corpus):
+    from edgedistill.config import load_config
+    from edgedistill.recipes.run import RunConfig, plan
+
+    # the teacher's own (larger) corpus trains the teacher; its last fine-tuning (the teacher row)
+    # and every student stage read the run's data, and the student distils from the pretrained model
+    cfg = load_config(RunConfig, "configs/demo.yaml", [f"teacher_training.data={small_corpus}"])
+    p = plan(cfg)
+    assert [c.data for c in p["teacher"]["cycles"]] == [str(small_corpus), "embedded"]
+    assert p["distill"].data == p["finetune"].data == "embedded"
+    assert p["distill"].teacher == f"{p['teacher']['cycles'][0].out}/model/backbone"
+    assert p["teacher"]["cycles"][1].model == p["distill"].teacher
+    # without it, the teacher trains on the run's data and is distilled as trained
+    p = plan(load_config(RunConfig, "configs/demo.yaml", ["teacher_training.data=null"]))
+    assert [c.data for c in p["teacher"]["cycles"]] == ["embedded"]
+    assert p["distill"].teacher == f"{p['teacher']['finetune'].out}/model/backbone"
 
 
 def test_killed_in_finetuning_resumes_without_redoing_distillation(embedded_corpus, tmp_path):
