@@ -288,9 +288,12 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
         if baseline:
             variants.append(("scratch fp32", baseline["onnx"], student))
         cycles = p["teacher"]["cycles"]
-        logs = {("teacher" if len(cycles) == 1 else "teacher fine-tuning" if Path(c.out).name == "ft"
-                 and c.data != cycles[0].data else f"teacher cycle {k}"): Path(c.out) / "train_log.jsonl"
-                for k, c in enumerate(cycles, 1)}
+        pretrained = p["teacher"]["init"] is not None and p["teacher"]["init"].data  # on its own corpus first
+        own = cycles[:-1] if pretrained else cycles
+        names = [f"teacher cycle {k}" for k in range(1, len(own) + 1)] if len(own) > 1 else ["teacher"]
+        if pretrained:
+            names = [n.replace("teacher", "teacher pretraining") for n in names] + ["teacher fine-tuning"]
+        logs = {name: Path(c.out) / "train_log.jsonl" for name, c in zip(names, cycles)}
         logs |= {"distill": out / "distill" / "train_log.jsonl",
                 "finetune": out / "finetune" / "train_log.jsonl", "scratch": out / "baseline" / "ft" / "train_log.jsonl"}
         notes = budget_notes(files.get("sensitivity", {}))
