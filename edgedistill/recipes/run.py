@@ -155,15 +155,13 @@ def plan(cfg: RunConfig) -> dict:
                 first, model=str(Path(cycles[-1].out) / "model" / "backbone"), steps=later, eval_every=later,
                 patience=0, min_steps=0, seed=tt.seed + k - 1, out=str(out / "teacher" / folder)))
         teacher_backbone = str(Path(cycles[-1].out) / "model" / "backbone")
-        if tt.data:
-            cycles.append(dataclasses.replace(cfg.finetune, model=teacher_backbone, data=cfg.data,
-                                              out=str(out / "teacher" / "ft")))
-        teacher_ft = cycles[-1]
     else:
-        tt = None
-        teacher_ft = dataclasses.replace(cfg.finetune, model=cfg.teacher, data=cfg.data, out=str(out / "teacher" / "ft"))
-        cycles = [teacher_ft]
-        teacher_backbone = cfg.teacher
+        tt, cycles, teacher_backbone = None, [], cfg.teacher
+    if tt is None or tt.data:
+        # A pretrained teacher (or the stand-in): fine-tuned on the run's data with the student's recipe.
+        cycles.append(dataclasses.replace(cfg.finetune, model=teacher_backbone, data=cfg.data,
+                                          out=str(out / "teacher" / "ft")))
+    teacher_ft = cycles[-1]
     distill = dataclasses.replace(cfg.distill, teacher=teacher_backbone, data=cfg.distill_data or cfg.data,
                                   out=str(out / "distill"))
     if cfg.distill.cnn_hint_weight is None and (hint := distill.hint_weight()) > 0:
@@ -323,4 +321,3 @@ def _check_stream_keywords(cfg: RunConfig) -> None:
     missing = [k for k in cfg.stream.keywords if k not in labels]
     if missing:
         raise ConfigError(f"stream.keywords {missing} are not labels of {cfg.data}: choose among {sorted(labels)}")
-
