@@ -250,6 +250,46 @@ def _write_clips(args) -> None:
         sf.write(folder / rel, synth_clip(word, spk, np.random.default_rng(seed), cfg), SR, subtype="PCM_16")
 
 
+def _synthesise_in_workers(cfg: CorpusConfig, folder: Path, jobs: list, workers: int, bar) -> None:
+    """Writes `jobs` in `workers` processes, each a fresh `python -m edgedistill.data.corpus`
+    reading its share from stdin. Not multiprocessing: a spawned child re-runs the caller's
+    script, and a script without `if __name__ == "__main__":` would train again in each one;
+    a forked child would inherit the caller's torch threads."""
+    import pickle
+    import subprocess
+    import sys
+    import time
+
+    procs = []
+    try:
+        for share in (jobs[k::workers] for k in range(workers)):
+            proc = subprocess.Popen([sys.executable, "-m", "edgedistill.data.corpus"], stdin=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            procs.append(proc)
+            proc.stdin.write(pickle.dumps((cfg, folder, share)))
+            proc.stdin.close()
+        done = 0
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.2)
+            if bar:
+                now = sum(len(os.listdir(folder / "audio" / w)) for w in cfg.keywords)
+                bar.update(now - done)
+                done = now
+        for proc in procs:
+            if proc.returncode:
+                raise RuntimeError(f"embedded corpus: a synthesis worker failed (exit {proc.returncode}):\n"
+                                   f"{proc.stderr.read().decode(errors='replace')[-2000:]}\n"
+                                   "build it in one process with workers=1 to see the error there")
+        if bar:
+            bar.update(len(jobs) - done)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            proc.stderr.close()
+
+
 def build_corpus(cfg: CorpusConfig | None = None, root: str | os.PathLike | None = None,
                  progress: bool = False, workers: int | None = None) -> Path:
     """Generates the corpus (or finds it cached) and returns its `manifest.csv` path.
@@ -284,25 +324,22 @@ def build_corpus(cfg: CorpusConfig | None = None, root: str | os.PathLike | None
     rows = [{"path": rel, "label": w, "speaker": s.name, "split": split_of[s.name], "text": w}
             for w, s, _, rel in jobs]
     workers = workers or (min(os.cpu_count() or 1, 8) if len(jobs) > 200 else 1)
-    chunks = [(cfg, tmp, jobs[k:k + 20]) for k in range(0, len(jobs), 20)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(jobs), desc="embedded corpus", unit="clip")
-    pool = None
-    if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn: the caller may hold torch's threads, which a forked child must not inherit
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        for chunk, _ in zip(chunks, (pool.map if pool else map)(_write_clips, chunks)):
-            if bar:
-                bar.update(len(chunk[2]))
+        if workers > 1:
+            _synthesise_in_workers(cfg, tmp, jobs, workers, bar)
+        else:
+            for k in range(0, len(jobs), 20):
+                _write_clips((cfg, tmp, jobs[k:k + 20]))
+                if bar:
+                    bar.update(len(jobs[k:k + 20]))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half corpus left behind
+        raise
     finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
         if bar:
             bar.close()
     with open(tmp / "manifest.csv", "w", newline="") as f:
@@ -316,3 +353,10 @@ def build_corpus(cfg: CorpusConfig | None = None, root: str | os.PathLike | None
     except OSError:  # another process finished first: keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+if __name__ == "__main__":  # a synthesis worker of build_corpus: (config, folder, jobs) pickled on stdin
+    import pickle
+    import sys
+
+    _write_clips(pickle.load(sys.stdin.buffer))

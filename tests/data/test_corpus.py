@@ -1,6 +1,9 @@
 import csv
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from edgedistill.data.corpus import CorpusConfig, build_corpus, make_speakers
@@ -52,8 +55,6 @@ def test_speakers_differ_in_pitch_and_vocal_tract():
 
 
 def test_corpus_specs_name_other_corpora_of_the_same_synthesiser(tmp_path, monkeypatch):
-    import pytest
-
     from edgedistill.data.corpus import parse_corpus_spec
     from edgedistill.data.manifest import resolve_audio
 
@@ -81,3 +82,26 @@ def test_worker_processes_write_the_same_corpus(tmp_path, small_corpus):
     assert _rows(two) == _rows(small_corpus)
     for r in _rows(small_corpus):
         assert (two.parent / r["path"]).read_bytes() == (small_corpus.parent / r["path"]).read_bytes()
+
+
+def test_worker_processes_do_not_rerun_the_callers_script(tmp_path):
+    # A user's script without `if __name__ == "__main__":` (a spawned multiprocessing child would run it again).
+    script = tmp_path / "script.py"
+    script.write_text("import sys\nfrom edgedistill.data.corpus import CorpusConfig, build_corpus\n"
+                      "print('script body ran', flush=True)\n"
+                      "cfg = CorpusConfig(keywords=['yes', 'no'], num_speakers=3, takes=1, splits=(1, 1, 1))\n"
+                      "print(build_corpus(cfg, root=sys.argv[1], workers=2))\n")
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "cache")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("script body ran") == 1
+    assert len(list((tmp_path / "cache").glob("corpus-*/audio/*/*.wav"))) == 6
+
+
+def test_a_failing_worker_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the workers import this broken numpy first
+    (tmp_path / "numpy.py").write_text("raise ImportError('broken numpy')\n")
+    cfg = CorpusConfig(keywords=["yes", "no"], num_speakers=3, takes=1, splits=(1, 1, 1))
+    with pytest.raises(RuntimeError, match="(?s)synthesis worker failed.*broken numpy"):
+        build_corpus(cfg, root=tmp_path / "cache", workers=2)
+    assert not list((tmp_path / "cache").iterdir())  # no half corpus left behind
