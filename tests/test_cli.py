@@ -139,4 +139,4 @@ def test_corpus_command_builds_another_corpus_from_a_spec(tmp_path, capsys):
     rows = open(manifest).read().splitlines()
     assert rows[0] == "path,label,speaker,split,text" and len(rows) == 1 + 2 * 2
     assert main(["corpus", "embedded:voices=3", "--root", str(tmp_path)]) == 2
-    assert "key among" in capsys.readouterr().err
+    assert "unknown config key 'voices'" in capsys.readouterr().err

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,23 +218,21 @@ def parse_corpus_spec(spec: str) -> CorpusConfig:
     kind, _, rest = str(spec).partition(":")
     if kind != "embedded":
         raise ValueError(f"'{spec}' is not an embedded-corpus spec ('embedded' or 'embedded:key=value,...')")
-    fields = {f.name: f for f in dataclasses.fields(CorpusConfig)}
+    from edgedistill.config import ConfigError, from_dict
+
+    listed = {k for k, tp in typing.get_type_hints(CorpusConfig).items() if typing.get_origin(tp) in (list, tuple)}
     values: dict = {}
     for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq or key not in fields:
-            raise ValueError(f"'{item}' in '{spec}': write key=value with a key among {sorted(fields)}")
-        if key == "keywords":
-            values[key] = value.split("/")
-        elif key in ("splits", "snr_db"):
-            kind_ = int if key == "splits" else float
-            values[key] = tuple(kind_(v) for v in value.split("/"))
-        else:
-            values[key] = type(getattr(CorpusConfig(), key))(value)
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not eq:
+            raise ValueError(f"'{item}' in '{spec}': write key=value (CorpusConfig fields)")
+        values[key] = value.split("/") if key in listed else value
     if "num_speakers" in values and "splits" not in values:
         raise ValueError(f"'{spec}' sets num_speakers: also set splits=TRAIN/VAL/TEST summing to it")
-    return CorpusConfig(**values)
+    try:
+        return from_dict(CorpusConfig, values)
+    except ConfigError as exc:
+        raise ConfigError(f"'{spec}': {exc}") from None
 
 
 def default_cache_dir() -> Path:

@@ -68,12 +68,18 @@ def test_corpus_specs_name_other_corpora_of_the_same_synthesiser(tmp_path, monke
     # Another seed: other speakers (their voices), the same words.
     other = resolve_audio("embedded:keywords=yes/no,num_speakers=3,splits=1/1/1,takes=1,seed=6", split="train")
     assert sf.read(other[0].path)[0].tolist() != sf.read(clips[0].path)[0].tolist()
-    with pytest.raises(ValueError, match="key among"):
+    with pytest.raises(ValueError, match="unknown config key 'speakers'; did you mean 'num_speakers'"):
         parse_corpus_spec("embedded:speakers=3")
+    with pytest.raises(ValueError, match="write key=value"):
+        parse_corpus_spec("embedded:seed")
+    with pytest.raises(ValueError, match="seed must be an integer, got 'x'"):
+        parse_corpus_spec("embedded:seed=x")
     with pytest.raises(ValueError, match="also set splits"):
         parse_corpus_spec("embedded:num_speakers=30")
-    with pytest.raises(ValueError, match="must be 3 non-negative counts"):
+    with pytest.raises(ValueError, match="splits must have 3 items, got 2"):
         parse_corpus_spec("embedded:num_speakers=3,splits=1/1")
+    with pytest.raises(ValueError, match="must be 3 non-negative counts summing to num_speakers=3"):
+        parse_corpus_spec("embedded:num_speakers=3,splits=1/1/2")
 
 
 def test_worker_processes_write_the_same_corpus(tmp_path, small_corpus):
