@@ -59,7 +59,8 @@ class TeacherTraining:
     data: str | None = field(default=None, metadata={
         "help": "the teacher's own labelled corpus, standing in for a pretrained model's larger one: the teacher "
                 "trains there (any labels), the student distils from that model, and the teacher row is it fine-tuned "
-                "on `data` with fresh heads and the student's recipe, as with a pretrained teacher (null: train on `data`)"})
+                "on `data` with fresh heads and the student's recipe, as with a pretrained teacher, for the steps the "
+                "student gets on `data` (distill + finetune) (null: train on `data`)"})
 
     def __post_init__(self):
         heads = max(1, self.hidden // 64)
@@ -159,8 +160,12 @@ def plan(cfg: RunConfig) -> dict:
         tt, cycles, teacher_backbone = None, [], cfg.teacher
     if tt is None or tt.data:
         # A pretrained teacher (or the stand-in): fine-tuned on the run's data with the student's recipe.
-        cycles.append(dataclasses.replace(cfg.finetune, model=teacher_backbone, data=cfg.data,
-                                          out=str(out / "teacher" / "ft")))
+        ft = dataclasses.replace(cfg.finetune, model=teacher_backbone, data=cfg.data, out=str(out / "teacher" / "ft"))
+        if tt:
+            # The stand-in is trained here, so an upper bound as above: on the run's data it gets the
+            # steps the student gets there (distillation + fine-tuning), selected on val every eval_every.
+            ft = dataclasses.replace(ft, steps=cfg.distill.steps + cfg.finetune.steps, eval_every=tt.eval_every)
+        cycles.append(ft)
     teacher_ft = cycles[-1]
     distill = dataclasses.replace(cfg.distill, teacher=teacher_backbone, data=cfg.distill_data or cfg.data,
                                   out=str(out / "distill"))

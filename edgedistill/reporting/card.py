@@ -37,8 +37,9 @@ def model_card(report: dict, recipe: dict, num_keywords: int, version: str) -> s
                + (f"on its own corpus `{tt['data']}` " if tt.get("data") else "")
                + f"({tt['layers']} x {tt['hidden']}, at least the student's steps, then early stopping on "
                f"'{tt['val_split']}' with patience {tt['patience']}, at most {tt['steps']} steps)"
-               + (", then fine-tuned on the run's data with the student's recipe (the student distils from it "
-                  "before that fine-tuning, as from a pretrained model)" if tt.get("data") else "")
+               + (", then fine-tuned on the run's data with the student's recipe, for the student's steps there "
+                  "(distillation + fine-tuning; the student distils from it before that fine-tuning, as from a "
+                  "pretrained model)" if tt.get("data") else "")
                if recipe["teacher"] == "train" else f"`{recipe['teacher']}`")
     text = (f", with text-informed distillation from `{d['text_teacher']}`." if d["text_teacher"] else ".")
     body = ["", "# edgedistill student: keyword spotting + speaker verification", "",

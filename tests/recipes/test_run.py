@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -49,7 +50,8 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     assert not torch.equal(conv(out / "teacher" / "init"), conv(out / "teacher" / "ft" / "model" / "backbone"))
     # the demo's teacher stands in for a pretrained model: two cycles on its own corpus (the second
     # fine-tunes the first's backbone with new heads), then, as a pretrained teacher, fine-tuned on the
-    # run's data with the student's recipe; the student distils from it before that fine-tuning
+    # run's data with the student's recipe, for the steps the student gets there (distillation 10 +
+    # fine-tuning 40); the student distils from it before that fine-tuning
     own = load_yaml(open("configs/demo.yaml").read())["teacher_training"]["data"]
     pretrain = out / "teacher" / "pretrain"
     config = load_yaml((pretrain / "config.yaml").read_text())
@@ -58,7 +60,7 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     assert not torch.equal(conv(out / "teacher" / "cycle1" / "model" / "backbone"), conv(pretrain / "model" / "backbone"))
     config = load_yaml((out / "teacher" / "ft" / "config.yaml").read_text())
     assert config["model"] == f"{pretrain}/model/backbone" and config["data"] == str(embedded_corpus)
-    assert json.loads((out / "teacher" / "ft" / "summary.json").read_text())["steps_done"] == 40
+    assert json.loads((out / "teacher" / "ft" / "summary.json").read_text())["steps_done"] == 50
     assert load_yaml((out / "distill" / "config.yaml").read_text())["teacher"] == f"{pretrain}/model/backbone"
     assert own in (out / "export" / "README.md").read_text()
     assert torch.equal(conv(out / "distill" / "student"), conv(out / "finetune" / "model" / "backbone"))
@@ -121,13 +123,21 @@ def test_a_teacher_trained_on_its_own_data_stands_in_for_a_pretrained_model(smal
     # and every student stage read the run's data, and the student distils from the pretrained model
     cfg = load_config(RunConfig, "configs/demo.yaml", [f"teacher_training.data={small_corpus}"])
     p = plan(cfg)
-    assert [c.data for c in p["teacher"]["cycles"]] == [str(small_corpus), "embedded"]
-    assert p["distill"].data == p["finetune"].data == "embedded"
+    assert [c.data for c in p["teacher"]["cycles"]] == [str(small_corpus), cfg.data]
+    assert p["distill"].data == p["finetune"].data == cfg.data
     assert p["distill"].teacher == f"{p['teacher']['cycles'][0].out}/model/backbone"
     assert p["teacher"]["cycles"][1].model == p["distill"].teacher
+    # an upper bound: on the run's data the teacher gets the student's steps there, validated more often
+    ft = p["teacher"]["cycles"][1]
+    assert ft.steps == cfg.distill.steps + cfg.finetune.steps and ft.eval_every == cfg.teacher_training.eval_every
+    assert (ft.backbone_lr, ft.head_lr, ft.batch_size) == (cfg.finetune.backbone_lr, cfg.finetune.head_lr,
+                                                           cfg.finetune.batch_size)
+    # a hub teacher's fine-tuning is the student's recipe as it is (its distillation data is not the run's)
+    assert plan(load_config(RunConfig, "configs/demo.yaml", ["teacher=org/hub-model"]))["teacher"]["finetune"] \
+        == dataclasses.replace(cfg.finetune, model="org/hub-model", data=cfg.data, out="runs/demo/teacher/ft")
     # without it, the teacher trains on the run's data and is distilled as trained
     p = plan(load_config(RunConfig, "configs/demo.yaml", ["teacher_training.data=null"]))
-    assert [c.data for c in p["teacher"]["cycles"]] == ["embedded"]
+    assert [c.data for c in p["teacher"]["cycles"]] == [cfg.data]
     assert p["distill"].teacher == f"{p['teacher']['finetune'].out}/model/backbone"
 
 
