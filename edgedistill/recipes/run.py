@@ -133,7 +133,9 @@ def recipe_path(name: str | Path) -> Path:
 
 def plan(cfg: RunConfig) -> dict:
     """The config each stage of the run gets: {"teacher": {"init": TeacherTraining or None,
-    "finetune": FinetuneConfig}, "distill", "finetune", "qat", "baseline", "export", "benchmark", "stream"}."""
+    "finetune": its last FinetuneConfig, "cycles": every FinetuneConfig of the teacher in order,
+    "names": their names in the training plot}, "distill", "finetune", "qat", "baseline", "export",
+    "benchmark", "stream"}."""
     out = Path(cfg.out)
     if cfg.teacher == TRAIN_TEACHER:
         tt = cfg.teacher_training
@@ -156,8 +158,11 @@ def plan(cfg: RunConfig) -> dict:
                 first, model=str(Path(cycles[-1].out) / "model" / "backbone"), steps=later, eval_every=later,
                 patience=0, min_steps=0, seed=tt.seed + k - 1, out=str(out / "teacher" / folder)))
         teacher_backbone = str(Path(cycles[-1].out) / "model" / "backbone")
+        names = [f"teacher cycle {k}" for k in range(1, tt.cycles + 1)] if tt.cycles > 1 else ["teacher"]
+        if tt.data:
+            names = [n.replace("teacher", "teacher pretraining") for n in names] + ["teacher fine-tuning"]
     else:
-        tt, cycles, teacher_backbone = None, [], cfg.teacher
+        tt, cycles, teacher_backbone, names = None, [], cfg.teacher, ["teacher"]
     if tt is None or tt.data:
         # A pretrained teacher (or the stand-in): fine-tuned on the run's data with the student's recipe.
         ft = dataclasses.replace(cfg.finetune, model=teacher_backbone, data=cfg.data, out=str(out / "teacher" / "ft"))
@@ -182,9 +187,9 @@ def plan(cfg: RunConfig) -> dict:
     baseline = dataclasses.replace(finetune, model=str(out / "baseline" / "init"), out=str(out / "baseline" / "ft"),
                                    freeze_cnn=False)
     qat = dataclasses.replace(finetune, qat=True, out=str(out / "qat" / "ft"))
-    return {"teacher": {"init": tt, "finetune": teacher_ft, "cycles": cycles}, "distill": distill, "finetune": finetune,
-            "qat": qat if cfg.qat else None, "baseline": baseline if cfg.baseline else None, "export": cfg.export,
-            "benchmark": cfg.benchmark, "stream": cfg.stream}
+    return {"teacher": {"init": tt, "finetune": teacher_ft, "cycles": cycles, "names": names}, "distill": distill,
+            "finetune": finetune, "qat": qat if cfg.qat else None, "baseline": baseline if cfg.baseline else None,
+            "export": cfg.export, "benchmark": cfg.benchmark, "stream": cfg.stream}
 
 
 def run(cfg: RunConfig, overwrite: bool = False) -> dict:
@@ -290,13 +295,7 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
         variants += [(k.replace("-", " ", 1), v, student) for k, v in files.items() if k.startswith("student")]
         if baseline:
             variants.append(("scratch fp32", baseline["onnx"], student))
-        cycles = p["teacher"]["cycles"]
-        pretrained = p["teacher"]["init"] is not None and p["teacher"]["init"].data  # on its own corpus first
-        own = cycles[:-1] if pretrained else cycles
-        names = [f"teacher cycle {k}" for k in range(1, len(own) + 1)] if len(own) > 1 else ["teacher"]
-        if pretrained:
-            names = [n.replace("teacher", "teacher pretraining") for n in names] + ["teacher fine-tuning"]
-        logs = {name: Path(c.out) / "train_log.jsonl" for name, c in zip(names, cycles)}
+        logs = {name: Path(c.out) / "train_log.jsonl" for name, c in zip(p["teacher"]["names"], p["teacher"]["cycles"])}
         logs |= {"distill": out / "distill" / "train_log.jsonl",
                 "finetune": out / "finetune" / "train_log.jsonl", "scratch": out / "baseline" / "ft" / "train_log.jsonl"}
         notes = budget_notes(files.get("sensitivity", {}))

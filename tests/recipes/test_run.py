@@ -127,6 +127,7 @@ def test_a_teacher_trained_on_its_own_data_stands_in_for_a_pretrained_model(smal
     assert p["distill"].data == p["finetune"].data == cfg.data
     assert p["distill"].teacher == f"{p['teacher']['cycles'][0].out}/model/backbone"
     assert p["teacher"]["cycles"][1].model == p["distill"].teacher
+    assert p["teacher"]["names"] == ["teacher pretraining", "teacher fine-tuning"]  # the training plot's curves
     # an upper bound: on the run's data the teacher gets the student's steps there, validated more often
     ft = p["teacher"]["cycles"][1]
     assert ft.steps == cfg.distill.steps + cfg.finetune.steps and ft.eval_every == cfg.teacher_training.eval_every
@@ -139,6 +140,10 @@ def test_a_teacher_trained_on_its_own_data_stands_in_for_a_pretrained_model(smal
     p = plan(load_config(RunConfig, "configs/demo.yaml", ["teacher_training.data=null"]))
     assert [c.data for c in p["teacher"]["cycles"]] == [cfg.data]
     assert p["distill"].teacher == f"{p['teacher']['finetune'].out}/model/backbone"
+    assert p["teacher"]["names"] == ["teacher"]
+    p = plan(load_config(RunConfig, "configs/demo.yaml", ["teacher_training.cycles=2"]))
+    assert p["teacher"]["names"] == ["teacher pretraining cycle 1", "teacher pretraining cycle 2", "teacher fine-tuning"]
+    assert len(p["teacher"]["cycles"]) == 3
 
 
 def test_killed_in_finetuning_resumes_without_redoing_distillation(embedded_corpus, tmp_path):
