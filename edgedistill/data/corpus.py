@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgedistill.config import ConfigError, from_dict
+
 SR = 16_000
 GENERATOR_VERSION = 2
 
@@ -218,8 +220,6 @@ def parse_corpus_spec(spec: str) -> CorpusConfig:
     kind, _, rest = str(spec).partition(":")
     if kind != "embedded":
         raise ValueError(f"'{spec}' is not an embedded-corpus spec ('embedded' or 'embedded:key=value,...')")
-    from edgedistill.config import ConfigError, from_dict
-
     listed = {k for k, tp in typing.get_type_hints(CorpusConfig).items() if typing.get_origin(tp) in (list, tuple)}
     values: dict = {}
     for item in filter(None, rest.split(",")):
@@ -253,17 +253,19 @@ def _synthesise_in_workers(cfg: CorpusConfig, folder: Path, jobs: list, workers:
     """Writes `jobs` in `workers` processes, each a fresh `python -m edgedistill.data.corpus`
     reading its share from stdin. Not multiprocessing: a spawned child re-runs the caller's
     script, and a script without `if __name__ == "__main__":` would train again in each one;
-    a forked child would inherit the caller's torch threads."""
+    a forked child would inherit the caller's torch threads. PYTHONSAFEPATH: the workers import the
+    package the caller runs, not a checkout that happens to be the working directory."""
     import pickle
     import subprocess
     import sys
     import time
 
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONSAFEPATH": "1"}
     procs = []
     try:
         for share in (jobs[k::workers] for k in range(workers)):
             proc = subprocess.Popen([sys.executable, "-m", "edgedistill.data.corpus"], stdin=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                    stderr=subprocess.PIPE, env=env)
             procs.append(proc)
             proc.stdin.write(pickle.dumps((cfg, folder, share)))
             proc.stdin.close()
@@ -331,10 +333,10 @@ def build_corpus(cfg: CorpusConfig | None = None, root: str | os.PathLike | None
         if workers > 1:
             _synthesise_in_workers(cfg, tmp, jobs, workers, bar)
         else:
-            for k in range(0, len(jobs), 20):
-                _write_clips((cfg, tmp, jobs[k:k + 20]))
+            for job in jobs:
+                _write_clips((cfg, tmp, [job]))
                 if bar:
-                    bar.update(len(jobs[k:k + 20]))
+                    bar.update(1)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half corpus left behind
         raise

@@ -295,7 +295,8 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
         variants += [(k.replace("-", " ", 1), v, student) for k, v in files.items() if k.startswith("student")]
         if baseline:
             variants.append(("scratch fp32", baseline["onnx"], student))
-        logs = {name: Path(c.out) / "train_log.jsonl" for name, c in zip(p["teacher"]["names"], p["teacher"]["cycles"])}
+        teacher = p["teacher"]
+        logs = {name: Path(c.out) / "train_log.jsonl" for name, c in zip(teacher["names"], teacher["cycles"])}
         logs |= {"distill": out / "distill" / "train_log.jsonl",
                 "finetune": out / "finetune" / "train_log.jsonl", "scratch": out / "baseline" / "ft" / "train_log.jsonl"}
         notes = budget_notes(files.get("sensitivity", {}))
