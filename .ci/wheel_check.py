@@ -2,7 +2,7 @@
 
 Run with the python of a clean venv that has the wheel installed, from outside the checkout:
 it builds a tiny multi-task model, exports and quantizes it with the installed `edgedistill`
-command, and runs the device kit's infer.py on a clip; checks the shipped recipes are found.
+command, and runs the device kit's infer.py on a clip; checks the shipped recipes and the embedded teacher are found.
 """
 
 import subprocess
@@ -25,6 +25,9 @@ assert (pkg / "kit" / "infer.py").is_file(), "the wheel does not ship the device
 from edgedistill.recipes.run import recipe_path  # noqa: E402
 
 assert recipe_path("demo") == pkg / "configs" / "demo.yaml", "the wheel does not ship the recipes (edgedistill demo)"
+from edgedistill.models.teacher import load_teacher  # noqa: E402
+
+assert load_teacher("embedded").model.config.num_hidden_layers == 4, "the wheel does not ship the embedded teacher"
 with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
     torch.manual_seed(0)

@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("distill", help="layer-wise distillation of a student from a teacher")
     d.add_argument("--config", help="YAML config (a DistillConfig written out)")
-    d.add_argument("--teacher", help="HF hub id, local folder or builtin:* teacher")
+    d.add_argument("--teacher", help="HF hub id, local folder, builtin:* or embedded (the demo's shipped teacher)")
     d.add_argument("--student", help="student preset: distilhubert, edge, deep, wide, custom (edgedistill students)")
     d.add_argument("--data", help="'embedded', a manifest CSV, or a folder")
     d.add_argument("--out", help="output folder")
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_run)
 
     dm = sub.add_parser("demo", help="the whole pipeline on the embedded corpus, a few minutes on a CPU")
-    dm.add_argument("--teacher", help="a pretrained teacher (HF id or folder) instead of training one here")
+    dm.add_argument("--teacher", help="a pretrained teacher (HF id or folder) instead of the embedded one")
     dm.add_argument("--out", default="runs/demo", help="run folder")
     dm.add_argument("--text-teacher", help="text encoder for text-informed distillation (distill.text_teacher)")
     dm.add_argument("--overwrite", action="store_true",
@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("students", help="list student presets and their sizes for a teacher")
     s.add_argument("--teacher", default="builtin:hubert-base-random",
-                   help="HF id, folder or builtin:* (default: HuBERT Base's shape)")
+                   help="HF id, folder, builtin:* or embedded (default: HuBERT Base's shape)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_students)
 

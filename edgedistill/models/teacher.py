@@ -68,6 +68,35 @@ def hubert_base_config(**overrides):
     return HubertConfig(**overrides)
 
 
+EMBEDDED_TEACHER = "embedded"
+
+
+def embedded_teacher_path() -> Path:
+    """The folder of the embedded teacher (`--teacher embedded`, the demo's): a 4 x 128 HuBERT
+    trained on a 200-speaker embedded corpus, shipped in the package as a stand-in for a
+    pretrained model (none can be downloaded offline). Its PROVENANCE.json says how it was
+    trained; `benchmarks/embedded_teacher.py` trains it again."""
+    return Path(__file__).resolve().parents[1] / "assets" / "embedded_teacher"
+
+
+def embedded_teacher_provenance() -> dict:
+    """The embedded teacher's PROVENANCE.json: how it was trained, what it reached, its sha256."""
+    import json
+
+    return json.loads((embedded_teacher_path() / "PROVENANCE.json").read_text())
+
+
+def embedded_teacher_summary() -> str:
+    """What the embedded teacher is, from its shipped config and PROVENANCE.json (for reports)."""
+    import json
+
+    config = json.loads((embedded_teacher_path() / "config.json").read_text())
+    prov = embedded_teacher_provenance()
+    return (f"a {config['num_hidden_layers']} x {config['hidden_size']} HuBERT shipped in edgedistill, trained on "
+            f"`{prov['data']}` for {prov['steps_done']} steps (best at {prov['best_step']}), a stand-in for a "
+            "pretrained model")
+
+
 BUILTIN_TEACHERS = {
     # Randomly initialised (seeded) teachers that need no download. They let the pipeline and
     # the tests run offline; they are not pretrained models.
@@ -227,7 +256,7 @@ def load_teacher(id_or_path: str | nn.Module, *, seed: int = 0,
 
     Args:
         id_or_path: e.g. "facebook/hubert-base-ls960", "/models/hubert", a `BUILTIN_TEACHERS`
-            name, or a `transformers` speech model.
+            name, "embedded" (`embedded_teacher_path`) or a `transformers` speech model.
         seed: seed of the random weights of a builtin teacher.
         do_normalize: override the waveform normalisation read from the feature extractor.
 
@@ -313,6 +342,11 @@ def find_speech_config(name: str, flag: str = "--teacher"):
         return name, {}, BUILTIN_TEACHERS[name]()
     if name.startswith("builtin:"):
         raise TeacherNotFoundError(f"unknown builtin teacher '{name}'; available: {sorted(BUILTIN_TEACHERS)}")
+    if name == EMBEDDED_TEACHER:
+        name = str(embedded_teacher_path())
+        if not (Path(name) / "model.safetensors").is_file():
+            raise TeacherNotFoundError(f"the embedded teacher is missing from this install ({name}): reinstall "
+                                       "edgedistill, or train it again with `python benchmarks/embedded_teacher.py`")
     src, kw, config = find_pretrained(name, flag=flag)
     if getattr(config, "model_type", None) not in SPEECH_MODEL_TYPES:
         raise NotASpeechModelError(f"'{name}' is a '{config.model_type}' model, not a speech SSL model "

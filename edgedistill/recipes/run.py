@@ -89,7 +89,8 @@ class RunConfig:
     distill_data: str | None = field(default=None, metadata={
         "help": "unlabelled audio for distillation (e.g. LibriSpeech); null: `data`"})
     teacher: str = field(default=TRAIN_TEACHER, metadata={
-        "help": f"'{TRAIN_TEACHER}' (train a small teacher here first) or an HF id / folder of a pretrained one"})
+        "help": f"'{TRAIN_TEACHER}' (train a small teacher here first), an HF id / folder of a pretrained one, or "
+                "'embedded' (a small HuBERT shipped in the package, trained on other synthetic speakers)"})
     teacher_training: TeacherTraining = field(default_factory=TeacherTraining, metadata={
         "help": f"the teacher trained here (teacher: {TRAIN_TEACHER})"})
     distill: DistillConfig = field(default_factory=DistillConfig, metadata={"help": "distillation stage"})
@@ -164,12 +165,12 @@ def plan(cfg: RunConfig) -> dict:
     else:
         tt, cycles, teacher_backbone, names = None, [], cfg.teacher, ["teacher"]
     if tt is None or tt.data:
-        # A pretrained teacher (or the stand-in): fine-tuned on the run's data with the student's recipe.
-        ft = dataclasses.replace(cfg.finetune, model=teacher_backbone, data=cfg.data, out=str(out / "teacher" / "ft"))
-        if tt:
-            # The stand-in is trained here, so an upper bound as above: on the run's data it gets the
-            # steps the student gets there (distillation + fine-tuning), selected on val every eval_every.
-            ft = dataclasses.replace(ft, steps=cfg.distill.steps + cfg.finetune.steps, eval_every=tt.eval_every)
+        # A pretrained teacher (or the stand-in): fine-tuned on the run's data with the student's
+        # recipe, for the steps the student gets on that data (an upper bound): fine-tuning, plus
+        # distillation where the student distils on it; selected on val every eval_every.
+        on_data = cfg.finetune.steps + (cfg.distill.steps if cfg.distill_data in (None, cfg.data) else 0)
+        ft = dataclasses.replace(cfg.finetune, model=teacher_backbone, data=cfg.data, out=str(out / "teacher" / "ft"),
+                                 steps=on_data, eval_every=tt.eval_every if tt else cfg.finetune.eval_every)
         cycles.append(ft)
     teacher_ft = cycles[-1]
     distill = dataclasses.replace(cfg.distill, teacher=teacher_backbone, data=cfg.distill_data or cfg.data,
@@ -192,6 +193,19 @@ def plan(cfg: RunConfig) -> dict:
             "export": cfg.export, "benchmark": cfg.benchmark, "stream": cfg.stream}
 
 
+def train_teacher(teacher: dict) -> dict:
+    """Trains (or resumes) the teacher of a plan (`plan(cfg)["teacher"]`): a seeded random
+    init where it is trained here, then each of its fine-tunings in turn; returns the last's summary."""
+    from edgedistill.models.builders import save_small_hubert
+    from edgedistill.recipes.finetune import finetune
+
+    if (tt := teacher["init"]) is not None:
+        save_small_hubert(teacher["cycles"][0].model, tt.layers, tt.hidden, tt.cnn, seed=tt.seed)
+    for c in teacher["cycles"]:
+        summary = finetune(c, resume=True)
+    return summary
+
+
 def run(cfg: RunConfig, overwrite: bool = False) -> dict:
     """Runs (or resumes) the pipeline; returns the report dict (also in OUT/report.json).
 
@@ -199,8 +213,8 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
     run folder (e.g. another recipe's finished run) is refused before anything is deleted.
     """
     from edgedistill.deploy.onnx import export_onnx
-    from edgedistill.models.builders import save_small_hubert
     from edgedistill.models.multitask import MultiTaskModel
+    from edgedistill.models.teacher import EMBEDDED_TEACHER, embedded_teacher_provenance, embedded_teacher_summary
     from edgedistill.models.student import count_parameters, save_scratch_student
     from edgedistill.recipes.benchmark import benchmark
     from edgedistill.recipes.distill import distill
@@ -220,12 +234,7 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
     teacher_ft = p["teacher"]["finetune"]
 
     def teacher_stage():
-        if p["teacher"]["init"] is not None:
-            tt = p["teacher"]["init"]
-            save_small_hubert(p["teacher"]["cycles"][0].model, tt.layers, tt.hidden, tt.cnn, seed=tt.seed)
-        for c in p["teacher"]["cycles"]:
-            summary = finetune(c, resume=True)
-        return {"summary": summary, "model": str(Path(teacher_ft.out) / "model")}
+        return {"summary": train_teacher(p["teacher"]), "model": str(Path(teacher_ft.out) / "model")}
 
     # The teacher's own fine-tuning config (not the student's: student seeds share one teacher),
     # without its folders (a finished teacher stage copied into another run is reused).
@@ -236,8 +245,10 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
         spec = {"data": cfg.data, "train": non_default(cfg.teacher_training), "finetune": teacher_spec}
         upstream = spec
     else:
-        spec = {"teacher": cfg.teacher, "data": cfg.data, "finetune": teacher_spec}
-        upstream = {"teacher": cfg.teacher}
+        # The embedded teacher by its weights too: another release's is another teacher.
+        upstream = {"teacher": cfg.teacher, **({"sha256": embedded_teacher_provenance()["sha256"]}
+                                               if cfg.teacher == EMBEDDED_TEACHER else {})}
+        spec = {**upstream, "data": cfg.data, "finetune": teacher_spec}
     run_stage("teacher", out / "teacher", spec, teacher_stage, overwrite)
     teacher_model = str(Path(teacher_ft.out) / "model")  # this run's copy, wherever the stage ran
 
@@ -308,7 +319,9 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
         report = benchmark(variants, out, cfg.data, cfg.benchmark, cfg.stream, fallback_split=cfg.finetune.val_split,
                            sv_data=cfg.finetune.sv_data, seed=cfg.finetune.seed, training_logs=logs, notes=notes)
         labels = json.loads((out / "finetune" / "model" / "multitask.json").read_text())["labels"]
-        (out / "export" / "README.md").write_text(model_card(report, to_dict(cfg), len(labels), edgedistill.__version__))
+        (out / "export" / "README.md").write_text(model_card(
+            report, to_dict(cfg), len(labels), edgedistill.__version__, teacher_ft.steps,
+            embedded_teacher_summary() if cfg.teacher == EMBEDDED_TEACHER else None))
         return report
 
     specs["benchmark"] = {"up": specs["export"], "cfg": non_default(cfg.benchmark), "baseline": specs.get("baseline"),

@@ -9,7 +9,8 @@ from pathlib import Path
 from edgedistill.reporting.tables import pct, stream_section, variant_table
 
 
-def model_card(report: dict, recipe: dict, num_keywords: int, version: str) -> str:
+def model_card(report: dict, recipe: dict, num_keywords: int, version: str, teacher_steps: int | None = None,
+               teacher_about: str | None = None) -> str:
     """The card's Markdown.
 
     Args:
@@ -17,6 +18,8 @@ def model_card(report: dict, recipe: dict, num_keywords: int, version: str) -> s
         recipe: the run's config as a dict (`to_dict(RunConfig)`).
         num_keywords: labels of the KWS head.
         version: edgedistill's version.
+        teacher_steps: the pretrained teacher's fine-tuning steps (`plan(cfg)["teacher"]["finetune"].steps`).
+        teacher_about: what the pretrained teacher is, where its name does not say (the embedded one).
     """
     students = [e for e in report["variants"] if e["variant"].startswith("student")]
     baseline = [e for e in report["variants"] if e["variant"] == "scratch fp32"]
@@ -40,7 +43,10 @@ def model_card(report: dict, recipe: dict, num_keywords: int, version: str) -> s
                + (", then fine-tuned on the run's data with the student's recipe, for the student's steps there "
                   "(distillation + fine-tuning; the student distils from it before that fine-tuning, as from a "
                   "pretrained model)" if tt.get("data") else "")
-               if recipe["teacher"] == "train" else f"`{recipe['teacher']}`")
+               if recipe["teacher"] == "train" else
+               (f"`{recipe['teacher']}` ({teacher_about})" if teacher_about else f"`{recipe['teacher']}`")
+               + f", fine-tuned on `{data}` with the student's recipe for {teacher_steps} steps (the student's "
+                 "steps on that data: the teacher row is an upper bound)")
     text = (f", with text-informed distillation from `{d['text_teacher']}`." if d["text_teacher"] else ".")
     body = ["", "# edgedistill student: keyword spotting + speaker verification", "",
             f"A `{d['student']['preset']}` student (one backbone, a KWS head and a speaker-embedding head) for "

@@ -103,3 +103,11 @@ def test_teacher_and_student_attend_with_sdpa_and_a_bf16_teacher_stays_close_to_
     assert out.dtype == torch.bfloat16 and next(teacher.model.parameters()).dtype == torch.bfloat16
     cos = torch.nn.functional.cosine_similarity(out.float(), ref, dim=-1)
     assert cos.mean() > 0.99 and not torch.equal(out.float(), ref)
+
+
+def test_a_missing_embedded_teacher_says_how_to_get_it_back(monkeypatch, tmp_path):
+    import edgedistill.models.teacher as teacher_mod
+
+    monkeypatch.setattr(teacher_mod, "embedded_teacher_path", lambda: tmp_path / "gone")
+    with pytest.raises(TeacherNotFoundError, match="reinstall edgedistill, or train it again"):
+        load_teacher("embedded")

@@ -109,7 +109,7 @@ def test_the_stage_defaults_live_in_the_stage_configs():
 
 def test_teacher_cycles_chain_from_backbone_to_backbone_with_fresh_heads_and_end_in_teacher_ft():
     # (on the run's data; with a corpus of its own: tests/recipes/test_run.py)
-    cfg = load_config(RunConfig, recipe_path("demo"), ["out=runs/x", "teacher_training.cycles=3", "teacher_training.data=null",
+    cfg = load_config(RunConfig, recipe_path("demo"), ["out=runs/x", "teacher=train", "teacher_training.cycles=3",
                                                        "teacher_training.steps=700", "finetune.steps=250"])
     cycles = plan(cfg)["teacher"]["cycles"]
     assert [Path(c.out).name for c in cycles] == ["cycle1", "cycle2", "ft"]
@@ -120,11 +120,11 @@ def test_teacher_cycles_chain_from_backbone_to_backbone_with_fresh_heads_and_end
     assert [c.model for c in cycles[1:]] == ["runs/x/teacher/cycle1/model/backbone", "runs/x/teacher/cycle2/model/backbone"]
     assert [(c.steps, c.eval_every, c.patience, c.min_steps) for c in cycles[1:]] == [(250, 250, 0, 0)] * 2
     assert len({c.seed for c in cycles}) == 3 and not any(c.freeze_cnn for c in cycles)
-    cfg = load_config(RunConfig, recipe_path("demo"), ["out=runs/x", "teacher_training.cycles=2",
-                                                       "teacher_training.cycle_steps=90", "teacher_training.data=null"])
+    cfg = load_config(RunConfig, recipe_path("demo"), ["out=runs/x", "teacher=train", "teacher_training.cycles=2",
+                                                       "teacher_training.cycle_steps=90"])
     assert plan(cfg)["teacher"]["cycles"][1].steps == 90
-    one = plan(load_config(RunConfig, recipe_path("demo"), ["out=runs/x", "teacher_training.cycles=1",
-                                                            "teacher_training.data=null"]))["teacher"]
+    one = plan(load_config(RunConfig, recipe_path("demo"), ["out=runs/x", "teacher=train",
+                                                            "teacher_training.cycles=1"]))["teacher"]
     assert one["cycles"] == [one["finetune"]] and one["finetune"].out == "runs/x/teacher/ft"
 
 

@@ -11,17 +11,18 @@ import torch
 from edgedistill.cli import main
 from edgedistill.config import load_yaml
 
-TINY = ["teacher_training.layers=4", "teacher_training.hidden=64", "teacher_training.cnn=32",
-        "teacher_training.steps=20", "distill.steps=10", "distill.batch_size=8", "finetune.steps=40",
-        "finetune.batch_size=8", "finetune.eval_every=40", "finetune.save_every=5", "finetune.num_trials=500",
+TINY = ["distill.steps=10", "distill.batch_size=8", "finetune.steps=40", "finetune.batch_size=8",
+        "finetune.eval_every=40", "finetune.save_every=5", "finetune.num_trials=500",
         "export.quantize=[int8-dynamic]", "export.calibration_clips=4", "benchmark.runs=2",
         "benchmark.num_trials=500"]
+# A teacher trained in the run (teacher: train), at a tiny size.
+TRAIN = ["teacher=train", "teacher_training.layers=4", "teacher_training.hidden=64", "teacher_training.cnn=32",
+         "teacher_training.steps=20"]
 
 
-def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
+def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    stream = ["stream.keywords=[yes,stop]", "stream.seconds=60", "stream.enroll_clips=2",
-              "teacher_training.cycles=2", "teacher_training.cycle_steps=10"]
+    stream = ["stream.keywords=[yes,stop]", "stream.seconds=60", "stream.enroll_clips=2"]
     assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true", "qat=true",
                  "finetune.freeze_cnn=null", *stream]) == 0
     report = json.loads((out / "report.json").read_text())
@@ -40,31 +41,27 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     # the baseline has the student's shape but its own (random-init) weights
     assert scratch["params"] == student["params"] and scratch["path"] != student["path"]
     assert "from random weights" in (out / "export" / "README.md").read_text()
-    # the teacher trained here from random weights trains its CNN even when the student's
-    # fine-tuning freezes it (finetune.freeze_cnn=null: frozen): the student's CNN stays as distilled
+    # the demo's teacher is the embedded one, shipped in the package (a stand-in for a pretrained
+    # model): the student distils from it as shipped, and the teacher row is it fine-tuned on the
+    # run's data with the student's recipe, for the steps the student gets there (10 + 40)
     from safetensors.torch import load_file
+
+    from edgedistill.models.teacher import embedded_teacher_path
 
     def conv(folder):
         return load_file(folder / "model.safetensors")["feature_extractor.conv_layers.1.conv.weight"]
 
-    assert not torch.equal(conv(out / "teacher" / "init"), conv(out / "teacher" / "ft" / "model" / "backbone"))
-    # the demo's teacher stands in for a pretrained model: two cycles on its own corpus (the second
-    # fine-tunes the first's backbone with new heads), then, as a pretrained teacher, fine-tuned on the
-    # run's data with the student's recipe, for the steps the student gets there (distillation 10 +
-    # fine-tuning 40); the student distils from it before that fine-tuning
-    own = load_yaml(open("configs/demo.yaml").read())["teacher_training"]["data"]
-    pretrain = out / "teacher" / "pretrain"
-    config = load_yaml((pretrain / "config.yaml").read_text())
-    assert config["model"] == f"{out}/teacher/cycle1/model/backbone" and config["data"] == own
-    assert json.loads((pretrain / "summary.json").read_text())["steps_done"] == 10
-    assert not torch.equal(conv(out / "teacher" / "cycle1" / "model" / "backbone"), conv(pretrain / "model" / "backbone"))
     config = load_yaml((out / "teacher" / "ft" / "config.yaml").read_text())
-    assert config["model"] == f"{pretrain}/model/backbone" and config["data"] == str(embedded_corpus)
+    assert config["model"] == "embedded" and config["data"] == str(embedded_corpus)
     assert json.loads((out / "teacher" / "ft" / "summary.json").read_text())["steps_done"] == 50
-    assert load_yaml((out / "distill" / "config.yaml").read_text())["teacher"] == f"{pretrain}/model/backbone"
-    assert own in (out / "export" / "README.md").read_text()
+    assert load_yaml((out / "distill" / "config.yaml").read_text())["teacher"] == "embedded"
+    assert "`embedded` (a 4 x 128 HuBERT shipped in edgedistill" in (out / "export" / "README.md").read_text()
+    # the student's fine-tuning freezes the CNN here (finetune.freeze_cnn=null): it stays as distilled,
+    # while the teacher's own fine-tuning (the student's recipe) leaves the shipped weights untouched
     assert torch.equal(conv(out / "distill" / "student"), conv(out / "finetune" / "model" / "backbone"))
-    # ... and so does the from-scratch baseline, whose CNN is random
+    assert json.loads((embedded_teacher_path() / "PROVENANCE.json").read_text())["sha256"] == \
+        __import__("hashlib").sha256((embedded_teacher_path() / "model.safetensors").read_bytes()).hexdigest()
+    # ... and the from-scratch baseline's, which is random, trains
     assert not torch.equal(conv(out / "baseline" / "init"), conv(out / "baseline" / "ft" / "model" / "backbone"))
     for v in report["variants"]:
         assert {"params", "file_bytes", "kws_accuracy", "sv_eer", "sv_min_dcf", "latency_ms_p50",
@@ -92,6 +89,43 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path):
     assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true", "qat=true",
                  "finetune.freeze_cnn=null", *stream]) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/stage.json")} == marks
+    # another release's embedded teacher (other weights) is another teacher: the run is refused, not reused
+    import edgedistill.models.teacher as teacher_mod
+
+    prov = teacher_mod.embedded_teacher_provenance()
+    monkeypatch.setattr(teacher_mod, "embedded_teacher_provenance", lambda: {**prov, "sha256": "0" * 64})
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true", "qat=true",
+                 "finetune.freeze_cnn=null", *stream]) == 2
+    assert "stage 'teacher'" in capsys.readouterr().err
+
+
+def test_a_teacher_trained_in_the_run_on_a_corpus_of_its_own(embedded_corpus, small_corpus, tmp_path):
+    out = tmp_path / "run"
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, *TRAIN, "finetune.freeze_cnn=null",
+                 f"teacher_training.data={small_corpus}", "teacher_training.val_split=val", "teacher_training.cycles=2",
+                 "teacher_training.cycle_steps=10",
+                 "export.quantize=[]"]) == 0
+    from safetensors.torch import load_file
+
+    def conv(folder):
+        return load_file(folder / "model.safetensors")["feature_extractor.conv_layers.1.conv.weight"]
+
+    # trained here from random weights, the teacher trains its CNN even when the student's
+    # fine-tuning freezes it (finetune.freeze_cnn=null)
+    assert not torch.equal(conv(out / "teacher" / "init"), conv(out / "teacher" / "cycle1" / "model" / "backbone"))
+    # two cycles on its own corpus (the second fine-tunes the first's backbone with new heads), then,
+    # as a pretrained teacher, fine-tuned on the run's data for the student's steps there (10 + 40);
+    # the student distils from it before that fine-tuning
+    pretrain = out / "teacher" / "pretrain"
+    config = load_yaml((pretrain / "config.yaml").read_text())
+    assert config["model"] == f"{out}/teacher/cycle1/model/backbone" and config["data"] == str(small_corpus)
+    assert json.loads((pretrain / "summary.json").read_text())["steps_done"] == 10
+    assert not torch.equal(conv(out / "teacher" / "cycle1" / "model" / "backbone"), conv(pretrain / "model" / "backbone"))
+    config = load_yaml((out / "teacher" / "ft" / "config.yaml").read_text())
+    assert config["model"] == f"{pretrain}/model/backbone" and config["data"] == str(embedded_corpus)
+    assert json.loads((out / "teacher" / "ft" / "summary.json").read_text())["steps_done"] == 50
+    assert load_yaml((out / "distill" / "config.yaml").read_text())["teacher"] == f"{pretrain}/model/backbone"
+    assert str(small_corpus) in (out / "export" / "README.md").read_text()
 
 
 def test_unknown_stream_keywords_are_refused_before_any_training(embedded_corpus, tmp_path, capsys):
@@ -121,7 +155,7 @@ def test_a_teacher_trained_on_its_own_data_stands_in_for_a_pretrained_model(smal
 
     # the teacher's own (larger) corpus trains the teacher; its last fine-tuning (the teacher row)
     # and every student stage read the run's data, and the student distils from the pretrained model
-    cfg = load_config(RunConfig, "configs/demo.yaml", [f"teacher_training.data={small_corpus}"])
+    cfg = load_config(RunConfig, "configs/demo.yaml", ["teacher=train", f"teacher_training.data={small_corpus}"])
     p = plan(cfg)
     assert [c.data for c in p["teacher"]["cycles"]] == [str(small_corpus), cfg.data]
     assert p["distill"].data == p["finetune"].data == cfg.data
@@ -133,22 +167,31 @@ def test_a_teacher_trained_on_its_own_data_stands_in_for_a_pretrained_model(smal
     assert ft.steps == cfg.distill.steps + cfg.finetune.steps and ft.eval_every == cfg.teacher_training.eval_every
     assert (ft.backbone_lr, ft.head_lr, ft.batch_size) == (cfg.finetune.backbone_lr, cfg.finetune.head_lr,
                                                            cfg.finetune.batch_size)
-    # a hub teacher's fine-tuning is the student's recipe as it is (its distillation data is not the run's)
-    assert plan(load_config(RunConfig, "configs/demo.yaml", ["teacher=org/hub-model"]))["teacher"]["finetune"] \
-        == dataclasses.replace(cfg.finetune, model="org/hub-model", data=cfg.data, out="runs/demo/teacher/ft")
-    # without it, the teacher trains on the run's data and is distilled as trained
-    p = plan(load_config(RunConfig, "configs/demo.yaml", ["teacher_training.data=null"]))
+    # so does a pretrained teacher (the demo's embedded one, a hub model) with the student's recipe,
+    # validated as the student is; where the student distils on other audio, only its fine-tuning counts
+    for teacher in ("embedded", "org/hub-model"):
+        hub = load_config(RunConfig, "configs/demo.yaml", [f"teacher={teacher}"])
+        assert plan(hub)["teacher"]["finetune"] == dataclasses.replace(
+            cfg.finetune, model=teacher, data=cfg.data, out="runs/demo/teacher/ft",
+            steps=cfg.distill.steps + cfg.finetune.steps)
+        assert plan(hub)["teacher"]["cycles"] == [plan(hub)["teacher"]["finetune"]]
+        assert plan(hub)["distill"].teacher == teacher and plan(hub)["teacher"]["init"] is None
+    other = load_config(RunConfig, "configs/demo.yaml", [f"distill_data={small_corpus}"])
+    assert plan(other)["teacher"]["finetune"].steps == cfg.finetune.steps
+    # without its own data, the teacher trains on the run's data and is distilled as trained
+    p = plan(load_config(RunConfig, "configs/demo.yaml", ["teacher=train"]))
     assert [c.data for c in p["teacher"]["cycles"]] == [cfg.data]
     assert p["distill"].teacher == f"{p['teacher']['finetune'].out}/model/backbone"
     assert p["teacher"]["names"] == ["teacher"]
-    p = plan(load_config(RunConfig, "configs/demo.yaml", ["teacher_training.cycles=2"]))
+    p = plan(load_config(RunConfig, "configs/demo.yaml", ["teacher=train", "teacher_training.cycles=2",
+                                                          f"teacher_training.data={small_corpus}"]))
     assert p["teacher"]["names"] == ["teacher pretraining cycle 1", "teacher pretraining cycle 2", "teacher fine-tuning"]
     assert len(p["teacher"]["cycles"]) == 3
 
 
 def test_killed_in_finetuning_resumes_without_redoing_distillation(embedded_corpus, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "edgedistill", "demo", "--out", str(out), f"data={embedded_corpus}", *TINY,
+    cmd = [sys.executable, "-m", "edgedistill", "demo", "--out", str(out), f"data={embedded_corpus}", *TINY, *TRAIN,
            "finetune.steps=400"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     latest = out / "finetune" / "checkpoints" / "latest"
@@ -195,7 +238,8 @@ def test_pretrained_teacher_row_unscored_sv_and_a_different_run_refused(small_co
     teacher = tmp_path / "pretrained"
     tiny_hubert.save_pretrained(teacher)
     out = tmp_path / "run"
-    args = ["demo", "--teacher", str(teacher), "--out", str(out), f"data={small_corpus}", *TINY]
+    args = ["demo", "--teacher", str(teacher), "--out", str(out), f"data={small_corpus}", *TINY,
+            "teacher_training.steps=5"]
     assert main(args) == 0
     assert "teacher_training is not used: the teacher is the pretrained" in capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
