@@ -161,7 +161,9 @@ def main(argv=None) -> dict:
               "split": ref["split"], "clips": ref["clips"], "threads": ref["threads"],
               "latency_audio_s": ref["latency_audio_s"], "stage_seconds": stage_s, "run_seconds": seconds,
               "seeds": summary, "teacher_sha256": teacher, "left_out": left_out,
-              "command": command.strip(), "machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
+              # the machine and date of the runs (their rows' latency), not of the gathering
+              "command": command.strip(), "machine": ref.get("machine") or machine_info(),
+              "date": ref.get("date") or time.strftime("%Y-%m-%d"), "gathered": time.strftime("%Y-%m-%d"),
               "plot": plot.name, "teacher_plot": teacher_plot.name, "teacher_training": teacher_words(curve, on, ref.get("teacher_summary", {}))}
     m = result["machine"]
     md = [f"# Arabic Speech Commands recipe: teacher vs {', '.join(reports)}", "", f"`{result['command']}`", "",
@@ -171,7 +173,8 @@ def main(argv=None) -> dict:
           "selected on these speakers. The teacher is trained by the recipe from random weights (no pretrained "
           "model can be downloaded here). minDCF normalised, P_tar 0.01.", "",
           f"Latency: onnxruntime, {ref['threads']} thread(s), {ref['latency_audio_s']:g} s of audio, p50/p90. "
-          f"Machine: {m['cpu']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + f"; {result['date']}. "
+          f"Machine of the runs: {m['cpu']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+          + f"; {result['date']} (gathered {result['gathered']}). "
           "Each run times its own files in its benchmark stage while other runs (or tests) share the 2 cores, so "
           "latency moves with that load: a seed's rows are the same network as the first seed's, timed under "
           "another load (benchmarks/results/latency.md times every shape alone).", "",

@@ -74,6 +74,14 @@ def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tm
     gathered = mod.main(["--presets", "distilhubert", "deep", "--seeds", "0", "1", "--seeded-presets", "distilhubert",
                          "--work", str(tmp_path / "w"), "--out", str(out), "--kept", str(kept), "--gather"])
     assert gathered["variants"] == res["variants"]
+    # ... measured where the runs ran: the machine line is theirs, not the gathering machine's
+    report = json.loads((kept / "distilhubert.json").read_text())
+    report["machine"] = {**report["machine"], "cpu": "Elsewhere CPU"}
+    (kept / "distilhubert.json").write_text(json.dumps(report))
+    elsewhere = mod.main(["--presets", "distilhubert", "--seeds", "0", "--work", str(tmp_path / "w"), "--out", str(out),
+                          "--kept", str(kept), "--gather"])
+    assert elsewhere["machine"]["cpu"] == "Elsewhere CPU" and elsewhere["date"] == report["date"]
+    assert "Machine of the runs: Elsewhere CPU;" in out.with_suffix(".md").read_text()
     assert gathered["stage_seconds"] == res["stage_seconds"] and "teacher" in res["stage_seconds"]["distilhubert"]
     assert sorted(p.name for p in kept.iterdir()) == ["deep.json", "distilhubert.json", "distilhubert_s1.json"]
 
