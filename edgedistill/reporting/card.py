@@ -36,17 +36,17 @@ def model_card(report: dict, recipe: dict, num_keywords: int, version: str, teac
                          f"    dataset: {{name: '{data}', type: custom, split: {report['split']}}}",
                          f"    metrics: [{{type: {metric}, value: {e[key]:.4f}, name: '{e['variant']} {label}'}}]"]
     meta.append("---")
-    teacher = ("a HuBERT-shaped teacher trained in this run from random weights "
-               + (f"on its own corpus `{tt['data']}` " if tt.get("data") else "")
-               + f"({tt['layers']} x {tt['hidden']}, at least the student's steps, then early stopping on "
-               f"'{tt['val_split']}' with patience {tt['patience']}, at most {tt['steps']} steps)"
-               + (", then fine-tuned on the run's data with the student's recipe, for the student's steps there "
-                  "(distillation + fine-tuning; the student distils from it before that fine-tuning, as from a "
-                  "pretrained model)" if tt.get("data") else "")
-               if recipe["teacher"] == "train" else
-               (f"`{recipe['teacher']}` ({teacher_about})" if teacher_about else f"`{recipe['teacher']}`")
-               + f", fine-tuned on `{data}` with the student's recipe for {teacher_steps} steps (the student's "
-                 "steps on that data: the teacher row is an upper bound)")
+    if recipe["teacher"] == "train":
+        teacher = ("a HuBERT-shaped teacher trained in this run from random weights "
+                   + (f"on its own corpus `{tt['data']}` " if tt.get("data") else "")
+                   + f"({tt['layers']} x {tt['hidden']}, at least the student's steps, then early stopping on "
+                   f"'{tt['val_split']}' with patience {tt['patience']}, at most {tt['steps']} steps)")
+    else:
+        teacher = f"`{recipe['teacher']}`" + (f" ({teacher_about})" if teacher_about else "")
+    if recipe["teacher"] != "train" or tt.get("data"):  # pretrained, or trained elsewhere as if it were
+        teacher += (f", then fine-tuned on `{data}` with the student's recipe for {teacher_steps} steps (the student's "
+                    "steps on that data: the teacher row is an upper bound; the student distils from it before "
+                    "that fine-tuning)")
     text = (f", with text-informed distillation from `{d['text_teacher']}`." if d["text_teacher"] else ".")
     body = ["", "# edgedistill student: keyword spotting + speaker verification", "",
             f"A `{d['student']['preset']}` student (one backbone, a KWS head and a speaker-embedding head) for "
