@@ -4,8 +4,9 @@
   as `edgedistill.kit`, so that `edgedistill export` works after a plain `pip install`;
 - `configs/` (the YAML recipes) ships as `edgedistill.configs`, so that `edgedistill demo` and
   `edgedistill run NAME` find the shipped recipes without a checkout;
-- `edgedistill/assets/embedded_teacher/` (the demo's teacher: weights, config, provenance) ships
-  inside the package, so that `teacher: embedded` loads after a plain `pip install`.
+- `edgedistill/assets/embedded_teacher/PROVENANCE.json`, the reference build of the demo's
+  teacher (`teacher: embedded`): its weights are not shipped but built once per machine from
+  `configs/embedded_teacher.yaml` into the cache; a build says whether it matches the reference.
 """
 
 from setuptools import find_packages, setup

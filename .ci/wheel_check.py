@@ -2,7 +2,8 @@
 
 Run with the python of a clean venv that has the wheel installed, from outside the checkout:
 it builds a tiny multi-task model, exports and quantizes it with the installed `edgedistill`
-command, and runs the device kit's infer.py on a clip; checks the shipped recipes and the embedded teacher are found.
+command, and runs the device kit's infer.py on a clip; checks the shipped recipes are found and
+the embedded teacher builds from its installed recipe.
 """
 
 import subprocess
@@ -25,11 +26,26 @@ assert (pkg / "kit" / "infer.py").is_file(), "the wheel does not ship the device
 from edgedistill.recipes.run import recipe_path  # noqa: E402
 
 assert recipe_path("demo") == pkg / "configs" / "demo.yaml", "the wheel does not ship the recipes (edgedistill demo)"
-from edgedistill.models.teacher import load_teacher  # noqa: E402
+from edgedistill.models import teacher as teacher_mod  # noqa: E402
 
-assert load_teacher("embedded").model.config.num_hidden_layers == 4, "the wheel does not ship the embedded teacher"
+assert teacher_mod.embedded_teacher_recipe() == pkg / "configs" / "embedded_teacher.yaml", "no embedded teacher recipe"
+assert len(teacher_mod.embedded_teacher_reference()["sha256"]) == 64, "the wheel does not ship the reference provenance"
 with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
+    # the embedded teacher is built on first use from the installed recipe (here at a tiny size)
+    import os
+
+    os.environ["EDGEDISTILL_CACHE"] = str(tmp / "cache")
+    from edgedistill.data.corpus import CorpusConfig, build_corpus
+    from edgedistill.recipes.embedded_teacher import build_embedded_teacher
+
+    corpus = build_corpus(CorpusConfig(keywords=["yes", "no"], num_speakers=4, takes=2, splits=(3, 1, 0)),
+                          root=tmp / "corpus")
+    build_embedded_teacher(overrides=[f"data={corpus}", "teacher_training.layers=2", "teacher_training.hidden=64",
+                                      "teacher_training.cnn=32", "teacher_training.steps=2",
+                                      "teacher_training.eval_every=2", "distill.steps=1", "finetune.steps=1",
+                                      "finetune.batch_size=4", "finetune.num_trials=50"])
+    assert teacher_mod.load_teacher("embedded").model.config.num_hidden_layers == 2, "embedded teacher not found"
     torch.manual_seed(0)
     MultiTaskModel(AutoModel.from_config(tiny_config("hubert")), ["yes", "no"], 2).save_pretrained(tmp / "ft" / "model")
     exe = str(Path(sys.executable).parent / "edgedistill")

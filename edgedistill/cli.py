@@ -146,10 +146,24 @@ def _run(args) -> int:
     return 0 if report else 1
 
 
+def _embedded_teacher(args) -> int:
+    from edgedistill.models.teacher import embedded_teacher_path
+    from edgedistill.recipes.embedded_teacher import build_embedded_teacher
+
+    path = embedded_teacher_path()
+    if args.rebuild or not (path / "PROVENANCE.json").is_file():
+        build_embedded_teacher()
+    print(path)
+    return 0
+
+
 def _students(args) -> int:
     from edgedistill.models.student import PRESET_HELP, preset_table
     from edgedistill.models.teacher import find_speech_config
 
+    from edgedistill.recipes.embedded_teacher import ensure_embedded_teacher
+
+    ensure_embedded_teacher(args.teacher)
     t_cfg = find_speech_config(args.teacher)[2]  # the same lookup and errors as `distill`
     from transformers import AutoModel
     import torch
@@ -291,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HF id, folder, builtin:* or embedded (default: HuBERT Base's shape)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_students)
+
+    et = sub.add_parser("embedded-teacher", help="build (once) the embedded teacher, the demo's, into the cache")
+    et.add_argument("--rebuild", action="store_true", help="build it again even if this machine has it")
+    et.set_defaults(func=_embedded_teacher)
 
     c = sub.add_parser("corpus", help="generate (or find) the embedded corpus; prints its manifest")
     c.add_argument("spec", nargs="?", default="embedded",

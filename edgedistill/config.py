@@ -195,6 +195,16 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     return from_dict(cls, data)
 
 
+def shipped_recipe(name: str) -> Path | None:
+    """A YAML recipe that ships with edgedistill (`configs/NAME.yaml`): in the installed package
+    (`edgedistill/configs/`) or in the checkout; None if there is none of that name."""
+    pkg = Path(__file__).resolve().parent
+    for folder in (pkg / "configs", pkg.parent / "configs"):
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    return None
+
+
 def save_config(cfg, path: str | Path, header: str | None = None) -> None:
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     Path(path).write_text((f"# {header}\n" if header else "") + text)

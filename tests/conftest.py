@@ -26,6 +26,23 @@ def small_corpus(tmp_path_factory):
     return build_corpus(cfg, root=tmp_path_factory.mktemp("corpus"))
 
 
+# The embedded teacher's recipe cut to a tiny size (4 x 64, a few steps on the small corpus).
+TINY_EMBEDDED = ["teacher_training.layers=4", "teacher_training.hidden=64", "teacher_training.cnn=32",
+                 "teacher_training.steps=6", "teacher_training.eval_every=3", "distill.steps=2", "finetune.steps=2",
+                 "finetune.batch_size=8", "finetune.num_trials=200"]
+
+
+@pytest.fixture(scope="session")
+def embedded_teacher(small_corpus):
+    """`teacher: embedded` in the session's cache, built by the real builder from its recipe at a
+    tiny size (the full build trains for about 8 minutes): the folder."""
+    from edgedistill.models.teacher import embedded_teacher_path
+    from edgedistill.recipes.embedded_teacher import build_embedded_teacher
+
+    build_embedded_teacher(overrides=[*TINY_EMBEDDED, f"data={small_corpus}"])
+    return embedded_teacher_path()
+
+
 @pytest.fixture
 def tiny_hubert():
     from transformers import HubertModel

@@ -78,3 +78,20 @@ assert r["file_bytes"] < r["float_file_bytes"], r
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-1500:]
+
+
+WEIGHTS = (".safetensors", ".bin", ".onnx", ".pt", ".pth", ".ckpt", ".npz")
+
+
+def test_no_model_weights_or_large_files_live_in_the_repository():
+    """Weights are built or downloaded into the cache, never committed or shipped (the demo's
+    teacher was once a 3.4 MB file in the package)."""
+    root = PKG.parent
+    res = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True)
+    files = res.stdout.split() if res.returncode == 0 else [
+        str(p.relative_to(root)) for d in ("edgedistill", "configs", "export") for p in (root / d).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts]
+    assert files, "found no files to check"
+    weights = [f for f in files if f.endswith(WEIGHTS)]
+    large = [f for f in files if (root / f).is_file() and (root / f).stat().st_size > 1_000_000]
+    assert not weights and not large, f"weights: {weights}; over 1 MB: {large}"

@@ -69,32 +69,68 @@ def hubert_base_config(**overrides):
 
 
 EMBEDDED_TEACHER = "embedded"
+# Bump when a change to the training code changes the weights the recipe trains: the cache
+# then builds the embedded teacher again instead of reusing another version's.
+EMBEDDED_TEACHER_VERSION = 1
+
+
+def embedded_teacher_recipe() -> Path:
+    """`configs/embedded_teacher.yaml`, the recipe the embedded teacher is built from."""
+    from edgedistill.config import shipped_recipe
+
+    path = shipped_recipe("embedded_teacher")
+    if path is None:
+        raise TeacherNotFoundError("the embedded teacher's recipe (configs/embedded_teacher.yaml) is missing from "
+                                   "this install: reinstall edgedistill")
+    return path
 
 
 def embedded_teacher_path() -> Path:
-    """The folder of the embedded teacher (`--teacher embedded`, the demo's): a 4 x 128 HuBERT
-    trained on a 200-speaker embedded corpus, shipped in the package as a stand-in for a
-    pretrained model (none can be downloaded offline). Its PROVENANCE.json says how it was
-    trained; `benchmarks/embedded_teacher.py` trains it again."""
-    return Path(__file__).resolve().parents[1] / "assets" / "embedded_teacher"
+    """Where the embedded teacher (`teacher: embedded`, the demo's) is built, once per machine:
+    a 4 x 128 HuBERT trained on a 200-speaker embedded corpus as a stand-in for a pretrained model
+    (none can be downloaded offline). It lives in the cache (`EDGEDISTILL_CACHE`, default
+    ~/.cache/edgedistill) under a name keyed by its recipe's settings and the trainer's version,
+    so an edited recipe builds a new one. `edgedistill embedded-teacher` builds it; so does the first
+    command that uses it."""
+    import hashlib
+    import json
+
+    from edgedistill.config import load_yaml
+    from edgedistill.data.corpus import default_cache_dir
+
+    recipe = json.dumps(load_yaml(embedded_teacher_recipe().read_text()), sort_keys=True)  # not its comments
+    key = hashlib.sha256(f"{recipe} v{EMBEDDED_TEACHER_VERSION}".encode())
+    return default_cache_dir() / f"embedded-teacher-{key.hexdigest()[:12]}"
+
+
+def embedded_teacher_reference() -> dict:
+    """The reference build's PROVENANCE.json (shipped in the package; the weights are not): how
+    the recipe trained on the reference machine, what it reached, and its weights' sha256. The
+    README's demo numbers come from those weights."""
+    import json
+
+    return json.loads((Path(__file__).resolve().parents[1] / "assets" / "embedded_teacher" /
+                       "PROVENANCE.json").read_text())
 
 
 def embedded_teacher_provenance() -> dict:
-    """The embedded teacher's PROVENANCE.json: how it was trained, what it reached, its sha256."""
+    """This machine's build's PROVENANCE.json: how it was trained, what it reached, its sha256
+    and whether that is the reference's."""
     import json
 
     return json.loads((embedded_teacher_path() / "PROVENANCE.json").read_text())
 
 
 def embedded_teacher_summary() -> str:
-    """What the embedded teacher is, from its shipped config and PROVENANCE.json (for reports)."""
+    """What the embedded teacher is, from its config and PROVENANCE.json (for reports)."""
     import json
 
     config = json.loads((embedded_teacher_path() / "config.json").read_text())
     prov = embedded_teacher_provenance()
-    return (f"a {config['num_hidden_layers']} x {config['hidden_size']} HuBERT shipped in edgedistill, trained on "
-            f"`{prov['data']}` for {prov['steps_done']} steps (best at {prov['best_step']}), a stand-in for a "
-            "pretrained model")
+    same = "the reference weights" if prov.get("same_as_reference") else "not the reference weights"
+    return (f"a {config['num_hidden_layers']} x {config['hidden_size']} HuBERT built by edgedistill from its "
+            f"recipe, trained on `{prov['data']}` for {prov['steps_done']} steps (best at {prov['best_step']}; "
+            f"{same}), a stand-in for a pretrained model")
 
 
 BUILTIN_TEACHERS = {
@@ -344,9 +380,10 @@ def find_speech_config(name: str, flag: str = "--teacher"):
         raise TeacherNotFoundError(f"unknown builtin teacher '{name}'; available: {sorted(BUILTIN_TEACHERS)}")
     if name == EMBEDDED_TEACHER:
         name = str(embedded_teacher_path())
-        if not (Path(name) / "model.safetensors").is_file():
-            raise TeacherNotFoundError(f"the embedded teacher is missing from this install ({name}): reinstall "
-                                       "edgedistill, or train it again with `python benchmarks/embedded_teacher.py`")
+        if not (Path(name) / "PROVENANCE.json").is_file():
+            raise TeacherNotFoundError(f"the embedded teacher is not built on this machine yet ({name}): run "
+                                       "`edgedistill embedded-teacher` once (about 5 minutes on a CPU); the CLI "
+                                       "commands and recipes that use it build it first on their own")
     src, kw, config = find_pretrained(name, flag=flag)
     if getattr(config, "model_type", None) not in SPEECH_MODEL_TYPES:
         raise NotASpeechModelError(f"'{name}' is a '{config.model_type}' model, not a speech SSL model "

@@ -28,6 +28,7 @@ from edgedistill.distill.text import text_setup, token_prior
 from edgedistill.models.student import build_student
 from edgedistill.models.teacher import load_teacher, prepare_input
 from edgedistill.recipes.distill_config import _RESUMABLE, DistillConfig
+from edgedistill.recipes.embedded_teacher import ensure_embedded_teacher
 from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
 from edgedistill.training.accelerator import TrainLog, begin_run, claim_run_folder, make_accelerator
@@ -53,6 +54,8 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
     """
     accelerator = make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.log_with, Path(cfg.out) / "tensorboard")
     out = Path(cfg.out)
+    with accelerator.main_process_first():  # one process builds, the others then find it
+        ensure_embedded_teacher(cfg.teacher)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
     done = begin_run(accelerator, "distill", out, ckpt, resume and not overwrite)
     if done is not None:

@@ -35,6 +35,7 @@ from edgedistill.training.evaluation import evaluate_model
 from edgedistill.models.multitask import MultiTaskModel
 from edgedistill.models.builders import load_backbone
 from edgedistill.models.student import freeze_cnn
+from edgedistill.recipes.embedded_teacher import ensure_embedded_teacher
 from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
 from edgedistill.training.accelerator import TrainLog, begin_run, claim_run_folder, make_accelerator
@@ -246,6 +247,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
     """
     accelerator = make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.log_with, Path(cfg.out) / "tensorboard")
     out = Path(cfg.out)
+    with accelerator.main_process_first():  # one process builds, the others then find it
+        ensure_embedded_teacher(cfg.model)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
     done = begin_run(accelerator, "finetune", out, ckpt, resume and not overwrite)
     if done is not None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import edgedistill
-from edgedistill.config import ConfigError, non_default, to_dict
+from edgedistill.config import ConfigError, non_default, shipped_recipe, to_dict
 from edgedistill.recipes.benchmark import BenchmarkStage, StreamStage
 from edgedistill.recipes.distill_config import DistillConfig
 from edgedistill.recipes.export import ExportStage
@@ -124,10 +124,9 @@ def recipe_path(name: str | Path) -> Path:
         if not p.is_file():
             raise FileNotFoundError(f"recipe '{p}' does not exist")
         return p
-    pkg = Path(edgedistill.__file__).parent
-    for folder in (pkg / "configs", pkg.parent / "configs"):
-        if (folder / f"{name}.yaml").is_file():
-            return folder / f"{name}.yaml"
+    found = shipped_recipe(str(name))
+    if found is not None:
+        return found
     raise FileNotFoundError(f"recipe '{name}' is neither a file nor a shipped recipe (demo, arabic_speech_commands, "
                             "hubert_base)")
 
@@ -224,6 +223,8 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
     from edgedistill.reporting.card import model_card
     from edgedistill.training.stages import run_stage
 
+    from edgedistill.recipes.embedded_teacher import ensure_embedded_teacher
+
     _check_stream_keywords(cfg)
     if cfg.teacher != TRAIN_TEACHER and cfg.teacher_training != TeacherTraining():
         log.warning("teacher_training is not used: the teacher is the pretrained '%s' (it applies only with "
@@ -232,6 +233,7 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     p = plan(cfg)
     teacher_ft = p["teacher"]["finetune"]
+    ensure_embedded_teacher(cfg.teacher)  # after every check: bad settings fail before its first build
 
     def teacher_stage():
         return {"summary": train_teacher(p["teacher"]), "model": str(Path(teacher_ft.out) / "model")}

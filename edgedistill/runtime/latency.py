@@ -31,18 +31,23 @@ def time_onnx(path, seconds: float = 1.0, threads: int = 1, runs: int = 20, warm
 
 
 def time_torch(model, seconds: float = 1.0, threads: int = 1, runs: int = 20, warmup: int = 3) -> tuple[float, float]:
-    """(p50, p90) ms of one batch-1 forward of a PyTorch model on `seconds` of audio."""
+    """(p50, p90) ms of one batch-1 forward of a PyTorch model on `seconds` of audio, on `threads`
+    torch threads (the caller's thread count is given back)."""
     import torch
 
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
     x = torch.from_numpy(_audio(seconds))
     times = []
-    with torch.inference_mode():
-        for i in range(warmup + runs):
-            t = time.perf_counter()
-            model(x)
-            if i >= warmup:
-                times.append(time.perf_counter() - t)
+    try:
+        with torch.inference_mode():
+            for i in range(warmup + runs):
+                t = time.perf_counter()
+                model(x)
+                if i >= warmup:
+                    times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(before)  # the caller's training keeps its threads
     return _percentiles(times)
 
 

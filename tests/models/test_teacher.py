@@ -105,9 +105,26 @@ def test_teacher_and_student_attend_with_sdpa_and_a_bf16_teacher_stays_close_to_
     assert cos.mean() > 0.99 and not torch.equal(out.float(), ref)
 
 
-def test_a_missing_embedded_teacher_says_how_to_get_it_back(monkeypatch, tmp_path):
+def test_an_embedded_teacher_not_built_yet_says_how_to_build_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path))  # a machine that has not built it
+    with pytest.raises(TeacherNotFoundError, match="not built on this machine yet .*`edgedistill embedded-teacher`"):
+        load_teacher("embedded")
+
+
+def test_the_embedded_teacher_is_cached_under_its_recipe_and_trainer_version(monkeypatch, tmp_path):
     import edgedistill.models.teacher as teacher_mod
 
-    monkeypatch.setattr(teacher_mod, "embedded_teacher_path", lambda: tmp_path / "gone")
-    with pytest.raises(TeacherNotFoundError, match="reinstall edgedistill, or train it again"):
-        load_teacher("embedded")
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path))
+    shipped = teacher_mod.embedded_teacher_path()
+    assert shipped.parent == tmp_path and shipped.name.startswith("embedded-teacher-")
+    edited = tmp_path / "embedded_teacher.yaml"
+    text = teacher_mod.embedded_teacher_recipe().read_text()
+    monkeypatch.setattr(teacher_mod, "embedded_teacher_recipe", lambda: edited)
+    edited.write_text("# another comment\n" + text)
+    assert teacher_mod.embedded_teacher_path() == shipped  # comments are not settings
+    edited.write_text(text.replace("steps: 3000", "steps: 2000"))
+    assert teacher_mod.embedded_teacher_path() != shipped  # an edited recipe is another teacher
+    monkeypatch.undo()
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path))
+    monkeypatch.setattr(teacher_mod, "EMBEDDED_TEACHER_VERSION", teacher_mod.EMBEDDED_TEACHER_VERSION + 1)
+    assert teacher_mod.embedded_teacher_path() != shipped  # so is another trainer's

@@ -20,7 +20,7 @@ TRAIN = ["teacher=train", "teacher_training.layers=4", "teacher_training.hidden=
          "teacher_training.steps=20"]
 
 
-def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path, monkeypatch, capsys):
+def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_teacher, embedded_corpus, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     stream = ["stream.keywords=[yes,stop]", "stream.seconds=60", "stream.enroll_clips=2"]
     assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "baseline=true", "qat=true",
@@ -41,12 +41,10 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path, monkey
     # the baseline has the student's shape but its own (random-init) weights
     assert scratch["params"] == student["params"] and scratch["path"] != student["path"]
     assert "from random weights" in (out / "export" / "README.md").read_text()
-    # the demo's teacher is the embedded one, shipped in the package (a stand-in for a pretrained
-    # model): the student distils from it as shipped, and the teacher row is it fine-tuned on the
+    # the demo's teacher is the embedded one, built once into the cache (a stand-in for a pretrained
+    # model): the student distils from it as built, and the teacher row is it fine-tuned on the
     # run's data with the student's recipe, for the steps the student gets there (10 + 40)
     from safetensors.torch import load_file
-
-    from edgedistill.models.teacher import embedded_teacher_path
 
     def conv(folder):
         return load_file(folder / "model.safetensors")["feature_extractor.conv_layers.1.conv.weight"]
@@ -55,12 +53,12 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_corpus, tmp_path, monkey
     assert config["model"] == "embedded" and config["data"] == str(embedded_corpus)
     assert json.loads((out / "teacher" / "ft" / "summary.json").read_text())["steps_done"] == 50
     assert load_yaml((out / "distill" / "config.yaml").read_text())["teacher"] == "embedded"
-    assert "`embedded` (a 4 x 128 HuBERT shipped in edgedistill" in (out / "export" / "README.md").read_text()
+    assert "`embedded` (a 4 x 64 HuBERT built by edgedistill from its recipe" in (out / "export" / "README.md").read_text()
     # the student's fine-tuning freezes the CNN here (finetune.freeze_cnn=null): it stays as distilled,
-    # while the teacher's own fine-tuning (the student's recipe) leaves the shipped weights untouched
+    # while the teacher's own fine-tuning (the student's recipe) leaves the built weights untouched
     assert torch.equal(conv(out / "distill" / "student"), conv(out / "finetune" / "model" / "backbone"))
-    assert json.loads((embedded_teacher_path() / "PROVENANCE.json").read_text())["sha256"] == \
-        __import__("hashlib").sha256((embedded_teacher_path() / "model.safetensors").read_bytes()).hexdigest()
+    assert json.loads((embedded_teacher / "PROVENANCE.json").read_text())["sha256"] == \
+        __import__("hashlib").sha256((embedded_teacher / "model.safetensors").read_bytes()).hexdigest()
     # ... and the from-scratch baseline's, which is random, trains
     assert not torch.equal(conv(out / "baseline" / "init"), conv(out / "baseline" / "ft" / "model" / "backbone"))
     for v in report["variants"]:
@@ -136,7 +134,7 @@ def test_unknown_stream_keywords_are_refused_before_any_training(embedded_corpus
     assert not (out / "teacher").exists()
 
 
-def test_bad_stage_settings_fail_before_any_training(embedded_corpus, tmp_path, capsys):
+def test_bad_stage_settings_fail_before_any_training(embedded_teacher, embedded_corpus, tmp_path, capsys):
     bad = {"export.quantize=[int9]": "export.quantize ['int9']: choose among",
            "teacher_training.hidden=100": "teacher_training.hidden=100: use a multiple of 16",
            "finetune.mixed_precision=fp8": "mixed_precision 'fp8'",
@@ -189,7 +187,7 @@ def test_a_teacher_trained_on_its_own_data_stands_in_for_a_pretrained_model(smal
     assert len(p["teacher"]["cycles"]) == 3
 
 
-def test_killed_in_finetuning_resumes_without_redoing_distillation(embedded_corpus, tmp_path):
+def test_killed_in_finetuning_resumes_without_redoing_distillation(embedded_teacher, embedded_corpus, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "edgedistill", "demo", "--out", str(out), f"data={embedded_corpus}", *TINY, *TRAIN,
            "finetune.steps=400"]
@@ -215,7 +213,7 @@ def test_killed_in_finetuning_resumes_without_redoing_distillation(embedded_corp
     assert json.loads((out / "report.json").read_text())["variants"]
 
 
-def test_sv_from_a_second_dataset_is_scored_on_that_dataset(small_corpus, embedded_corpus, tmp_path):
+def test_sv_from_a_second_dataset_is_scored_on_that_dataset(embedded_teacher, small_corpus, embedded_corpus, tmp_path):
     import csv
 
     sv_only = tmp_path / "sv.csv"

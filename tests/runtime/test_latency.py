@@ -31,3 +31,18 @@ def test_side_by_side_refuses_nothing_to_time_and_a_missing_file(tmp_path):
         latency.time_onnx_side_by_side({"a": tmp_path / "a.onnx"}, rounds=0)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         latency.time_onnx_side_by_side({"a": tmp_path / "missing.onnx"})
+
+
+def test_timing_a_torch_model_on_one_thread_gives_the_caller_its_threads_back():
+    """Defect: time_torch left torch on 1 thread, so training after it in the same process ran
+    on one core."""
+    import torch
+
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        p50, p90 = latency.time_torch(lambda x: seen.append(torch.get_num_threads()), seconds=0.1, runs=2, warmup=1)
+        assert seen == [1, 1, 1] and 0 <= p50 <= p90 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
