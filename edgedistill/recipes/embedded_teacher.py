@@ -83,8 +83,9 @@ def build_embedded_teacher(dest: str | Path | None = None, overrides: list[str] 
     print(f"embedded teacher: {dest} (best at step {summary['best_step']} of {summary['steps_done']}: KWS accuracy "
           f"{val['kws_accuracy']:.2%}{eer} on {val['speakers']} held-out speakers); "
           + ("the reference weights, byte for byte" if sha == reference else
-             f"sha256 {sha[:12]}, not the reference's {reference[:12]} (another CPU or library version): the "
-             "demo's numbers will differ a little from the README's"))
+             f"sha256 {sha[:12]}, not the reference's {reference[:12]} ("
+             + (f"built with overrides: {' '.join(overrides)}" if overrides else "another CPU or library version")
+             + "): the demo's numbers will differ from the README's"))
     return provenance
 
 

@@ -27,6 +27,12 @@ def test_builds_the_recipe_teacher_into_the_cache_with_its_provenance(embedded_t
     assert [p.name for p in embedded_teacher.parent.glob(embedded_teacher.name + ".*")] == []
 
 
+def test_a_build_that_is_not_the_reference_says_why(small_corpus, tmp_path, capsys):
+    build_embedded_teacher(tmp_path / "t", [*TINY_EMBEDDED, f"data={small_corpus}"])
+    out = capsys.readouterr().out
+    assert "not the reference's" in out and "built with overrides: teacher_training.layers=4" in out
+
+
 def test_trains_at_one_thread_and_gives_the_threads_back_when_it_fails(monkeypatch, tmp_path):
     import edgedistill.recipes.run as run_mod
 
