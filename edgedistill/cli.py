@@ -147,20 +147,20 @@ def _run(args) -> int:
 
 
 def _embedded_teacher(args) -> int:
-    from edgedistill.models.teacher import embedded_teacher_path
-    from edgedistill.recipes.embedded_teacher import build_embedded_teacher
+    from edgedistill.models.teacher import EMBEDDED_TEACHER, embedded_teacher_path
+    from edgedistill.recipes.embedded_teacher import build_embedded_teacher, ensure_embedded_teacher
 
-    path = embedded_teacher_path()
-    if args.rebuild or not (path / "PROVENANCE.json").is_file():
+    if args.rebuild:
         build_embedded_teacher()
-    print(path)
+    else:
+        ensure_embedded_teacher(EMBEDDED_TEACHER)
+    print(embedded_teacher_path())
     return 0
 
 
 def _students(args) -> int:
     from edgedistill.models.student import PRESET_HELP, preset_table
     from edgedistill.models.teacher import find_speech_config
-
     from edgedistill.recipes.embedded_teacher import ensure_embedded_teacher
 
     ensure_embedded_teacher(args.teacher)

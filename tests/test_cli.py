@@ -140,3 +140,14 @@ def test_corpus_command_builds_another_corpus_from_a_spec(tmp_path, capsys):
     assert rows[0] == "path,label,speaker,split,text" and len(rows) == 1 + 2 * 2
     assert main(["corpus", "embedded:voices=3", "--root", str(tmp_path)]) == 2
     assert "unknown config key 'voices'" in capsys.readouterr().err
+
+
+def test_embedded_teacher_command_builds_only_when_missing_or_asked(embedded_teacher, monkeypatch, capsys):
+    import edgedistill.recipes.embedded_teacher as mod
+
+    builds = []
+    monkeypatch.setattr(mod, "build_embedded_teacher", lambda: builds.append("built"))
+    assert main(["embedded-teacher"]) == 0
+    assert capsys.readouterr().out.strip() == str(embedded_teacher) and builds == []
+    assert main(["embedded-teacher", "--rebuild"]) == 0
+    assert builds == ["built"]

@@ -217,13 +217,12 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
     from edgedistill.models.student import count_parameters, save_scratch_student
     from edgedistill.recipes.benchmark import benchmark
     from edgedistill.recipes.distill import distill
+    from edgedistill.recipes.embedded_teacher import ensure_embedded_teacher
     from edgedistill.deploy.kit import write_device_kit
     from edgedistill.recipes.export import budget_notes, export_variants
     from edgedistill.recipes.finetune import finetune
     from edgedistill.reporting.card import model_card
     from edgedistill.training.stages import run_stage
-
-    from edgedistill.recipes.embedded_teacher import ensure_embedded_teacher
 
     _check_stream_keywords(cfg)
     if cfg.teacher != TRAIN_TEACHER and cfg.teacher_training != TeacherTraining():
