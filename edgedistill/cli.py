@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("distill", help="layer-wise distillation of a student from a teacher")
     d.add_argument("--config", help="YAML config (a DistillConfig written out)")
-    d.add_argument("--teacher", help="HF hub id, local folder, builtin:* or embedded (the demo's shipped teacher)")
+    d.add_argument("--teacher", help="HF hub id, local folder, builtin:* or embedded (the demo's, built once into the cache)")
     d.add_argument("--student", help="student preset: distilhubert, edge, deep, wide, custom (edgedistill students)")
     d.add_argument("--data", help="'embedded', a manifest CSV, or a folder")
     d.add_argument("--out", help="output folder")

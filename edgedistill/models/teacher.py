@@ -72,6 +72,8 @@ EMBEDDED_TEACHER = "embedded"
 # Bump when a change to the training code changes the weights the recipe trains: the cache
 # then builds the embedded teacher again instead of reusing another version's.
 EMBEDDED_TEACHER_VERSION = 1
+# The reference build's provenance (shipped; its weights are not).
+EMBEDDED_REFERENCE = Path(__file__).resolve().parents[1] / "assets" / "embedded_teacher" / "PROVENANCE.json"
 
 
 def embedded_teacher_recipe() -> Path:
@@ -103,14 +105,18 @@ def embedded_teacher_path() -> Path:
     return default_cache_dir() / f"embedded-teacher-{key.hexdigest()[:12]}"
 
 
+def embedded_teacher_built() -> bool:
+    """Whether this machine has built the embedded teacher (its PROVENANCE.json is written last)."""
+    return (embedded_teacher_path() / "PROVENANCE.json").is_file()
+
+
 def embedded_teacher_reference() -> dict:
     """The reference build's PROVENANCE.json (shipped in the package; the weights are not): how
     the recipe trained on the reference machine, what it reached, and its weights' sha256. The
     README's demo numbers come from those weights."""
     import json
 
-    return json.loads((Path(__file__).resolve().parents[1] / "assets" / "embedded_teacher" /
-                       "PROVENANCE.json").read_text())
+    return json.loads(EMBEDDED_REFERENCE.read_text())
 
 
 def embedded_teacher_provenance() -> dict:
@@ -380,7 +386,7 @@ def find_speech_config(name: str, flag: str = "--teacher"):
         raise TeacherNotFoundError(f"unknown builtin teacher '{name}'; available: {sorted(BUILTIN_TEACHERS)}")
     if name == EMBEDDED_TEACHER:
         name = str(embedded_teacher_path())
-        if not (Path(name) / "PROVENANCE.json").is_file():
+        if not embedded_teacher_built():
             raise TeacherNotFoundError(f"the embedded teacher is not built on this machine yet ({name}): run "
                                        "`edgedistill embedded-teacher` once (about 5 minutes on a CPU); the CLI "
                                        "commands and recipes that use it build it first on their own")

@@ -41,7 +41,8 @@ def build_embedded_teacher(dest: str | Path | None = None, overrides: list[str] 
     dest = Path(dest) if dest is not None else embedded_teacher_path()
     own_work = not any(o.startswith("out=") for o in overrides)
     work = dest.with_name(dest.name + ".work")
-    cfg = load_config(RunConfig, embedded_teacher_recipe(), list(overrides), **({"out": str(work)} if own_work else {}))
+    recipe = embedded_teacher_recipe()
+    cfg = load_config(RunConfig, recipe, list(overrides), **({"out": str(work)} if own_work else {}))
     if cfg.teacher != TRAIN_TEACHER or cfg.teacher_training.data:
         raise ConfigError(f"the embedded teacher is trained on the recipe's `data` (teacher: {TRAIN_TEACHER}, "
                           "no teacher_training.data); remove those overrides")
@@ -64,7 +65,7 @@ def build_embedded_teacher(dest: str | Path | None = None, overrides: list[str] 
     reference = embedded_teacher_reference()["sha256"]
     sha = hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()
     provenance = {
-        "command": command, "recipe": embedded_teacher_recipe().name, "data": cfg.data,
+        "command": command, "recipe": recipe.name, "data": cfg.data,
         "teacher_training": non_default(cfg.teacher_training),
         "finetune": {k: v for k, v in non_default(teacher["finetune"]).items() if k not in ("model", "out")},
         "steps_done": summary["steps_done"], "best_step": summary["best_step"],
@@ -91,9 +92,9 @@ def build_embedded_teacher(dest: str | Path | None = None, overrides: list[str] 
 
 def ensure_embedded_teacher(name: str | None) -> None:
     """Builds the embedded teacher first if `name` is it and this machine has not built it yet."""
-    from edgedistill.models.teacher import EMBEDDED_TEACHER, embedded_teacher_path
+    from edgedistill.models.teacher import EMBEDDED_TEACHER, embedded_teacher_built
 
-    if name != EMBEDDED_TEACHER or (embedded_teacher_path() / "PROVENANCE.json").is_file():
+    if name != EMBEDDED_TEACHER or embedded_teacher_built():
         return
     log.info("the embedded teacher is not built on this machine yet: building it first, once")
     build_embedded_teacher()

@@ -90,7 +90,7 @@ class RunConfig:
         "help": "unlabelled audio for distillation (e.g. LibriSpeech); null: `data`"})
     teacher: str = field(default=TRAIN_TEACHER, metadata={
         "help": f"'{TRAIN_TEACHER}' (train a small teacher here first), an HF id / folder of a pretrained one, or "
-                "'embedded' (a small HuBERT shipped in the package, trained on other synthetic speakers)"})
+                "'embedded' (a small HuBERT built once into the cache, trained on other synthetic speakers)"})
     teacher_training: TeacherTraining = field(default_factory=TeacherTraining, metadata={
         "help": f"the teacher trained here (teacher: {TRAIN_TEACHER})"})
     distill: DistillConfig = field(default_factory=DistillConfig, metadata={"help": "distillation stage"})
