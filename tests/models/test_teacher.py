@@ -128,3 +128,11 @@ def test_the_embedded_teacher_is_cached_under_its_recipe_and_trainer_version(mon
     monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path))
     monkeypatch.setattr(teacher_mod, "EMBEDDED_TEACHER_VERSION", teacher_mod.EMBEDDED_TEACHER_VERSION + 1)
     assert teacher_mod.embedded_teacher_path() != shipped  # so is another trainer's
+
+
+def test_an_install_without_the_embedded_teacher_recipe_says_to_reinstall(monkeypatch):
+    import edgedistill.config as config_mod
+
+    monkeypatch.setattr(config_mod, "shipped_recipe", lambda name: None)
+    with pytest.raises(TeacherNotFoundError, match=r"configs/embedded_teacher.yaml\) is missing .*reinstall"):
+        load_teacher("embedded")
