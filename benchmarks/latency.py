@@ -84,7 +84,8 @@ def main(argv=None) -> dict:
     info = machine_info()
     result = {"benchmark": "latency", "teacher": args.teacher, "runs": args.runs, "warmup": args.warmup,
               "rows": rows, "command": command, "machine": info, "date": time.strftime("%Y-%m-%d"),
-              "note": "random weights; batch 1; ORT CPU execution provider, graph optimisation ALL, "
+              "note": "random weights; batch 1; ORT CPU execution provider, graph optimisation ALL but "
+                      "SkipLayerNormFusion (EdgeModel's default, benchmarks/ort_fusions.py), "
                       "inter-op threads 1"}
     md = ["# CPU latency: teacher vs students, every format", "", f"`{command}`", "",
           f"CPU {info['cpu']} ({info['cores']} cores, flags {', '.join(info['cpu_flags'])}); "

@@ -52,18 +52,23 @@ def time_torch(model, seconds: float = 1.0, threads: int = 1, runs: int = 20, wa
 
 
 def time_onnx_side_by_side(paths: dict[str, object], seconds: float = 1.0, threads: int = 1, rounds: int = 50,
-                           warmup: int = 3) -> dict[str, tuple[float, float]]:
+                           warmup: int = 3, disabled_fusions: dict[str, tuple] | None = None
+                           ) -> dict[str, tuple[float, float]]:
     """{name: (p50, p90) ms} of batch-1 runs of several ONNX models on the same `seconds` of audio,
     interleaved: each round runs every model once, so a load that comes and goes (another process,
     frequency scaling) falls on all of them alike and their ratios hold even where the absolute
-    times move. Every session is opened before any timing starts."""
+    times move. Every session is opened before any timing starts. `disabled_fusions` gives a
+    name its own onnxruntime rewrites to leave off (`EdgeModel`'s; the default elsewhere), so one
+    file can be timed with and without a rewrite."""
     from edgedistill.runtime.model import EdgeModel
 
     if not paths:
         raise ValueError("no ONNX model to time: pass at least one {name: path}")
     if rounds < 1 or warmup < 0:
         raise ValueError(f"rounds ({rounds}) must be >= 1 and warmup ({warmup}) >= 0")
-    sessions = {name: EdgeModel(path, threads=threads).session for name, path in paths.items()}
+    own = disabled_fusions or {}
+    sessions = {name: EdgeModel(path, threads=threads, **({"disabled_fusions": own[name]} if name in own else {})).session
+                for name, path in paths.items()}
     x = _audio(seconds)
     times: dict[str, list[float]] = {name: [] for name in sessions}
     for i in range(warmup + rounds):

@@ -26,6 +26,11 @@ from edgedistill.audio import AudioError, load_audio
 from edgedistill.runtime.metadata import decode_metadata
 
 MAX_SECONDS = 30.0
+# onnxruntime graph rewrites left off by default: its CPU SkipLayerNormalization kernel (what
+# SkipLayerNormFusion makes of a residual Add + LayerNormalization) runs about 4-6x slower than
+# the two ops it replaces at every shape tried (onnxruntime 1.32, x86, 1 and 2 threads;
+# `python benchmarks/ort_fusions.py`), a tenth of a small student's int8 latency.
+SLOW_FUSIONS = ("SkipLayerNormFusion",)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -33,6 +38,24 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     p = np.exp(z - z.max(axis=-1, keepdims=True))
     return p / p.sum(axis=-1, keepdims=True)
+
+
+def open_session(path, threads: int = 1, providers: list[str] | None = None,
+                 disabled_fusions=SLOW_FUSIONS, optimized_path: str | os.PathLike | None = None):
+    """An onnxruntime session for `path` (a file or model bytes) on `threads` intra-op threads,
+    every graph optimisation on except the rewrites named in `disabled_fusions` (onnxruntime's
+    optimizer names; default `SLOW_FUSIONS`). `optimized_path` writes the optimised graph there
+    (to inspect what ran)."""
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if optimized_path is not None:
+        opts.optimized_model_filepath = str(optimized_path)
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, opts, providers=providers or ["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_fusions))
 
 
 def _ort():
@@ -52,11 +75,12 @@ class EdgeModel:
         providers: onnxruntime execution providers (default CPU).
         max_seconds: the longest audio one call accepts (default 30 s); longer audio is an
             `AudioError` (use a streaming detector over windows instead).
+        disabled_fusions: onnxruntime graph rewrites to leave off (default `SLOW_FUSIONS`; `()`
+            runs every one).
     """
 
     def __init__(self, path: str | os.PathLike, threads: int = 1, providers: list[str] | None = None,
-                 max_seconds: float = MAX_SECONDS):
-        ort = _ort()
+                 max_seconds: float = MAX_SECONDS, disabled_fusions=SLOW_FUSIONS):
         path = Path(path)
         if path.is_dir():
             found = sorted(p.name for p in path.glob("*.onnx"))
@@ -64,12 +88,10 @@ class EdgeModel:
                                     + (f" (it holds {', '.join(found)})" if found else " (it holds no .onnx file)"))
         if not path.is_file():
             raise FileNotFoundError(f"model file '{path}' does not exist")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+            self.session = open_session(path, threads, providers, disabled_fusions)
+        except ImportError:
+            raise
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ValueError(f"'{path}' is not a loadable ONNX model ({str(exc).splitlines()[0][:200]}): "
                              "the file may be truncated or not ONNX; export it again") from exc

@@ -142,3 +142,37 @@ def test_infer_script_prints_one_line_for_bad_input(exported, tmp_path):
         out = subprocess.run([sys.executable, str(kit / "infer.py"), *args], capture_output=True, text=True)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("infer.py: error:")
+
+
+def test_sessions_leave_the_slow_skip_layernorm_fusion_off_unless_asked(tmp_path):
+    """onnxruntime fuses a residual Add + LayerNormalization into SkipLayerNormalization, whose
+    CPU kernel is several times slower (benchmarks/ort_fusions.py): the runtime leaves it off by
+    default, and the fused and unfused graphs compute the same."""
+    import onnx
+
+    from edgedistill.runtime.model import SLOW_FUSIONS, open_session
+    from tests.benchmarks import load_benchmark
+
+    model = load_benchmark("ort_fusions").add_layernorm_graph(49, 256)
+    feed = {n: np.random.default_rng(k).standard_normal((1, 49, 256)).astype(np.float32) for k, n in enumerate(("x", "skip"))}
+    ops, outs = {}, {}
+    for name, disabled in (("default", SLOW_FUSIONS), ("every rewrite", ())):
+        graph = tmp_path / f"{name}.onnx"
+        session = open_session(model, 1, disabled_fusions=disabled, optimized_path=graph)
+        outs[name] = session.run(None, feed)[0]
+        ops[name] = {n.op_type for n in onnx.load(graph).graph.node}
+    assert "SkipLayerNormalization" in ops["every rewrite"]  # the fusion exists in this onnxruntime
+    assert "SkipLayerNormalization" not in ops["default"] and "LayerNormalization" in ops["default"]
+    np.testing.assert_allclose(outs["default"], outs["every rewrite"], atol=1e-5)
+
+
+def test_an_edge_model_opens_with_the_fusions_it_is_given(exported, monkeypatch):
+    path, _ = exported
+    seen = []
+    import edgedistill.runtime.model as model
+
+    real = model.open_session
+    monkeypatch.setattr(model, "open_session", lambda *a: seen.append(a[3]) or real(*a))
+    EdgeModel(path)
+    EdgeModel(path, disabled_fusions=())
+    assert seen == [model.SLOW_FUSIONS, ()]
