@@ -23,7 +23,9 @@ def main(argv=None) -> dict:
     from edgedistill.deploy.quantize import MODES  # torch-free
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--teacher", default="builtin:hubert-base-random", help="teacher shape (random weights)")
+    p.add_argument("--teacher", default="builtin:hubert-base-random",
+                   help="teacher shape (random weights): a builtin name or small:LAYERSxHIDDENxCNN (a recipe's "
+                        "trained teacher, e.g. small:6x256x256 for Arabic Speech Commands)")
     p.add_argument("--students", default="distilhubert,edge,deep,wide")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated quantization modes")
     p.add_argument("--threads", default="1,2")
@@ -41,14 +43,15 @@ def main(argv=None) -> dict:
     from edgedistill.reporting.machine import machine_info, write_report
     from edgedistill.models.multitask import MultiTaskModel
     from edgedistill.models.student import StudentConfig, build_student, count_parameters
-    from edgedistill.models.teacher import load_teacher
+    from edgedistill.models.builders import random_teacher
     from edgedistill.deploy.quantize import quantize_model, scheme_with_calibration
 
     threads = [int(t) for t in args.threads.split(",")]
     lengths = [float(s) for s in args.seconds.split(",")]
     modes = [m for m in args.modes.split(",") if m]
     labels = [f"kw{i}" for i in range(12)]
-    teacher = load_teacher(args.teacher).model
+    torch.manual_seed(0)
+    teacher = random_teacher(args.teacher)
     rows = []
 
     def measure(name: str, fmt: str, run, params: int, file_bytes: int | None):

@@ -65,19 +65,12 @@ def build_files(teacher_spec: str, students: list[str], tmp: Path, calibration: 
 
     from edgedistill.deploy.onnx import export_onnx
     from edgedistill.deploy.quantize import quantize_model, scheme_with_calibration
-    from edgedistill.models.builders import small_hubert_config
+    from edgedistill.models.builders import random_teacher
     from edgedistill.models.multitask import MultiTaskModel
     from edgedistill.models.student import StudentConfig, build_student
-    from edgedistill.models.teacher import load_teacher
 
     torch.manual_seed(0)
-    if teacher_spec.startswith("small:"):
-        from transformers import HubertModel
-
-        layers, hidden, cnn = (int(v) for v in teacher_spec[len("small:"):].split("x"))
-        teacher = load_teacher(HubertModel(small_hubert_config(layers, hidden, cnn)).eval()).model
-    else:
-        teacher = load_teacher(teacher_spec).model
+    teacher = random_teacher(teacher_spec)
     files = {}
     for name in ["teacher", *students]:
         backbone = teacher if name == "teacher" else build_student(teacher, StudentConfig(preset=name))[0]

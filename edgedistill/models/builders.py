@@ -50,3 +50,19 @@ def save_small_hubert(folder: str | Path, layers: int, hidden: int, cnn: int, se
         HubertModel(small_hubert_config(layers, hidden, cnn)).save_pretrained(folder)
         Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False).save_pretrained(folder)
     return str(folder)
+
+
+def random_teacher(spec: str) -> torch.nn.Module:
+    """A random-weight teacher of a shape (for timing: speed depends on the shape alone): a
+    `builtin:*` name, or `small:LAYERSxHIDDENxCNN`, the small HuBERT a recipe trains with
+    `teacher: train` (`teacher_training.layers / hidden / cnn`, e.g. `small:6x256x256`)."""
+    if spec.startswith("small:"):
+        from transformers import HubertModel
+
+        try:
+            layers, hidden, cnn = (int(v) for v in spec[len("small:"):].split("x"))
+        except ValueError:
+            raise ValueError(f"'{spec}': write small:LAYERSxHIDDENxCNN, e.g. small:6x256x256") from None
+        return load_teacher(HubertModel(small_hubert_config(layers, hidden, cnn)).eval()).model
+    return load_teacher(spec).model
+

@@ -185,3 +185,27 @@ def test_an_edge_variant_run_gets_its_own_goal_line_and_other_seeds_do_not():
     spread = {s["variant"]: s for s in load_benchmark("arabic_recipe").seed_summary(rows, [0, 1])}
     assert spread["edge_hint fp32"]["seeds"] == 2 and abs(spread["edge_hint fp32"]["kws_mean"] - 0.87) < 1e-9
     assert spread["edge fp32"]["seeds"] == 2
+
+
+def test_an_edge_student_short_of_half_the_latency_is_told_what_its_shape_allows(tmp_path):
+    mod = load_benchmark("arabic_recipe")
+    for name, full, edge in (("ort_fusions_small.json", 4.0, 2.5), ("ort_fusions.json", 26.0, 13.0)):
+        rows = [{"model": f"{m} {f}", "audio_s": s, "fusion_off_ms": v * s, "every_rewrite_ms": 9 * v}
+                for m, v in (("distilhubert", full), ("edge", edge)) for f in ("int8", "fp32") for s in (4, 1)]
+        (tmp_path / name).write_text(json.dumps({"command": f"python benchmarks/ort_fusions.py ({name})",
+                                                 "date": "d", "machine": {"cpu": "c"}, "models": rows}))
+    shapes = mod.shape_latency(tmp_path)
+    # the recipe's own teacher and edge student, as its runs build them
+    assert shapes["recipe"]["teacher_cnn"] == [64, 128, 128, 128, 128, 256, 256]
+    assert shapes["recipe"]["edge_cnn"] == [16, 64, 64, 64, 64, 256, 256]
+    rows = [_row("teacher fp32", 0.90, 0.10, 20, 20), _row("distilhubert fp32", 0.88, 0.11, 8, 9),
+            _row("distilhubert int8", 0.88, 0.11, 4, 3), _row("edge fp32", 0.88, 0.11, 3, 8),
+            _row("edge int8", 0.88, 0.11, 3, 2.5)]
+    lines = mod.goals(rows, shapes=shapes)
+    why = lines[lines.index(next(x for x in lines if x.startswith("- Edge student"))) + 1]
+    assert why.startswith("  Why the speed falls short: this recipe's teacher (`teacher_training`: 6 x 256, CNN "
+                          "64-128-128-128-128-256-256)")
+    assert "runs 1.60x as fast as distilhubert (2.50 against 4.00 ms" in why and "runs 2.00x as fast (13.0" in why
+    rows[-1] = _row("edge int8", 0.88, 0.11, 2, 2.5)  # twice as fast: nothing to explain
+    assert not any("falls short" in x for x in mod.goals(rows, shapes=shapes))
+    assert mod.shape_latency(tmp_path / "none") == {}
