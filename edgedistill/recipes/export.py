@@ -38,8 +38,12 @@ class ExportStage:
     eer_budget: float | None = field(default=None, metadata={
         "help": "SV EER a quantized student may gain against fp32 (0.005 = 0.5 points), with kws_budget"})
     quantize_teacher: bool = field(default=True, metadata={
-        "help": "also quantize the teacher with every mode (plain post-training, no budget): the "
-                "'teacher int8' rows, what a user gets without distilling"})
+        "help": "also quantize the teacher with every mode: the 'teacher int8' rows, what a user gets "
+                "without distilling"})
+    teacher_budget: bool = field(default=True, metadata={
+        "help": "the teacher's quantized files get the student's sensitivity search too (the same "
+                "quantization and budget, where kws_budget / eer_budget are set); false: plain "
+                "post-training, every node quantized"})
 
     def __post_init__(self):
         unknown = [m for m in self.quantize if m not in MODES]
@@ -167,7 +171,8 @@ def float_words(r: dict) -> str:
 
 
 def budget_notes(sensitivity: dict) -> list[str]:
-    """The export stage's sensitivity results in words, for the run report."""
+    """The export stage's sensitivity results in words, for the run report ({MODE: result} for the
+    student, {"teacher MODE": result} for the teacher)."""
     lines = []
     for mode, r in sensitivity.items():
         change = (f"KWS accuracy {100 * r['kws_accuracy_change']:+.2f} points, EER {100 * r['sv_eer_change']:+.2f} "
@@ -175,10 +180,11 @@ def budget_notes(sensitivity: dict) -> list[str]:
         kept = f"{len(r['kept_float'])} node(s) kept in float" + float_words(r)
         limits = ", ".join(f"{what} {100 * r[key]:.2f} points" for what, key in (("KWS", "kws_budget"),
                                                                                   ("EER", "eer_budget")) if r[key])
+        who = mode if mode.startswith("teacher ") else f"student {mode}"
         if r["budget_met"]:
-            lines.append(f"- student {mode}: within the budget ({limits}): {change}; {kept}.")
+            lines.append(f"- {who}: within the budget ({limits}): {change}; {kept}.")
         else:
-            lines.append(f"- student {mode}: **budget missed** ({limits}): {change} with {kept}, every node "
+            lines.append(f"- {who}: **budget missed** ({limits}): {change} with {kept}, every node "
                          "that helped: post-training quantization cannot meet it for this model.")
     return lines
 

@@ -265,11 +265,17 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
                                 cfg.finetune.val_split, seed=cfg.finetune.seed, num_trials=cfg.benchmark.num_trials)
         write_device_kit(out / "export")
         teacher_modes = dataclasses.replace(e, quantize=e.quantize if e.quantize_teacher else [])
-        files.update(export_variants(teacher_model, out / "benchmark_models", teacher_modes, cfg.data,
-                                     cfg.finetune.train_split, cfg.finetune.val_split, name="teacher", budget=False))
-        return files
+        teacher = export_variants(teacher_model, out / "benchmark_models", teacher_modes, cfg.data,
+                                  cfg.finetune.train_split, cfg.finetune.val_split, name="teacher",
+                                  budget=e.teacher_budget, seed=cfg.finetune.seed, num_trials=cfg.benchmark.num_trials)
+        found = {f"teacher {mode}": r for mode, r in teacher.pop("sensitivity", {}).items()}
+        return {**files, **teacher, **({"sensitivity": {**files.get("sensitivity", {}), **found}} if found else {})}
 
-    specs["export"] = {"up": specs["finetune"], "cfg": non_default(cfg.export), "teacher": spec}
+    searched = cfg.export.teacher_budget and cfg.export.quantize_teacher and (
+        cfg.export.kws_budget is not None or cfg.export.eer_budget is not None)
+    # The teacher's search is in the hash where it runs (an export from before it is redone).
+    specs["export"] = {"up": specs["finetune"], "cfg": non_default(cfg.export), "teacher": spec,
+                       **({"teacher_searched": True} if searched else {})}
     files = run_stage("export", out / "export", specs["export"], export_stage, overwrite)
 
     if p["qat"] is not None:

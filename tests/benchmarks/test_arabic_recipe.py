@@ -157,6 +157,9 @@ def test_the_goals_are_checked_in_words():
     rows[-2] = {**rows[-2], "run_teacher_ms": {"int8-dynamic": 5}}
     rows += [{**_row("wide int8-dynamic", 0.895, 0.11, 15, 5), "run_teacher_ms": {"int8-dynamic": 30}}]
     assert goals(rows)[-2].endswith(": wide int8-dynamic is smaller, faster and at least as accurate.")
+    # a teacher quantized with the students' search says so
+    assert "(teacher int8, post-training, with the students' sensitivity search: " in \
+        goals(rows, teacher_searched={"int8"})[-1]
 
 
 def test_an_edge_variant_run_gets_its_own_goal_line_and_other_seeds_do_not():

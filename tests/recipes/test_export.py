@@ -30,6 +30,8 @@ def test_the_export_stage_keeps_nodes_in_float_until_the_int8_budget_holds(train
                             str(embedded_corpus), "train", "val", name="teacher")
     assert set(plain) == {"teacher-fp32", "teacher-int8-dynamic"}
     assert (tmp_path / "plain" / "teacher.int8-dynamic.onnx").exists()
+    # the teacher's search, in the report's words: a line of its own, not the student's
+    assert budget_notes({"teacher int8": found})[0].startswith("- teacher int8: ")
 
 
 def test_bad_export_stage_settings_are_refused_with_what_to_write():

@@ -97,6 +97,21 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_teacher, embedded_corpus
     assert "stage 'teacher'" in capsys.readouterr().err
 
 
+def test_with_an_int8_budget_the_teacher_is_quantized_as_its_student_is(embedded_teacher, embedded_corpus, tmp_path):
+    """The 'teacher int8' row is what a user gets without distilling: with the export stage's
+    budgets it gets the student's sensitivity search too (same quantization), and says what it found."""
+    out = tmp_path / "run"
+    budget = ["export.quantize=[int8]", "export.kws_budget=0.001", "export.eer_budget=0.005"]
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, *budget]) == 0
+    found = json.loads((out / "export" / "stage.json").read_text())["result"]["sensitivity"]
+    assert set(found) == {"int8", "teacher int8"}
+    for r in found.values():
+        assert r["cost_final"] <= r["cost_all_quantized"] and r["split"] == "val"
+    md = (out / "report.md").read_text()
+    assert "\n- student int8: " in md and "\n- teacher int8: " in md
+    assert ("within the budget" in md.split("- teacher int8: ")[1].splitlines()[0]) == found["teacher int8"]["budget_met"]
+
+
 def test_a_teacher_trained_in_the_run_on_a_corpus_of_its_own(embedded_corpus, small_corpus, tmp_path):
     out = tmp_path / "run"
     assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, *TRAIN, "finetune.freeze_cnn=null",
