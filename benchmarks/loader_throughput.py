@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgedistill.reporting.machine import gives_threads_back
+
 ROOT = Path(__file__).resolve().parents[1]
 ARABIC = ROOT.parent / "shared" / "data" / "arabic_speech_commands"
 
@@ -81,6 +83,7 @@ def time_loader(paths: list[Path], workers: int, batch_size: int, max_samples: i
     return audio / (time.perf_counter() - t0)
 
 
+@gives_threads_back
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])

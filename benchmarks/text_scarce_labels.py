@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgedistill.reporting.machine import gives_threads_back
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "arabic_speech_commands"
 PLAIN, TEXT = "layer-wise", "layer-wise + text"
@@ -91,6 +93,7 @@ def _manifests(manifest: Path, work: Path, fraction: float, seed: int) -> tuple[
     return d_path, f_path, len(labelled)
 
 
+@gives_threads_back
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with manifest.csv (train/val splits)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -54,3 +55,19 @@ def write_report(out: str | Path, result: dict, markdown: list[str]) -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float))
     out.with_suffix(".md").write_text("\n".join(markdown) + "\n")
     print("\n".join(markdown))
+
+
+def gives_threads_back(main):
+    """Decorator for a benchmark's `main`, which may pin torch's thread count: the caller gets
+    its own back (a test suite that runs the smoke tests keeps its threads; torch is imported
+    only when the benchmark runs)."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        before = torch.get_num_threads()
+        try:
+            return main(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+    return wrapper
