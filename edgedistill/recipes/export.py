@@ -57,6 +57,10 @@ class ExportStage:
             if getattr(self, name) is not None and not 0 < getattr(self, name) < 1:
                 raise ValueError(f"export.{name} is a fraction in (0, 1), e.g. 0.001 for 0.1 points")
 
+    def searched(self) -> bool:
+        """Whether quantized files go through the sensitivity search (a budget is set)."""
+        return self.kws_budget is not None or self.eer_budget is not None
+
     def scheme(self, mode: str, calibration: str, calibration_split: str) -> QuantScheme:
         """The quantization scheme of `mode` as this stage runs it (calibrated on `calibration_clips`
         clips of `calibration_split` where the mode calibrates)."""
@@ -140,7 +144,7 @@ def export_variants(model: str, folder: Path, stage: ExportStage, calibration: s
     "NAME-MODE": path, ..., "sensitivity": {MODE: what the search found}}."""
     stem = "model" if name == "student" else name  # the deployed files keep the kit's names
     files = {f"{name}-fp32": export_onnx(model, folder / f"{stem}.fp32.onnx")["path"]}
-    searched = budget and (stage.kws_budget is not None or stage.eer_budget is not None)
+    searched = budget and stage.searched()
     clips = resolve_labelled(calibration, eval_split) if searched else None
     found = {}
     for mode in stage.quantize:

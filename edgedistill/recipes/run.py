@@ -271,8 +271,7 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
         found = {f"teacher {mode}": r for mode, r in teacher.pop("sensitivity", {}).items()}
         return {**files, **teacher, **({"sensitivity": {**files.get("sensitivity", {}), **found}} if found else {})}
 
-    searched = cfg.export.teacher_budget and cfg.export.quantize_teacher and (
-        cfg.export.kws_budget is not None or cfg.export.eer_budget is not None)
+    searched = cfg.export.teacher_budget and cfg.export.quantize_teacher and cfg.export.searched()
     # The teacher's search is in the hash where it runs (an export from before it is redone).
     specs["export"] = {"up": specs["finetune"], "cfg": non_default(cfg.export), "teacher": spec,
                        **({"teacher_searched": True} if searched else {})}
