@@ -36,3 +36,7 @@ def test_an_interrupted_stage_resumes_with_its_spec_and_logs_to_stage_log(tmp_pa
 def test_settings_that_do_not_change_results_are_not_hashed():
     assert spec_hash({"cfg": {"steps": 3, "log_with": None}}) == spec_hash({"cfg": {"steps": 3, "log_with": "wandb"}})
     assert spec_hash({"cfg": {"steps": 3}}) != spec_hash({"cfg": {"steps": 4}})
+    # Checkpointing more often to resume a long run closer to where it stopped: the teacher stage
+    # holds the student's fine-tuning settings, so these once refused a finished teacher.
+    bookkeeping = {"save_every": 250, "log_every": 5, "keep_checkpoints": 1}
+    assert spec_hash({"up": {"cfg": {"steps": 3, **bookkeeping}}}) == spec_hash({"up": {"cfg": {"steps": 3}}})
