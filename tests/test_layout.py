@@ -54,7 +54,8 @@ BLOCKED = ("import sys\nfor m in ('torch', 'transformers', 'accelerate', 'scipy'
 
 @pytest.mark.parametrize("module", ["edgedistill.runtime", "edgedistill.runtime.model", "edgedistill.runtime.streaming",
                                     "edgedistill.runtime.metadata", "edgedistill.runtime.evaluate",
-                                    "edgedistill.runtime.latency", "edgedistill.deploy.quantize", "edgedistill.metrics",
+                                    "edgedistill.runtime.latency", "edgedistill.deploy.quantize", "edgedistill.deploy.calibration",
+                                    "edgedistill.deploy.trained_ranges", "edgedistill.metrics",
                                     "edgedistill.reporting.tables", "edgedistill.reporting.machine"])
 def test_device_and_quantization_modules_import_with_torch_blocked(module):
     code = BLOCKED + f"import {module}\nassert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"

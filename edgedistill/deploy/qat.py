@@ -12,7 +12,8 @@ makes a model see the same rounding while it trains:
   min and max (dynamic quantization quantizes each call's input).
 Gradients pass straight through the rounding. `fold_qat` ends it: every weight keeps its
 rounded value (integers times the scale), so the export's quantizer finds the same scales and
-rounds nothing more; the weights are exactly the ones the model was trained with.
+rounds nothing more; the weights are exactly the ones the model was trained with. `qat_ranges`
+gives the trained activation ranges, which the int8 export uses instead of calibrating afresh.
 
 Convolutions whose weight is already parametrized (the positional convolution's weight norm)
 are left as they are: onnxruntime still quantizes them after training.
@@ -124,6 +125,14 @@ def prepare_qat(model: nn.Module, target: str = "auto") -> nn.Module:
     if not done:
         raise ValueError("prepare_qat found no Conv1d or Linear layer to quantize in the model")
     return model
+
+
+def qat_ranges(model: nn.Module) -> dict[str, dict[str, list[float]]]:
+    """The trained input and output ranges of a `prepare_qat` model's convolutions, by module
+    path ({"in": [lo, hi], "out": [lo, hi]}): what `edgedistill.deploy.trained_ranges` writes
+    into the int8 file, so it rounds as the model trained."""
+    return {name: {key: [float(getattr(m, f"qat_{key}").lo), float(getattr(m, f"qat_{key}").hi)] for key in ("in", "out")}
+            for name, m in model.named_modules() if hasattr(m, "qat_in") and getattr(m, "qat_in").seen}
 
 
 def fold_qat(model: nn.Module) -> nn.Module:

@@ -5,8 +5,8 @@ torchao's `quantize_(model, config)`: a new scheme is one class, not an `if` on 
 `quantize_model(src, dst, quantize_config("int8", calibration=DATA))`.
 - `int8-dynamic`: MatMul/Gemm weights int8, activations quantized at run time; convs stay
   float (the default op list's ConvInteger is about 3x slower than fp32 on these models);
-- `int8`: convs static per-channel int8 (QLinearConv, calibrated on real audio) and
-  MatMuls dynamic: the fast CPU layout;
+- `int8`: convs static per-channel int8 (QLinearConv, calibrated on real audio, or with a
+  quantization-aware model's trained ranges) and MatMuls dynamic: the fast CPU layout;
 - `int8-static`: everything QDQ, calibrated (for accelerators / runtimes that want QDQ);
 - `int4-weights`: 4-bit block-wise weight-only MatMuls (MatMulNBits) for the largest matrices;
 - `fp16`: half-precision weights and compute, float32 input and outputs.
@@ -25,6 +25,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from edgedistill.deploy.calibration import calibration_reader as _reader
 from edgedistill.deploy.fusion import type_fused_outputs
 from edgedistill.errors import QuantizeError
 
@@ -141,36 +142,6 @@ def scheme_with_calibration(mode: str, **calibration) -> QuantScheme:
     return quantize_config(mode, **(calibration if calibrated else {}))
 
 
-class AudioCalibrationReader:
-    """`CalibrationDataReader` over clips: one clip in memory at a time."""
-
-    def __init__(self, clips, num_clips: int, num_samples: int, seed: int = 0):
-        from edgedistill.data.manifest import load_clip
-
-        rng = np.random.default_rng(seed)
-        idx = rng.permutation(len(clips))[:num_clips]
-        self._clips, self._load, self._n = [clips[i] for i in idx], load_clip, num_samples
-        self._it = iter(self._clips)
-
-    def get_next(self):
-        clip = next(self._it, None)
-        if clip is None:
-            return None
-        a = self._load(clip)[: self._n]
-        a = np.pad(a, (0, self._n - len(a)))
-        return {"waveform": a[None, :].astype(np.float32)}
-
-    def rewind(self):
-        self._it = iter(self._clips)
-
-
-def _reader(cfg: CalibratedScheme):
-    from edgedistill.data.layouts import resolve_labelled
-
-    clips = resolve_labelled(cfg.calibration, cfg.calibration_split)
-    return AudioCalibrationReader(clips, cfg.calibration_clips, cfg.calibration_samples)
-
-
 def _calibration(cfg: CalibratedScheme) -> dict:
     from onnxruntime.quantization import CalibrationMethod
 
@@ -224,10 +195,15 @@ class Int8(CalibratedScheme):
     mode: ClassVar[str] = "int8"
     marks: ClassVar[set[str]] = {"QLinearConv", "DynamicQuantizeMatMul", "MatMulInteger"}
     node_types: ClassVar[set[str]] = {"MatMul", "Gemm", "Conv"}
+    ranges: str | None = field(default=None, metadata={"help": "a quantization-aware model's trained conv ranges "
+                                                              "(its qat_ranges.json), used instead of calibrated ones"})
 
     def apply(self, src: Path, dst: Path, s: dict, tmp: Path) -> None:
         from onnxruntime.quantization import QuantFormat, quantize_static
 
+        from edgedistill.deploy.trained_ranges import apply_trained_ranges, read_ranges
+
+        ranges = read_ranges(self.ranges) if self.ranges else None  # a bad file fails before calibrating
         pre = _preprocess(src, tmp / "pre.onnx")
         convs = tmp / "convs.onnx"
         cal = _calibration(self)
@@ -236,6 +212,8 @@ class Int8(CalibratedScheme):
                     activation_type=_qtype("QUInt8"), weight_type=_qtype(s["weight"]),
                     nodes_to_exclude=self.exclude_nodes, calibrate_method=cal["calibrate_method"],
                     extra_options=cal["extra"])
+        if ranges:
+            log.info("int8: trained ranges for %d conv(s)", len(apply_trained_ranges(convs, ranges)))
         _dynamic_matmul(convs, dst, self, s)
 
 

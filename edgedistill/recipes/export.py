@@ -10,6 +10,7 @@ it on labelled clips (`eval_data`), or searched node by node until it costs at m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from edgedistill.deploy.kit import write_device_kit
 from edgedistill.deploy.onnx import claim_export_folder, export_onnx
 from edgedistill.deploy.quantize import MODES, QuantScheme, quantize_model, scheme_with_calibration
 from edgedistill.deploy.sensitivity import sensitivity_search
+from edgedistill.deploy.trained_ranges import RANGES_FILE
 
 
 @dataclass
@@ -80,12 +82,24 @@ def export(model: str, out: str | Path, *, hidden_states: bool = False, overwrit
           f"{r['parity_max_abs_diff']:.1e})")
     result = {"fp32": r}
     if quantize is not None:
+        quantize = with_trained_ranges(quantize, model)
         result["quantized"] = quantize_file(r["path"], out, quantize, eval_data, eval_split, sensitivity)
     write_device_kit(out)
     best = Path(result.get("quantized", r)["path"])
     print(f"device kit in {out}: copy the folder to the device, then `cd {out.name} && "
           f"python infer.py {best.name} clip.wav`")
     return result
+
+
+def with_trained_ranges(scheme: QuantScheme, model: str | Path) -> QuantScheme:
+    """`scheme` with a quantization-aware model's trained conv ranges (its `qat_ranges.json`)
+    where the scheme takes them (`int8`) and names none: its int8 file then rounds as it trained."""
+    from edgedistill.models.multitask import find_multitask_folder
+
+    folder = find_multitask_folder(model, required=False)
+    if folder is None or not (folder / RANGES_FILE).is_file() or not hasattr(scheme, "ranges") or scheme.ranges:
+        return scheme
+    return dataclasses.replace(scheme, ranges=str(folder / RANGES_FILE))
 
 
 def quantize_file(float_path: str | Path, out_dir: str | Path, cfg: QuantScheme, eval_data: str | None = None,
@@ -148,7 +162,7 @@ def export_variants(model: str, folder: Path, stage: ExportStage, calibration: s
     clips = resolve_labelled(calibration, eval_split) if searched else None
     found = {}
     for mode in stage.quantize:
-        q = stage.scheme(mode, calibration, calibration_split)
+        q = with_trained_ranges(stage.scheme(mode, calibration, calibration_split), model)
         dst = folder / f"{stem}.{mode}.onnx"
         if searched:
             r = sensitivity_search(files[f"{name}-fp32"], dst, q, clips, kws_budget=stage.kws_budget,

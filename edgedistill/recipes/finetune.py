@@ -29,7 +29,8 @@ from edgedistill.data.labelled import IGNORE, BalancedSampler, LabelledAudio, co
 from edgedistill.data.layouts import noise_for_split, resolve_labelled, silence_folder
 from edgedistill.data.trials import sv_unscored_reason
 from edgedistill.data.manifest import AUDIO_EXTENSIONS, Clip, ManifestError
-from edgedistill.deploy.qat import fold_qat, prepare_qat
+from edgedistill.deploy.qat import fold_qat, prepare_qat, qat_ranges
+from edgedistill.deploy.trained_ranges import RANGES_FILE
 from edgedistill.deploy.quantize import TARGETS
 from edgedistill.training.evaluation import evaluate_model
 from edgedistill.models.multitask import MultiTaskModel
@@ -207,10 +208,13 @@ def _stalled(cfg: FinetuneConfig, step: int, best: dict, accelerator) -> bool:
     return bool(stall)
 
 
-def _save_model_atomic(model: MultiTaskModel, folder: Path) -> None:
+def _save_model_atomic(model: MultiTaskModel, folder: Path, qat: bool = False) -> None:
+    """Saves `model` (a `prepare_qat` one folded, with its trained ranges, where `qat`)."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    (fold_qat(model) if qat else model).save_pretrained(tmp)
+    if qat:
+        (tmp / RANGES_FILE).write_text(json.dumps(qat_ranges(model), indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
@@ -352,7 +356,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
                               "val_sv_eer": report.get("sv_eer"), "val_score": score}
                     if score > best["score"]:
                         inner.spec["sv_threshold"] = report.get("sv_eer_threshold")
-                        _save_model_atomic(fold_qat(inner) if cfg.qat else inner, out / "model")
+                        _save_model_atomic(inner, out / "model", cfg.qat)
                         best = {"score": score, "step": step, "report": report}
                 accelerator.wait_for_everyone()
                 if _stalled(cfg, step, best, accelerator):

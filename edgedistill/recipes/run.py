@@ -286,7 +286,9 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
             found = {f"qat {mode}": r for mode, r in qat_files.get("sensitivity", {}).items()}
             return {"student-qat-int8": qat_files["student-qat-int8"], "sensitivity": found}
 
-        specs["qat"] = {"up": specs["distill"], "cfg": non_default(p["qat"]), "export": non_default(cfg.export)}
+        # Its int8 file takes the trained conv ranges (a qat stage from before them is redone).
+        specs["qat"] = {"up": specs["distill"], "cfg": non_default(p["qat"]), "export": non_default(cfg.export),
+                        "int8_ranges": "trained"}
         qat = run_stage("qat", out / "qat", specs["qat"], qat_stage, overwrite)
         files = {**files, "student-qat-int8": qat["student-qat-int8"],
                  "sensitivity": {**files.get("sensitivity", {}), **qat["sensitivity"]}}

@@ -33,6 +33,7 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_teacher, embedded_corpus
     # quantization-aware training: its own fine-tuning of the distilled student, exported in int8
     assert qat["params"] == student["params"] and qat["path"].endswith("student-qat.int8.onnx")
     assert (out / "qat" / "ft" / "model" / "multitask.json").exists()
+    assert (out / "qat" / "ft" / "model" / "qat_ranges.json").exists()  # its int8 file rounds with them
     # the teacher merely quantized is a row of its own, and every row says what it retains of the teacher
     assert teacher_q["params"] == teacher["params"] and teacher_q["file_bytes"] < teacher["file_bytes"]
     assert teacher["kws_retained"] == 1 and student["kws_retained"] == student["kws_accuracy"] / teacher["kws_accuracy"]
