@@ -203,7 +203,8 @@ def budget_notes(sensitivity: dict) -> list[str]:
             lines.append(f"- {who}: within the budget ({limits}): {change}; {kept}.")
         else:
             lines.append(f"- {who}: **budget missed** ({limits}): {change} with {kept}, every node "
-                         "that helped: post-training quantization cannot meet it for this model.")
+                         "that helped; every candidate node in float missed it too: post-training quantization "
+                         "cannot meet it for this model.")
     return lines
 
 

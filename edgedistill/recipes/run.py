@@ -272,9 +272,11 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
         return {**files, **teacher, **({"sensitivity": {**files.get("sensitivity", {}), **found}} if found else {})}
 
     searched = cfg.export.teacher_budget and cfg.export.quantize_teacher and cfg.export.searched()
-    # The teacher's search is in the hash where it runs (an export from before it is redone).
+    # The teacher's search is in the hash where it runs, and so is the search's version where one
+    # runs (an export from before either is redone: v2 tries masked nodes together).
+    search = {"search": 2} if cfg.export.searched() else {}
     specs["export"] = {"up": specs["finetune"], "cfg": non_default(cfg.export), "teacher": spec,
-                       **({"teacher_searched": True} if searched else {})}
+                       **({"teacher_searched": True} if searched else {}), **search}
     files = run_stage("export", out / "export", specs["export"], export_stage, overwrite)
 
     if p["qat"] is not None:
@@ -288,7 +290,7 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
 
         # Its int8 file takes the trained conv ranges (a qat stage from before them is redone).
         specs["qat"] = {"up": specs["distill"], "cfg": non_default(p["qat"]), "export": non_default(cfg.export),
-                        "int8_ranges": "trained"}
+                        "int8_ranges": "trained", **search}
         qat = run_stage("qat", out / "qat", specs["qat"], qat_stage, overwrite)
         files = {**files, "student-qat-int8": qat["student-qat-int8"],
                  "sensitivity": {**files.get("sensitivity", {}), **qat["sensitivity"]}}

@@ -49,7 +49,8 @@ def test_a_node_that_does_not_help_with_the_others_stays_quantized(exported, emb
     import edgedistill.deploy.sensitivity as q
     import edgedistill.runtime.evaluate as oe
 
-    costs = {(): 0.10, ("a",): 0.04, ("b",): 0.06, ("c",): 0.09, ("a", "b"): 0.04, ("a", "c"): 0.03}
+    costs = {(): 0.10, ("a",): 0.04, ("b",): 0.06, ("c",): 0.09, ("a", "b"): 0.04, ("a", "c"): 0.03,
+             ("a", "c", "b"): 0.02}  # every node in float misses too: the greedy's nodes stay
     seen = []
     real_quantize, real_compare = q.quantize_model, oe.compare
 
@@ -95,3 +96,30 @@ def test_a_node_made_unneeded_by_later_ones_goes_back_to_int8(exported, embedded
         assert r["kept_float"] == kept and abs(r["cost_final"] - final) < 1e-12 and r["budget_met"]
         assert seen[-2:] == [tuple(kept), ()]  # the file written is the one measured, then every node in int8
         assert r["float_latency"]["p50_ms"] > 0 and r["float_latency"]["all_int8_p50_ms"] > 0  # timed side by side
+
+
+def test_nodes_that_mask_each_other_are_kept_in_float_together(exported, embedded_corpus, tmp_path, monkeypatch):
+    """Defect: b and c each cost the whole budget, so keeping either in float alone gained
+    nothing, and the search stopped with every node in int8 ("budget missed", the Arabic teacher
+    5 KWS points over, where int8-dynamic, its convs all float, was within). Every candidate is
+    then tried in float, and the ones the budget does not need go back to int8."""
+    from dataclasses import replace
+
+    import edgedistill.deploy.sensitivity as q
+    import edgedistill.runtime.evaluate as oe
+
+    costs = {(): 0.10, ("a",): 0.10, ("b",): 0.10, ("c",): 0.10, ("a", "b", "c"): 0.0, ("b", "c"): 0.005}
+    seen = []
+    real_quantize, real_compare = q.quantize_model, oe.compare
+
+    def quantize(src, dst, cfg):
+        seen.append(tuple(cfg.exclude_nodes))
+        return real_quantize(src, dst, replace(cfg, exclude_nodes=[]))
+
+    monkeypatch.setattr(q, "quantize_model", quantize)
+    monkeypatch.setattr(q, "quantizable_nodes", lambda path, mode: ["a", "b", "c"])
+    monkeypatch.setattr(oe, "compare", lambda a, b: {**real_compare(a, b), "cost": costs[seen[-1]]})
+    r = q.sensitivity_search(exported[0], tmp_path / "s.onnx", quantize_config("int8-dynamic"),
+                             resolve_labelled(str(embedded_corpus), "val"), budget=0.01, num_trials=200, progress=False)
+    assert r["budget_met"] and r["kept_float"] == ["b", "c"] and abs(r["cost_final"] - 0.005) < 1e-12
+    assert ("a", "b", "c") in seen and r["cost_all_quantized"] == 0.10
