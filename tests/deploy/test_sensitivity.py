@@ -1,8 +1,9 @@
 import onnx
 
 from edgedistill.data.layouts import resolve_labelled
-from edgedistill.deploy.quantize import quantize_config
+from edgedistill.deploy.quantize import quantize_config, quantize_model
 from edgedistill.deploy.sensitivity import sensitivity_search
+from edgedistill.runtime.evaluate import compare  # the real ones, whatever a test patches
 
 
 def test_sensitivity_search_recovers_int8_accuracy(exported, embedded_corpus, tmp_path):
@@ -41,29 +42,34 @@ def test_a_missed_sensitivity_budget_is_said_in_words(exported, embedded_corpus,
     assert report["budget_met"] is False and report["cost_final"] > report["budget"]
 
 
-def test_a_node_that_does_not_help_with_the_others_stays_quantized(exported, embedded_corpus, tmp_path, monkeypatch):
-    """Defect: the search kept every node with a gain of its own in float, also where it no longer
-    lowered the cost with the others kept (latency for nothing; once, no better than all in int8)."""
+def _search_over(table: dict, exported, embedded_corpus, tmp_path, monkeypatch) -> tuple[dict, list]:
+    """The search over nodes a, b, c where each set kept in float costs what `table` says (the
+    files are real, every node quantized); returns its result and the sets it measured."""
     from dataclasses import replace
 
     import edgedistill.deploy.sensitivity as q
     import edgedistill.runtime.evaluate as oe
 
-    costs = {(): 0.10, ("a",): 0.04, ("b",): 0.06, ("c",): 0.09, ("a", "b"): 0.04, ("a", "c"): 0.03,
-             ("a", "c", "b"): 0.02}  # every node in float misses too: the greedy's nodes stay
     seen = []
-    real_quantize, real_compare = q.quantize_model, oe.compare
 
-    def quantize(src, dst, cfg):  # a real file; the cost comes from the table above
+    def quantize(src, dst, cfg):
         seen.append(tuple(cfg.exclude_nodes))
-        return real_quantize(src, dst, replace(cfg, exclude_nodes=[]))
+        return quantize_model(src, dst, replace(cfg, exclude_nodes=[]))
 
     monkeypatch.setattr(q, "quantize_model", quantize)
-    monkeypatch.setattr(oe, "compare", lambda a, b: {**real_compare(a, b), "cost": costs[seen[-1]]})
     monkeypatch.setattr(q, "quantizable_nodes", lambda path, mode: ["a", "b", "c"])
-    clips = resolve_labelled(str(embedded_corpus), "val")
-    r = q.sensitivity_search(exported[0], tmp_path / "s.onnx", quantize_config("int8-dynamic"), clips, budget=0.01,
-                             num_trials=200, progress=False)
+    monkeypatch.setattr(oe, "compare", lambda a, b: {**compare(a, b), "cost": table[seen[-1]]})
+    r = q.sensitivity_search(exported[0], tmp_path / "s.onnx", quantize_config("int8-dynamic"),
+                             resolve_labelled(str(embedded_corpus), "val"), budget=0.01, num_trials=200, progress=False)
+    return r, seen
+
+
+def test_a_node_that_does_not_help_with_the_others_stays_quantized(exported, embedded_corpus, tmp_path, monkeypatch):
+    """Defect: the search kept every node with a gain of its own in float, also where it no longer
+    lowered the cost with the others kept (latency for nothing; once, no better than all in int8)."""
+    costs = {(): 0.10, ("a",): 0.04, ("b",): 0.06, ("c",): 0.09, ("a", "b"): 0.04, ("a", "c"): 0.03,
+             ("a", "c", "b"): 0.02}  # every node in float misses too: the greedy's nodes stay
+    r, _ = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch)
     assert list(r["node_gains"]) == ["a", "b", "c"]  # most helpful alone first
     assert r["kept_float"] == ["a", "c"] and abs(r["cost_final"] - 0.03) < 1e-12 and not r["budget_met"]
 
@@ -71,28 +77,10 @@ def test_a_node_that_does_not_help_with_the_others_stays_quantized(exported, emb
 def test_a_node_made_unneeded_by_later_ones_goes_back_to_int8(exported, embedded_corpus, tmp_path, monkeypatch):
     """The greedy order keeps a, b, then c to meet the budget; {a, c} meets it too, so b costs
     latency for nothing and is quantized again (where {a, c} misses, all three stay)."""
-    from dataclasses import replace
-
-    import edgedistill.deploy.sensitivity as q
-    import edgedistill.runtime.evaluate as oe
-
     costs = {(): 0.10, ("a",): 0.03, ("b",): 0.05, ("c",): 0.06, ("a", "b"): 0.02, ("a", "b", "c"): 0.008,
              ("a", "c"): 0.02, ("b", "c"): 0.03}
-    seen = []
-    real_quantize, real_compare = q.quantize_model, oe.compare
-
-    def quantize(src, dst, cfg):
-        seen.append(tuple(cfg.exclude_nodes))
-        return real_quantize(src, dst, replace(cfg, exclude_nodes=[]))
-
-    monkeypatch.setattr(q, "quantize_model", quantize)
-    monkeypatch.setattr(q, "quantizable_nodes", lambda path, mode: ["a", "b", "c"])
-    clips = resolve_labelled(str(embedded_corpus), "val")
     for table, kept, final in [(costs, ["a", "b", "c"], 0.008), ({**costs, ("a", "c"): 0.009}, ["a", "c"], 0.009)]:
-        seen.clear()
-        monkeypatch.setattr(oe, "compare", lambda a, b, t=table: {**real_compare(a, b), "cost": t[seen[-1]]})
-        r = q.sensitivity_search(exported[0], tmp_path / "s.onnx", quantize_config("int8-dynamic"), clips,
-                                 budget=0.01, num_trials=200, progress=False)
+        r, seen = _search_over(table, exported, embedded_corpus, tmp_path, monkeypatch)
         assert r["kept_float"] == kept and abs(r["cost_final"] - final) < 1e-12 and r["budget_met"]
         assert seen[-2:] == [tuple(kept), ()]  # the file written is the one measured, then every node in int8
         assert r["float_latency"]["p50_ms"] > 0 and r["float_latency"]["all_int8_p50_ms"] > 0  # timed side by side
@@ -103,23 +91,7 @@ def test_nodes_that_mask_each_other_are_kept_in_float_together(exported, embedde
     nothing, and the search stopped with every node in int8 ("budget missed", the Arabic teacher
     5 KWS points over, where int8-dynamic, its convs all float, was within). Every candidate is
     then tried in float, and the ones the budget does not need go back to int8."""
-    from dataclasses import replace
-
-    import edgedistill.deploy.sensitivity as q
-    import edgedistill.runtime.evaluate as oe
-
     costs = {(): 0.10, ("a",): 0.10, ("b",): 0.10, ("c",): 0.10, ("a", "b", "c"): 0.0, ("b", "c"): 0.005}
-    seen = []
-    real_quantize, real_compare = q.quantize_model, oe.compare
-
-    def quantize(src, dst, cfg):
-        seen.append(tuple(cfg.exclude_nodes))
-        return real_quantize(src, dst, replace(cfg, exclude_nodes=[]))
-
-    monkeypatch.setattr(q, "quantize_model", quantize)
-    monkeypatch.setattr(q, "quantizable_nodes", lambda path, mode: ["a", "b", "c"])
-    monkeypatch.setattr(oe, "compare", lambda a, b: {**real_compare(a, b), "cost": costs[seen[-1]]})
-    r = q.sensitivity_search(exported[0], tmp_path / "s.onnx", quantize_config("int8-dynamic"),
-                             resolve_labelled(str(embedded_corpus), "val"), budget=0.01, num_trials=200, progress=False)
+    r, seen = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch)
     assert r["budget_met"] and r["kept_float"] == ["b", "c"] and abs(r["cost_final"] - 0.005) < 1e-12
     assert ("a", "b", "c") in seen and r["cost_all_quantized"] == 0.10
