@@ -3,7 +3,10 @@ most a budget of task accuracy (accuracy lost + EER gained against the float mod
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +30,8 @@ def quantizable_nodes(path: str | Path, mode: str) -> list[str]:
 
 def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips, budget: float = 0.01,
                        num_trials: int = 2_000, max_candidates: int | None = None, progress: bool = True,
-                       kws_budget: float | None = None, eer_budget: float | None = None, seed: int = 0) -> dict:
+                       kws_budget: float | None = None, eer_budget: float | None = None, seed: int = 0,
+                       memo: str | Path | None = None) -> dict:
     """Finds the nodes whose quantization costs the most and keeps them in float until the
     quantized model is within budget against the float one on `clips`.
 
@@ -43,6 +47,10 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
     int8-dynamic, its convs all float, within budget). Once the budget is met, each node kept in
     float is tried in int8 again, least helpful alone first, and stays in int8 where the budget
     still holds: the greedy order can keep a node that a later one makes unneeded.
+
+    `memo`: a JSON file that keeps every measurement as it is made (written atomically), so an
+    interrupted search resumes where it stopped; it is used only for the same float file, scheme,
+    clips, trials and seed, and removed once the search is done.
 
     Returns the `quantize_model` summary plus `budget_met`, `cost_all_quantized`, `cost_final`,
     `kept_float` (node names), `float_latency` (what they cost: `float_nodes_cost`, None when
@@ -63,11 +71,14 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
     cache: dict = {}
     base = evaluate_onnx(src, clips, num_trials, seed, cache=cache)
     changes: dict[tuple, dict] = {}
+    measured = _Memo(memo, src, cfg, clips, num_trials, seed)
 
     def cost(exclude: list[str], path: Path) -> float:
-        quantize_model(src, path, replace(cfg, exclude_nodes=exclude))
-        changes[tuple(exclude)] = compare(base, evaluate_onnx(path, clips, num_trials, seed, cache=cache))
-        return cost_of(changes[tuple(exclude)])
+        if (change := measured.get(exclude)) is None:
+            quantize_model(src, path, replace(cfg, exclude_nodes=exclude))
+            change = measured.put(exclude, compare(base, evaluate_onnx(path, clips, num_trials, seed, cache=cache)))
+        changes[tuple(exclude)] = change
+        return cost_of(change)
 
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe.onnx"
@@ -104,6 +115,7 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
     summary = quantize_model(src, dst, replace(cfg, exclude_nodes=excluded))
     final = changes[tuple(excluded)]
     latency = float_nodes_cost(src, dst, cfg) if excluded else None
+    measured.done()
     if current > limit:
         log.warning("sensitivity: budget missed: the quantized model still costs %.4f (budget %.4f) with %d node(s) "
                     "in float", current, limit, len(excluded))
@@ -127,3 +139,31 @@ def float_nodes_cost(src: str | Path, dst: str | Path, cfg: QuantScheme, seconds
         t = time_onnx_side_by_side({"kept": dst, "all": every}, seconds=seconds, threads=threads, rounds=rounds)
     return {"p50_ms": round(t["kept"][0], 3), "all_int8_p50_ms": round(t["all"][0], 3),
             "cost_ms": round(t["kept"][0] - t["all"][0], 3), "seconds": seconds, "threads": threads, "rounds": rounds}
+
+
+class _Memo:
+    """A search's measurements kept in a JSON file (see `sensitivity_search`'s `memo`)."""
+
+    def __init__(self, path, src, cfg: QuantScheme, clips, num_trials: int, seed: int):
+        self.path = Path(path) if path else None
+        what = json.dumps([repr(cfg), [str(c) for c in clips], num_trials, seed], default=str)
+        self.key = hashlib.sha256(Path(src).read_bytes() + what.encode()).hexdigest() if self.path else ""
+        kept = json.loads(self.path.read_text()) if self.path and self.path.is_file() else {}
+        self.values = kept.get("measured", {}) if kept.get("key") == self.key else {}
+        if self.values:
+            log.info("sensitivity: resuming from %d measurement(s) in %s", len(self.values), self.path)
+
+    def get(self, exclude: list[str]) -> dict | None:
+        return self.values.get("|".join(exclude))
+
+    def put(self, exclude: list[str], change: dict) -> dict:
+        self.values["|".join(exclude)] = change
+        if self.path:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps({"key": self.key, "measured": self.values}, default=float))
+            os.replace(tmp, self.path)
+        return change
+
+    def done(self) -> None:
+        if self.path:
+            self.path.unlink(missing_ok=True)

@@ -166,7 +166,8 @@ def export_variants(model: str, folder: Path, stage: ExportStage, calibration: s
         dst = folder / f"{stem}.{mode}.onnx"
         if searched:
             r = sensitivity_search(files[f"{name}-fp32"], dst, q, clips, kws_budget=stage.kws_budget,
-                                   eer_budget=stage.eer_budget, num_trials=num_trials, seed=seed)
+                                   eer_budget=stage.eer_budget, num_trials=num_trials, seed=seed,
+                                   memo=folder / f"{stem}.{mode}.search.json")  # a stopped run resumes it
             found[mode] = {k: r[k] for k in ("budget_met", "kws_budget", "eer_budget", "kws_accuracy_change",
                                              "sv_eer_change", "cost_all_quantized", "cost_final", "kept_float",
                                              "float_latency")}

@@ -42,9 +42,11 @@ def test_a_missed_sensitivity_budget_is_said_in_words(exported, embedded_corpus,
     assert report["budget_met"] is False and report["cost_final"] > report["budget"]
 
 
-def _search_over(table: dict, exported, embedded_corpus, tmp_path, monkeypatch) -> tuple[dict, list]:
+def _search_over(table: dict, exported, embedded_corpus, tmp_path, monkeypatch, memo=None,
+                 stop_at: int = 0) -> tuple[dict, list]:
     """The search over nodes a, b, c where each set kept in float costs what `table` says (the
-    files are real, every node quantized); returns its result and the sets it measured."""
+    files are real, every node quantized); returns its result and the sets it quantized (a
+    `stop_at`-th quantization raises, as a stopped run)."""
     from dataclasses import replace
 
     import edgedistill.deploy.sensitivity as q
@@ -54,13 +56,16 @@ def _search_over(table: dict, exported, embedded_corpus, tmp_path, monkeypatch) 
 
     def quantize(src, dst, cfg):
         seen.append(tuple(cfg.exclude_nodes))
+        if len(seen) == stop_at:
+            raise RuntimeError("stopped")
         return quantize_model(src, dst, replace(cfg, exclude_nodes=[]))
 
     monkeypatch.setattr(q, "quantize_model", quantize)
     monkeypatch.setattr(q, "quantizable_nodes", lambda path, mode: ["a", "b", "c"])
     monkeypatch.setattr(oe, "compare", lambda a, b: {**compare(a, b), "cost": table[seen[-1]]})
     r = q.sensitivity_search(exported[0], tmp_path / "s.onnx", quantize_config("int8-dynamic"),
-                             resolve_labelled(str(embedded_corpus), "val"), budget=0.01, num_trials=200, progress=False)
+                             resolve_labelled(str(embedded_corpus), "val"), budget=0.01, num_trials=200, progress=False,
+                             memo=memo)
     return r, seen
 
 
@@ -95,3 +100,21 @@ def test_nodes_that_mask_each_other_are_kept_in_float_together(exported, embedde
     r, seen = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch)
     assert r["budget_met"] and r["kept_float"] == ["b", "c"] and abs(r["cost_final"] - 0.005) < 1e-12
     assert ("a", "b", "c") in seen and r["cost_all_quantized"] == 0.10
+
+
+def test_a_stopped_search_resumes_from_its_measurements(exported, embedded_corpus, tmp_path, monkeypatch):
+    """The Arabic teacher's search takes most of an hour on one core: a run stopped in it (a
+    session's end) measures again only what it had not measured."""
+    import json
+
+    import pytest
+
+    costs = {(): 0.10, ("a",): 0.10, ("b",): 0.10, ("c",): 0.10, ("a", "b", "c"): 0.0, ("b", "c"): 0.005}
+    memo = tmp_path / "model.int8.search.json"
+    with pytest.raises(RuntimeError, match="stopped"):
+        _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, memo=memo, stop_at=4)
+    assert sorted(json.loads(memo.read_text())["measured"]) == ["", "a", "b"]  # all in int8, a alone, b alone
+    r, seen = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, memo=memo)
+    assert r["kept_float"] == ["b", "c"] and r["budget_met"]
+    assert ("a",) not in seen and ("b",) not in seen and seen[0] == ("c",)  # resumed at c alone
+    assert not memo.exists()  # removed once done: the export folder is the device kit
