@@ -131,8 +131,8 @@ def qat_ranges(model: nn.Module) -> dict[str, dict[str, list[float]]]:
     """The trained input and output ranges of a `prepare_qat` model's convolutions, by module
     path ({"in": [lo, hi], "out": [lo, hi]}): what `edgedistill.deploy.trained_ranges` writes
     into the int8 file, so it rounds as the model trained."""
-    return {name: {key: [float(getattr(m, f"qat_{key}").lo), float(getattr(m, f"qat_{key}").hi)] for key in ("in", "out")}
-            for name, m in model.named_modules() if hasattr(m, "qat_in") and getattr(m, "qat_in").seen}
+    return {name: {key: [float(q.lo), float(q.hi)] for key, q in (("in", m.qat_in), ("out", m.qat_out))}
+            for name, m in model.named_modules() if hasattr(m, "qat_in") and m.qat_in.seen}
 
 
 def fold_qat(model: nn.Module) -> nn.Module:
