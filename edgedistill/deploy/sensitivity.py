@@ -3,10 +3,7 @@ most a budget of task accuracy (accuracy lost + EER gained against the float mod
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.deploy.quantize import MODES, QuantScheme, quantize_model
+from edgedistill.deploy.search_memo import SearchMemo, search_key
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +29,7 @@ def quantizable_nodes(path: str | Path, mode: str) -> list[str]:
 def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips, budget: float = 0.01,
                        num_trials: int = 2_000, max_candidates: int | None = None, progress: bool = True,
                        kws_budget: float | None = None, eer_budget: float | None = None, seed: int = 0,
-                       memo: str | Path | None = None) -> dict:
+                       memo: str | Path | None = None, shared: str | Path | None = None) -> dict:
     """Finds the nodes whose quantization costs the most and keeps them in float until the
     quantized model is within budget against the float one on `clips`.
 
@@ -50,7 +48,10 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
 
     `memo`: a JSON file that keeps every measurement as it is made (written atomically), so an
     interrupted search resumes where it stopped; it is used only for the same float file, scheme,
-    clips, trials and seed, and removed once the search is done.
+    clips, trials and seed, and removed once the search is done. `shared`: a folder where the
+    measurements are kept by the search's key instead, for good: a later search of the same float
+    file, scheme, clips, trials and seed measures nothing again, and searches side by side split
+    the per-node pass and wait for each other's measurements (`edgedistill.deploy.search_memo`).
 
     Returns the `quantize_model` summary plus `budget_met`, `cost_all_quantized`, `cost_final`,
     `kept_float` (node names), `float_latency` (what they cost: `float_nodes_cost`, None when
@@ -71,13 +72,14 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
     cache: dict = {}
     base = evaluate_onnx(src, clips, num_trials, seed, cache=cache)
     changes: dict[tuple, dict] = {}
-    measured = _Memo(memo, src, cfg, clips, num_trials, seed)
+    measured = SearchMemo(memo_key(src, cfg, clips, num_trials, seed) if memo or shared else "", memo, shared)
 
     def cost(exclude: list[str], path: Path) -> float:
-        if (change := measured.get(exclude)) is None:
+        def measure():
             quantize_model(src, path, replace(cfg, exclude_nodes=exclude))
-            change = measured.put(exclude, compare(base, evaluate_onnx(path, clips, num_trials, seed, cache=cache)))
-        changes[tuple(exclude)] = change
+            return compare(base, evaluate_onnx(path, clips, num_trials, seed, cache=cache))
+
+        changes[tuple(exclude)] = change = measured.measure(exclude, measure)
         return cost_of(change)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,12 +89,20 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
         if full > limit:
             candidates = [n for n in quantizable_nodes(src, cfg.mode) if n not in cfg.exclude_nodes]
             candidates = candidates[:max_candidates] if max_candidates else candidates
-            it = candidates
+            bar = None
             if progress:
                 from tqdm.auto import tqdm
-                it = tqdm(candidates, desc="sensitivity", unit="node")
-            for node in it:
+                bar = tqdm(total=len(candidates), desc="sensitivity", unit="node")
+            todo = list(candidates)
+            while todo:  # a node another search is measuring now comes last: it will be kept by then
+                node = next((n for n in todo if not measured.busy(list(cfg.exclude_nodes) + [n])), todo[0])
+                todo.remove(node)
                 gains[node] = full - cost(list(cfg.exclude_nodes) + [node], probe)
+                if bar:
+                    bar.update()
+            if bar:
+                bar.close()
+            gains = {n: gains[n] for n in candidates}  # the candidates' order, whoever measured which
         excluded, current = list(cfg.exclude_nodes), full
         for node in sorted(gains, key=gains.get, reverse=True):
             if current <= limit or gains[node] <= 0:
@@ -126,6 +136,11 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
             "node_gains": dict(sorted(gains.items(), key=lambda kv: -kv[1]))}
 
 
+def memo_key(src: str | Path, cfg: QuantScheme, clips, num_trials: int, seed: int) -> str:
+    """What a search's measurements are kept under: the float file and everything they depend on."""
+    return search_key(src, [repr(cfg), [str(c) for c in clips], num_trials, seed])
+
+
 def float_nodes_cost(src: str | Path, dst: str | Path, cfg: QuantScheme, seconds: float = 1.0, rounds: int = 30,
                      threads: int = 1) -> dict:
     """What the nodes a quantized file keeps in float cost in latency: `dst` and `src` quantized
@@ -139,31 +154,3 @@ def float_nodes_cost(src: str | Path, dst: str | Path, cfg: QuantScheme, seconds
         t = time_onnx_side_by_side({"kept": dst, "all": every}, seconds=seconds, threads=threads, rounds=rounds)
     return {"p50_ms": round(t["kept"][0], 3), "all_int8_p50_ms": round(t["all"][0], 3),
             "cost_ms": round(t["kept"][0] - t["all"][0], 3), "seconds": seconds, "threads": threads, "rounds": rounds}
-
-
-class _Memo:
-    """A search's measurements kept in a JSON file (see `sensitivity_search`'s `memo`)."""
-
-    def __init__(self, path, src, cfg: QuantScheme, clips, num_trials: int, seed: int):
-        self.path = Path(path) if path else None
-        what = json.dumps([repr(cfg), [str(c) for c in clips], num_trials, seed], default=str)
-        self.key = hashlib.sha256(Path(src).read_bytes() + what.encode()).hexdigest() if self.path else ""
-        kept = json.loads(self.path.read_text()) if self.path and self.path.is_file() else {}
-        self.values = kept.get("measured", {}) if kept.get("key") == self.key else {}
-        if self.values:
-            log.info("sensitivity: resuming from %d measurement(s) in %s", len(self.values), self.path)
-
-    def get(self, exclude: list[str]) -> dict | None:
-        return self.values.get("|".join(exclude))
-
-    def put(self, exclude: list[str], change: dict) -> dict:
-        self.values["|".join(exclude)] = change
-        if self.path:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps({"key": self.key, "measured": self.values}, default=float))
-            os.replace(tmp, self.path)
-        return change
-
-    def done(self) -> None:
-        if self.path:
-            self.path.unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.config import ConfigError
+from edgedistill.data.corpus import default_cache_dir
 from edgedistill.data.layouts import resolve_labelled
 from edgedistill.deploy.kit import write_device_kit
 from edgedistill.deploy.onnx import claim_export_folder, export_onnx
@@ -46,6 +47,10 @@ class ExportStage:
         "help": "the teacher's quantized files get the student's sensitivity search too (the same "
                 "quantization and budget, where kws_budget / eer_budget are set); false: plain "
                 "post-training, every node quantized"})
+    search_cache: bool = field(default=True, metadata={
+        "help": "keep the sensitivity search's measurements in the cache folder ($EDGEDISTILL_CACHE/search, "
+                "by float file, scheme, clips, trials and seed): runs that search the same teacher measure it "
+                "once, and runs side by side share the work; false: in the stage folder until the search ends"})
 
     def __post_init__(self):
         unknown = [m for m in self.quantize if m not in MODES]
@@ -167,7 +172,8 @@ def export_variants(model: str, folder: Path, stage: ExportStage, calibration: s
         if searched:
             r = sensitivity_search(files[f"{name}-fp32"], dst, q, clips, kws_budget=stage.kws_budget,
                                    eer_budget=stage.eer_budget, num_trials=num_trials, seed=seed,
-                                   memo=folder / f"{stem}.{mode}.search.json")  # a stopped run resumes it
+                                   memo=folder / f"{stem}.{mode}.search.json",  # a stopped run resumes it
+                                   shared=default_cache_dir() / "search" if stage.search_cache else None)
             found[mode] = {k: r[k] for k in ("budget_met", "kws_budget", "eer_budget", "kws_accuracy_change",
                                              "sv_eer_change", "cost_all_quantized", "cost_final", "kept_float",
                                              "float_latency")}

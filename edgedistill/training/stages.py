@@ -22,9 +22,9 @@ from edgedistill.config import ConfigError
 log = logging.getLogger(__name__)
 
 # Config fields that do not change a stage's result: left out of its hash, so turning on
-# TensorBoard, or checkpointing more often to resume a long run closer to where it stopped, does
-# not redo finished stages.
-NOT_HASHED = {"log_with", "log_every", "save_every", "keep_checkpoints"}
+# TensorBoard, checkpointing more often to resume a long run closer to where it stopped, or
+# keeping the sensitivity search's measurements elsewhere does not redo finished stages.
+NOT_HASHED = {"log_with", "log_every", "save_every", "keep_checkpoints", "search_cache"}
 
 
 def spec_hash(spec) -> str:

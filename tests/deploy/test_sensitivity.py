@@ -1,3 +1,5 @@
+import time
+
 import onnx
 
 from edgedistill.data.layouts import resolve_labelled
@@ -43,7 +45,7 @@ def test_a_missed_sensitivity_budget_is_said_in_words(exported, embedded_corpus,
 
 
 def _search_over(table: dict, exported, embedded_corpus, tmp_path, monkeypatch, memo=None,
-                 stop_at: int = 0) -> tuple[dict, list]:
+                 stop_at: int = 0, shared=None) -> tuple[dict, list]:
     """The search over nodes a, b, c where each set kept in float costs what `table` says (the
     files are real, every node quantized); returns its result and the sets it quantized (a
     `stop_at`-th quantization raises, as a stopped run)."""
@@ -65,7 +67,7 @@ def _search_over(table: dict, exported, embedded_corpus, tmp_path, monkeypatch, 
     monkeypatch.setattr(oe, "compare", lambda a, b: {**compare(a, b), "cost": table[seen[-1]]})
     r = q.sensitivity_search(exported[0], tmp_path / "s.onnx", quantize_config("int8-dynamic"),
                              resolve_labelled(str(embedded_corpus), "val"), budget=0.01, num_trials=200, progress=False,
-                             memo=memo)
+                             memo=memo, shared=shared)
     return r, seen
 
 
@@ -118,3 +120,48 @@ def test_a_stopped_search_resumes_from_its_measurements(exported, embedded_corpu
     assert r["kept_float"] == ["b", "c"] and r["budget_met"]
     assert ("a",) not in seen and ("b",) not in seen and seen[0] == ("c",)  # resumed at c alone
     assert not memo.exists()  # removed once done: the export folder is the device kit
+
+
+def test_a_search_kept_in_the_cache_is_not_measured_again(exported, embedded_corpus, tmp_path, monkeypatch):
+    """Every run of a recipe searches the same teacher (most of an hour on one core): with the
+    measurements kept by the search's key, the second run measures nothing again."""
+    costs = {(): 0.10, ("a",): 0.10, ("b",): 0.10, ("c",): 0.10, ("a", "b", "c"): 0.0, ("b", "c"): 0.005}
+    first, seen = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, shared=tmp_path / "cache")
+    assert ("a",) in seen and len(list((tmp_path / "cache").glob("*.json"))) == 1
+    again, seen = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, shared=tmp_path / "cache")
+    assert seen == [("b", "c"), ()]  # the file written and every node in int8 (its latency); nothing measured
+    assert again["kept_float"] == first["kept_float"] == ["b", "c"] and again["node_gains"] == first["node_gains"]
+
+
+def test_searches_side_by_side_split_the_nodes(exported, embedded_corpus, tmp_path, monkeypatch):
+    """Two presets of one recipe run side by side and reach the teacher's search together: a node
+    another process is measuring is left to it, and its measurement is taken from the cache."""
+    import subprocess
+    import sys
+    import threading
+
+    import edgedistill.deploy.search_memo as sm
+    from edgedistill.deploy.sensitivity import memo_key
+
+    monkeypatch.setattr(sm, "POLL_S", 0.05)
+    costs = {(): 0.10, ("a",): 0.04, ("b",): 0.06, ("c",): 0.09, ("a", "b"): 0.04, ("a", "c"): 0.03,
+             ("a", "c", "b"): 0.02}
+    key = memo_key(exported[0], quantize_config("int8-dynamic"), resolve_labelled(str(embedded_corpus), "val"), 200, 0)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        theirs = sm.SearchMemo(key, shared=tmp_path, owner={"host": sm.this_process()["host"], "pid": proc.pid,
+                                                           "started": sm._started(proc.pid)})
+        assert theirs.claim(["a"])
+
+        def measure_a_after_c():  # the other process ends its measurement of a after this one's of c
+            while theirs.get(["c"]) is None:
+                time.sleep(0.02)
+            theirs.put(["a"], {**theirs.get([]), "cost": costs[("a",)]})
+
+        threading.Thread(target=measure_a_after_c, daemon=True).start()
+        r, seen = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, shared=tmp_path)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert seen[:3] == [(), ("b",), ("c",)] and ("a",) not in seen  # a: measured by the other process
+    assert list(r["node_gains"]) == ["a", "b", "c"] and r["kept_float"] == ["a", "c"]

@@ -4,7 +4,8 @@ from edgedistill.recipes.export import ExportStage, budget_notes, export_variant
 
 
 def test_the_export_stage_keeps_nodes_in_float_until_the_int8_budget_holds(trained_multitask, embedded_corpus,
-                                                                          tmp_path):
+                                                                          tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))
     stage = ExportStage(quantize=["int8"], calibration_clips=16, kws_budget=0.001, eer_budget=0.005)
     files = export_variants(str(trained_multitask), tmp_path, stage, str(embedded_corpus), "train", "val",
                             num_trials=1000)
@@ -32,6 +33,13 @@ def test_the_export_stage_keeps_nodes_in_float_until_the_int8_budget_holds(train
     assert (tmp_path / "plain" / "teacher.int8-dynamic.onnx").exists()
     # the teacher's search, in the report's words: a line of its own, not the student's
     assert budget_notes({"teacher int8": found})[0].startswith("- teacher int8: ")
+    # the measurements stay in the cache (not in the device kit): another run's search of the same
+    # file takes them and finds the same
+    assert not list(tmp_path.glob("*.search.json")) and len(list((tmp_path / "cache" / "search").glob("*.json"))) == 1
+    again = export_variants(str(trained_multitask), tmp_path / "again", stage, str(embedded_corpus), "train", "val",
+                            num_trials=1000)["sensitivity"]["int8"]
+    assert {k: v for k, v in again.items() if k != "float_latency"} == {
+        k: v for k, v in found.items() if k != "float_latency"}
 
 
 def test_bad_export_stage_settings_are_refused_with_what_to_write():

@@ -40,3 +40,5 @@ def test_settings_that_do_not_change_results_are_not_hashed():
     # holds the student's fine-tuning settings, so these once refused a finished teacher.
     bookkeeping = {"save_every": 250, "log_every": 5, "keep_checkpoints": 1}
     assert spec_hash({"up": {"cfg": {"steps": 3, **bookkeeping}}}) == spec_hash({"up": {"cfg": {"steps": 3}}})
+    # where the sensitivity search keeps its measurements: the same search finds the same
+    assert spec_hash({"export": {"kws_budget": 0.001, "search_cache": False}}) == spec_hash({"export": {"kws_budget": 0.001}})

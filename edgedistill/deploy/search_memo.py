@@ -1,0 +1,191 @@
+"""The sensitivity search's measurements, kept in a JSON file as they are made.
+
+Private (`path`): one search's file; an interrupted search resumes from it, and it is removed once
+the search is done. Shared (`shared`, a folder): one file per search key, kept, so every run that
+searches the same float file with the same scheme, clips, trials and seed (the teacher of several
+student presets) measures each node set once. Processes side by side share the work: each claims
+the node set it measures, in the file, under a lock; another process measures a set nobody holds,
+or waits for one that a live process holds. A claim from a process that has ended is taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; processes side by side may measure a set twice
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+POLL_S = 5.0            # how often a process waiting on another's measurement looks again
+FOREIGN_STALE_S = 6 * 3600  # a claim from another host counts as abandoned after this long
+
+
+def search_key(src: str | Path, what) -> str:
+    """The key of a search: the float file's bytes and `what` (JSON-able: scheme, clips, trials, seed)."""
+    h = hashlib.sha256()
+    with open(src, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    h.update(json.dumps(what, default=str).encode())
+    return h.hexdigest()
+
+
+def this_process() -> dict:
+    """Who holds a claim: host, pid and the process's start (so a reused pid is not taken for it)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _started(os.getpid())}
+
+
+def _started(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(owner: dict) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return time.time() - owner.get("at", 0) < FOREIGN_STALE_S
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return owner.get("started") is None or _started(owner["pid"]) in (None, owner["started"])
+
+
+class SearchMemo:
+    """Measurements of one search ({node set: change}); see the module's docstring."""
+
+    def __init__(self, key: str, path: str | Path | None = None, shared: str | Path | None = None,
+                 owner: dict | None = None):
+        self.key, self.private = key, Path(path) if path else None
+        self.path = Path(shared) / f"{key}.json" if shared else self.private
+        self.owner = owner or this_process()
+        self.values: dict = {}
+        if self.private and self.private.is_file():  # a run stopped before it shared, or a private one
+            kept = json.loads(self.private.read_text())
+            self.values = kept.get("measured", {}) if kept.get("key") == key else {}
+        if self.path and self.path != self.private:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._locked():
+                self._write({**self._read(), "measured": {**self.values, **self._read()["measured"]}})
+            self.values = self._read()["measured"]
+        if self.values:
+            log.info("sensitivity: resuming from %d measurement(s) in %s", len(self.values), self.path)
+
+    def get(self, exclude: list[str]) -> dict | None:
+        """The change measured for this node set (by any process), or None."""
+        if self.shared:
+            self.values = self._read()["measured"]
+        return self.values.get(_name(exclude))
+
+    def busy(self, exclude: list[str]) -> bool:
+        """Whether another live process is measuring this node set now."""
+        if not self.shared:
+            return False
+        state = self._read()
+        holder = state["claims"].get(_name(exclude))
+        return _name(exclude) not in state["measured"] and bool(holder) and not self._mine(holder) and _alive(holder)
+
+    def claim(self, exclude: list[str]) -> bool:
+        """Takes this node set to measure; False where it is measured or a live process holds it."""
+        if not self.shared:
+            return self.get(exclude) is None
+        with self._locked():
+            state = self._read()
+            name, holder = _name(exclude), state["claims"].get(_name(exclude))
+            if name in state["measured"] or (holder and not self._mine(holder) and _alive(holder)):
+                return False
+            state["claims"][name] = {**self.owner, "at": time.time()}
+            self._write(state)
+        return True
+
+    def release(self, exclude: list[str]) -> None:
+        """Gives a claim back unmeasured (the measurement failed): another process may take it."""
+        if self.shared:
+            with self._locked():
+                state = self._read()
+                if self._mine(state["claims"].get(_name(exclude)) or {}):
+                    del state["claims"][_name(exclude)]
+                    self._write(state)
+
+    def put(self, exclude: list[str], change: dict) -> dict:
+        """Keeps a measurement (and ends this process's claim on it)."""
+        self.values[_name(exclude)] = change
+        if self.path:
+            with self._locked():
+                state = self._read()
+                state["measured"][_name(exclude)] = change
+                state["claims"].pop(_name(exclude), None)
+                self._write(state)
+                self.values = state["measured"]
+        return change
+
+    def measure(self, exclude: list[str], fn) -> dict:
+        """The change for this node set: kept, or waited for from the live process measuring it,
+        or measured here with `fn()` (and kept)."""
+        while (change := self.get(exclude)) is None and not self.claim(exclude):
+            time.sleep(POLL_S)
+        if change is not None:
+            return change
+        try:
+            return self.put(exclude, fn())
+        except BaseException:
+            self.release(exclude)
+            raise
+
+    def done(self) -> None:
+        """The search is over: a private file is removed, a shared one is kept for later runs."""
+        if self.private:
+            self.private.unlink(missing_ok=True)
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.path) and self.path != self.private
+
+    def _mine(self, holder: dict) -> bool:
+        return all(holder.get(k) == self.owner.get(k) for k in ("host", "pid", "started"))
+
+    def _read(self) -> dict:
+        try:
+            kept = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            kept = {}
+        except json.JSONDecodeError:
+            log.warning("sensitivity: %s is not readable JSON; starting it again", self.path)
+            kept = {}
+        if kept.get("key") != self.key:
+            kept = {}
+        return {"key": self.key, "measured": kept.get("measured", {}), "claims": kept.get("claims", {})}
+
+    def _write(self, state: dict) -> None:
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state, default=float))
+        os.replace(tmp, self.path)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        if fcntl is None or not self.shared:
+            yield
+            return
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _name(exclude: list[str]) -> str:
+    return "|".join(exclude)
