@@ -211,8 +211,9 @@ def main(argv=None) -> dict:
     notes = [f"- {key}" + line[len("- student"):] if line.startswith("- student") else line
              for key, rep in reports.items() for line in rep.get("notes", [])]
     if notes:
-        md += ["", *dict.fromkeys(notes), "(qat int8 there: against the QAT fine-tune's own fp32 export; "
-               "against the student's fp32 in the list above.)"]
+        own = any(" qat int8: " in n and " points against fp32 on " in n for n in notes)  # runs from before
+        md += ["", *dict.fromkeys(notes), *(["(qat int8 there: against the QAT fine-tune's own fp32 export, in runs "
+                                             "from before its budget was held against the student's fp32.)"] if own else [])]
     md += ["", "Runs (each run's own command, from its report):", "",
            *[f"- {key}: `{rep.get('run_command') or '(not recorded)'}`" for key, rep in reports.items()]]
     md += ["", "Stage wall times (s): " + "; ".join(f"{pr}: " + ", ".join(f"{k} {v}" for k, v in st.items())

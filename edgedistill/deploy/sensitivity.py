@@ -29,7 +29,8 @@ def quantizable_nodes(path: str | Path, mode: str) -> list[str]:
 def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips, budget: float = 0.01,
                        num_trials: int = 2_000, max_candidates: int | None = None, progress: bool = True,
                        kws_budget: float | None = None, eer_budget: float | None = None, seed: int = 0,
-                       memo: str | Path | None = None, shared: str | Path | None = None) -> dict:
+                       memo: str | Path | None = None, shared: str | Path | None = None,
+                       reference: str | Path | None = None) -> dict:
     """Finds the nodes whose quantization costs the most and keeps them in float until the
     quantized model is within budget against the float one on `clips`.
 
@@ -45,6 +46,11 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
     int8-dynamic, its convs all float, within budget). Once the budget is met, each node kept in
     float is tried in int8 again, least helpful alone first, and stays in int8 where the budget
     still holds: the greedy order can keep a node that a later one makes unneeded.
+
+    `reference`: the float file the budget is held against (default `src`). A quantization-aware
+    model's own float export is not the function it trained (rounded weights, float activations):
+    its int8 file is held against the student's plain float export instead, what a user would
+    otherwise deploy.
 
     `memo`: a JSON file that keeps every measurement as it is made (written atomically), so an
     interrupted search resumes where it stopped; it is used only for the same float file, scheme,
@@ -70,9 +76,10 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
         return max(drop / kws_budget if kws_budget else 0.0, rise / eer_budget if eer_budget else 0.0)
 
     cache: dict = {}
-    base = evaluate_onnx(src, clips, num_trials, seed, cache=cache)
+    base = evaluate_onnx(reference or src, clips, num_trials, seed, cache=cache)
     changes: dict[tuple, dict] = {}
-    measured = SearchMemo(memo_key(src, cfg, clips, num_trials, seed) if memo or shared else "", memo, shared)
+    key = memo_key(src, cfg, clips, num_trials, seed, reference) if memo or shared else ""
+    measured = SearchMemo(key, memo, shared)
 
     def cost(exclude: list[str], path: Path) -> float:
         def measure():
@@ -136,9 +143,11 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
             "node_gains": dict(sorted(gains.items(), key=lambda kv: -kv[1]))}
 
 
-def memo_key(src: str | Path, cfg: QuantScheme, clips, num_trials: int, seed: int) -> str:
+def memo_key(src: str | Path, cfg: QuantScheme, clips, num_trials: int, seed: int,
+             reference: str | Path | None = None) -> str:
     """What a search's measurements are kept under: the float file and everything they depend on."""
-    return search_key(src, [repr(cfg), [str(c) for c in clips], num_trials, seed])
+    against = [search_key(reference, "reference")] if reference else []
+    return search_key(src, [repr(cfg), [str(c) for c in clips], num_trials, seed, *against])
 
 
 def float_nodes_cost(src: str | Path, dst: str | Path, cfg: QuantScheme, seconds: float = 1.0, rounds: int = 30,

@@ -156,11 +156,13 @@ def sensitivity_sentence(result: dict) -> str:
 
 def export_variants(model: str, folder: Path, stage: ExportStage, calibration: str, calibration_split: str,
                     eval_split: str, name: str = "student", seed: int = 0, num_trials: int = 20_000,
-                    budget: bool = True) -> dict:
+                    budget: bool = True, reference: str | None = None, against: str = "fp32") -> dict:
     """A run's export of one model: fp32 and every mode of `stage.quantize` in `folder` as
     model.fp32.onnx / model.MODE.onnx (NAME.* for another name than student). With the stage's budgets (and `budget`), each mode runs
     the sensitivity search on `eval_split` of the data. Returns {"NAME-fp32": path,
-    "NAME-MODE": path, ..., "sensitivity": {MODE: what the search found}}."""
+    "NAME-MODE": path, ..., "sensitivity": {MODE: what the search found}}. `reference`: the float
+    file the budgets are held against where not this model's own fp32 export (`against` names it
+    in the report: a quantization-aware student's int8 against the plain student's fp32)."""
     stem = "model" if name == "student" else name  # the deployed files keep the kit's names
     files = {f"{name}-fp32": export_onnx(model, folder / f"{stem}.fp32.onnx")["path"]}
     searched = budget and stage.searched()
@@ -173,11 +175,13 @@ def export_variants(model: str, folder: Path, stage: ExportStage, calibration: s
             r = sensitivity_search(files[f"{name}-fp32"], dst, q, clips, kws_budget=stage.kws_budget,
                                    eer_budget=stage.eer_budget, num_trials=num_trials, seed=seed,
                                    memo=folder / f"{stem}.{mode}.search.json",  # a stopped run resumes it
-                                   shared=default_cache_dir() / "search" if stage.search_cache else None)
+                                   shared=default_cache_dir() / "search" if stage.search_cache else None,
+                                   reference=reference)
             found[mode] = {k: r[k] for k in ("budget_met", "kws_budget", "eer_budget", "kws_accuracy_change",
                                              "sv_eer_change", "cost_all_quantized", "cost_final", "kept_float",
                                              "float_latency")}
             found[mode]["split"] = eval_split
+            found[mode]["against"] = against
             print(f"[export] {name} {mode}: " + sensitivity_sentence(r))
         else:
             r = quantize_model(files[f"{name}-fp32"], dst, q)
@@ -201,7 +205,7 @@ def budget_notes(sensitivity: dict) -> list[str]:
     lines = []
     for mode, r in sensitivity.items():
         change = (f"KWS accuracy {100 * r['kws_accuracy_change']:+.2f} points, EER {100 * r['sv_eer_change']:+.2f} "
-                  f"points against fp32 on '{r['split']}'")
+                  f"points against {r.get('against', 'fp32')} on '{r['split']}'")
         kept = f"{len(r['kept_float'])} node(s) kept in float" + float_words(r)
         limits = ", ".join(f"{what} {100 * r[key]:.2f} points" for what, key in (("KWS", "kws_budget"),
                                                                                   ("EER", "eer_budget")) if r[key])

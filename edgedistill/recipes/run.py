@@ -284,13 +284,16 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
             finetune(p["qat"], resume=True)
             qat_files = export_variants(str(out / "qat" / "ft" / "model"), out / "qat", dataclasses.replace(
                 cfg.export, quantize=["int8"]), cfg.data, cfg.finetune.train_split, cfg.finetune.val_split,
-                name="student-qat", seed=cfg.finetune.seed, num_trials=cfg.benchmark.num_trials)
+                name="student-qat", seed=cfg.finetune.seed, num_trials=cfg.benchmark.num_trials,
+                reference=files["student-fp32"], against="student fp32")
             found = {f"qat {mode}": r for mode, r in qat_files.get("sensitivity", {}).items()}
             return {"student-qat-int8": qat_files["student-qat-int8"], "sensitivity": found}
 
-        # Its int8 file takes the trained conv ranges (a qat stage from before them is redone).
+        # Its int8 file takes the trained conv ranges, and its budget is held against the student's
+        # fp32 export, not its own (a qat stage from before either is redone).
         specs["qat"] = {"up": specs["distill"], "cfg": non_default(p["qat"]), "export": non_default(cfg.export),
-                        "int8_ranges": "trained", **search}
+                        "int8_ranges": "trained", **search,
+                        **({"budget_against": "student fp32", "student": specs["finetune"]} if search else {})}
         qat = run_stage("qat", out / "qat", specs["qat"], qat_stage, overwrite)
         files = {**files, "student-qat-int8": qat["student-qat-int8"],
                  "sensitivity": {**files.get("sensitivity", {}), **qat["sensitivity"]}}

@@ -45,7 +45,7 @@ def test_a_missed_sensitivity_budget_is_said_in_words(exported, embedded_corpus,
 
 
 def _search_over(table: dict, exported, embedded_corpus, tmp_path, monkeypatch, memo=None,
-                 stop_at: int = 0, shared=None) -> tuple[dict, list]:
+                 stop_at: int = 0, shared=None, reference=None) -> tuple[dict, list]:
     """The search over nodes a, b, c where each set kept in float costs what `table` says (the
     files are real, every node quantized); returns its result and the sets it quantized (a
     `stop_at`-th quantization raises, as a stopped run)."""
@@ -67,7 +67,7 @@ def _search_over(table: dict, exported, embedded_corpus, tmp_path, monkeypatch, 
     monkeypatch.setattr(oe, "compare", lambda a, b: {**compare(a, b), "cost": table[seen[-1]]})
     r = q.sensitivity_search(exported[0], tmp_path / "s.onnx", quantize_config("int8-dynamic"),
                              resolve_labelled(str(embedded_corpus), "val"), budget=0.01, num_trials=200, progress=False,
-                             memo=memo, shared=shared)
+                             memo=memo, shared=shared, reference=reference)
     return r, seen
 
 
@@ -165,3 +165,24 @@ def test_searches_side_by_side_split_the_nodes(exported, embedded_corpus, tmp_pa
         proc.wait()
     assert seen[:3] == [(), ("b",), ("c",)] and ("a",) not in seen  # a: measured by the other process
     assert list(r["node_gains"]) == ["a", "b", "c"] and r["kept_float"] == ["a", "c"]
+
+
+def test_a_budget_is_held_against_the_reference_float_file(exported, embedded_corpus, tmp_path, monkeypatch):
+    """A quantization-aware model's int8 file is held against the plain student's fp32, not its own
+    fp32 export (not the function it trained): the search's baseline is that file."""
+    import shutil
+    from pathlib import Path
+
+    import edgedistill.runtime.evaluate as oe
+
+    evaluated, real = [], oe.evaluate_onnx
+    monkeypatch.setattr(oe, "evaluate_onnx", lambda path, *a, **k: evaluated.append(Path(path)) or real(path, *a, **k))
+    reference = tmp_path / "student.fp32.onnx"
+    shutil.copy(exported[0], reference)
+    costs = {(): 0.10, ("a",): 0.005, ("b",): 0.10, ("c",): 0.10}
+    r, _ = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, shared=tmp_path / "cache",
+                        reference=reference)
+    assert evaluated[0] == reference and Path(exported[0]) not in evaluated and r["kept_float"] == ["a"]
+    _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, shared=tmp_path / "cache")
+    assert Path(exported[0]) in evaluated  # against itself: a search of its own, kept apart
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2

@@ -103,13 +103,18 @@ def test_with_an_int8_budget_the_teacher_is_quantized_as_its_student_is(embedded
     budgets it gets the student's sensitivity search too (same quantization), and says what it found."""
     out = tmp_path / "run"
     budget = ["export.quantize=[int8]", "export.kws_budget=0.001", "export.eer_budget=0.005"]
-    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, *budget]) == 0
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, *budget, "qat=true"]) == 0
     found = json.loads((out / "export" / "stage.json").read_text())["result"]["sensitivity"]
     assert set(found) == {"int8", "teacher int8"}
     for r in found.values():
-        assert r["cost_final"] <= r["cost_all_quantized"] and r["split"] == "val"
+        assert r["cost_final"] <= r["cost_all_quantized"] and r["split"] == "val" and r["against"] == "fp32"
     md = (out / "report.md").read_text()
     assert "\n- student int8: " in md and "\n- teacher int8: " in md
+    # a quantization-aware student's own fp32 export is not what it trained: its int8 budget is held
+    # against the plain student's fp32, as the report's goal compares them
+    qat = json.loads((out / "qat" / "stage.json").read_text())["result"]["sensitivity"]["qat int8"]
+    assert qat["against"] == "student fp32" and " points against student fp32 on 'val'" in md.split(
+        "\n- student qat int8: ")[1].splitlines()[0]
     assert ("within the budget" in md.split("- teacher int8: ")[1].splitlines()[0]) == found["teacher int8"]["budget_met"]
 
 
