@@ -111,7 +111,8 @@ def quantize_file(float_path: str | Path, out_dir: str | Path, cfg: QuantScheme,
                   eval_split: str = "val", sensitivity: float | None = None) -> dict:
     """Quantizes an exported float model into `out_dir`/NAME.MODE.onnx (+ NAME.MODE.json with
     the summary); with `eval_data`, the float and quantized task metrics side by side; with
-    `sensitivity` (a budget on accuracy lost + EER gained), nodes kept in float until it is met."""
+    `sensitivity` (a budget on accuracy lost + EER gained), nodes kept in float until it is met
+    (each measurement kept in the cache folder: see `sensitivity_search`'s `shared`)."""
     from edgedistill.runtime.evaluate import compare, evaluate_onnx
 
     name = Path(float_path).stem.replace(".fp32", "")
@@ -120,7 +121,8 @@ def quantize_file(float_path: str | Path, out_dir: str | Path, cfg: QuantScheme,
     if sensitivity is not None:
         if clips is None:
             raise ConfigError("--sensitivity needs --eval-data to measure the accuracy cost")
-        result = sensitivity_search(float_path, dst, cfg, clips, budget=sensitivity)
+        result = sensitivity_search(float_path, dst, cfg, clips, budget=sensitivity,
+                                    shared=default_cache_dir() / "search")  # a stopped search resumes
         print(sensitivity_sentence(result))
     else:
         result = quantize_model(float_path, dst, cfg)

@@ -36,12 +36,15 @@ def test_a_missed_sensitivity_budget_is_said_in_words(exported, embedded_corpus,
 
     real = oe.compare
     monkeypatch.setattr(oe, "compare", lambda a, b: {**real(a, b), "cost": 0.05})  # every variant costs 0.05
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))  # these made-up costs stay in this test
     monkeypatch.setattr(q, "quantizable_nodes", lambda path, mode: ["node_a", "node_b"])
     assert main(["quantize", "--model", str(exported[0]), "--out", str(tmp_path), "--quantize", "int8-dynamic",
                  "--eval-data", str(embedded_corpus), "--sensitivity", "0.01"]) == 0
     assert "BUDGET MISSED: cost 0.0500 > budget 0.0100" in capsys.readouterr().out
     report = json.loads((tmp_path / "model.int8-dynamic.json").read_text())
     assert report["budget_met"] is False and report["cost_final"] > report["budget"]
+    kept, = (tmp_path / "cache" / "search").glob("*.json")  # a stopped search resumes from its measurements
+    assert sorted(json.loads(kept.read_text())["measured"]) == ["", "node_a", "node_a|node_b", "node_b"]
 
 
 def _search_over(table: dict, exported, embedded_corpus, tmp_path, monkeypatch, memo=None,
