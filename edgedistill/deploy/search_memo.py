@@ -5,7 +5,8 @@ the search is done. Shared (`shared`, a folder): one file per search key, kept, 
 searches the same float file with the same scheme, clips, trials and seed (the teacher of several
 student presets) measures each node set once. Processes side by side share the work: each claims
 the node set it measures, in the file, under a lock; another process measures a set nobody holds,
-or waits for one that a live process holds. A claim from a process that has ended is taken over.
+or waits for one that a live process holds (a process that hangs keeps the others waiting: stop
+it). A claim from a process that has ended is taken over.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ except ImportError:  # Windows: no advisory locks; processes side by side may me
 log = logging.getLogger(__name__)
 
 POLL_S = 5.0            # how often a process waiting on another's measurement looks again
-FOREIGN_STALE_S = 6 * 3600  # a claim from another host counts as abandoned after this long
+FOREIGN_STALE_S = 6 * 3600  # a claim from another host (or on Windows) counts as abandoned after this long
 
 
 def search_key(src: str | Path, what) -> str:
@@ -53,7 +54,7 @@ def _started(pid: int) -> str | None:
 
 
 def _alive(owner: dict) -> bool:
-    if owner.get("host") != socket.gethostname():
+    if owner.get("host") != socket.gethostname() or os.name != "posix":  # (Windows' os.kill(pid, 0) is a Ctrl-C)
         return time.time() - owner.get("at", 0) < FOREIGN_STALE_S
     try:
         os.kill(owner["pid"], 0)
@@ -79,8 +80,9 @@ class SearchMemo:
         if self.path and self.path != self.private:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._locked():
-                self._write({**self._read(), "measured": {**self.values, **self._read()["measured"]}})
-            self.values = self._read()["measured"]
+                state = self._read()
+                state["measured"] = self.values = {**self.values, **state["measured"]}
+                self._write(state)
         if self.values:
             log.info("sensitivity: resuming from %d measurement(s) in %s", len(self.values), self.path)
 
