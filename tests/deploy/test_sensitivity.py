@@ -189,3 +189,21 @@ def test_a_budget_is_held_against_the_reference_float_file(exported, embedded_co
     _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, shared=tmp_path / "cache")
     assert Path(exported[0]) in evaluated  # against itself: a search of its own, kept apart
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+
+
+def test_a_clip_edited_in_place_is_measured_again(exported, embedded_corpus, tmp_path, monkeypatch):
+    """The cache outlives the search: audio changed under the same path is another search."""
+    import os
+
+    costs = {(): 0.005}  # within budget: one measurement, every node in int8
+    _, seen = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, shared=tmp_path / "cache")
+    _, again = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, shared=tmp_path / "cache")
+    assert seen == [(), ()] and again == [()]  # measured, then only the file written
+    clip = resolve_labelled(str(embedded_corpus), "val")[0].path
+    st = os.stat(clip)
+    os.utime(clip, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        _, edited = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, shared=tmp_path / "cache")
+    finally:
+        os.utime(clip, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert edited == [(), ()] and len(list((tmp_path / "cache").glob("*.json"))) == 2
