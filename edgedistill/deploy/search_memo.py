@@ -31,6 +31,13 @@ POLL_S = 5.0            # how often a process waiting on another's measurement l
 FOREIGN_STALE_S = 6 * 3600  # a claim from another host (or on Windows) counts as abandoned after this long
 
 
+def cache_folder() -> Path:
+    """Where searches share their measurements: the cache folder's `search` ($EDGEDISTILL_CACHE)."""
+    from edgedistill.data.corpus import default_cache_dir
+
+    return default_cache_dir() / "search"
+
+
 def search_key(src: str | Path, what) -> str:
     """The key of a search: the float file's bytes and `what` (JSON-able: scheme, clips, trials, seed)."""
     h = hashlib.sha256()
@@ -90,15 +97,19 @@ class SearchMemo:
         """The change measured for this node set (by any process), or None."""
         if self.shared:
             self.values = self._read()["measured"]
-        return self.values.get(_name(exclude))
+        return self.values.get(node_set_name(exclude))
+
+    def held(self) -> set[str]:
+        """The node sets (as `|`-joined names) other live processes are measuring now: one read."""
+        if not self.shared:
+            return set()
+        state = self._read()
+        return {name for name, holder in state["claims"].items()
+                if name not in state["measured"] and not self._mine(holder) and _alive(holder)}
 
     def busy(self, exclude: list[str]) -> bool:
         """Whether another live process is measuring this node set now."""
-        if not self.shared:
-            return False
-        state = self._read()
-        holder = state["claims"].get(_name(exclude))
-        return _name(exclude) not in state["measured"] and bool(holder) and not self._mine(holder) and _alive(holder)
+        return node_set_name(exclude) in self.held()
 
     def claim(self, exclude: list[str]) -> bool:
         """Takes this node set to measure; False where it is measured or a live process holds it."""
@@ -106,7 +117,7 @@ class SearchMemo:
             return self.get(exclude) is None
         with self._locked():
             state = self._read()
-            name, holder = _name(exclude), state["claims"].get(_name(exclude))
+            name, holder = node_set_name(exclude), state["claims"].get(node_set_name(exclude))
             if name in state["measured"] or (holder and not self._mine(holder) and _alive(holder)):
                 return False
             state["claims"][name] = {**self.owner, "at": time.time()}
@@ -118,18 +129,20 @@ class SearchMemo:
         if self.shared:
             with self._locked():
                 state = self._read()
-                if self._mine(state["claims"].get(_name(exclude)) or {}):
-                    del state["claims"][_name(exclude)]
+                if self._mine(state["claims"].get(node_set_name(exclude)) or {}):
+                    del state["claims"][node_set_name(exclude)]
                     self._write(state)
 
     def put(self, exclude: list[str], change: dict) -> dict:
         """Keeps a measurement (and ends this process's claim on it)."""
-        self.values[_name(exclude)] = change
-        if self.path:
+        self.values[node_set_name(exclude)] = change
+        if self.path and not self.shared:  # this search's own file: what it holds is all there is
+            self._write({"key": self.key, "measured": self.values, "claims": {}})
+        elif self.path:
             with self._locked():
                 state = self._read()
-                state["measured"][_name(exclude)] = change
-                state["claims"].pop(_name(exclude), None)
+                state["measured"][node_set_name(exclude)] = change
+                state["claims"].pop(node_set_name(exclude), None)
                 self._write(state)
                 self.values = state["measured"]
         return change
@@ -189,5 +202,5 @@ class SearchMemo:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _name(exclude: list[str]) -> str:
+def node_set_name(exclude: list[str]) -> str:
     return "|".join(exclude)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.deploy.quantize import MODES, QuantScheme, quantize_model
-from edgedistill.deploy.search_memo import SearchMemo, search_key
+from edgedistill.deploy.search_memo import SearchMemo, node_set_name, search_key
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
                 bar = tqdm(total=len(candidates), desc="sensitivity", unit="node")
             todo = list(candidates)
             while todo:  # a node another search is measuring now comes last: it will be kept by then
-                node = next((n for n in todo if not measured.busy(list(cfg.exclude_nodes) + [n])), todo[0])
+                held = measured.held()
+                node = next((n for n in todo if node_set_name([*cfg.exclude_nodes, n]) not in held), todo[0])
                 todo.remove(node)
                 gains[node] = full - cost(list(cfg.exclude_nodes) + [node], probe)
                 if bar:

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.config import ConfigError
-from edgedistill.data.corpus import default_cache_dir
 from edgedistill.data.layouts import resolve_labelled
 from edgedistill.deploy.kit import write_device_kit
 from edgedistill.deploy.onnx import claim_export_folder, export_onnx
 from edgedistill.deploy.quantize import MODES, QuantScheme, quantize_model, scheme_with_calibration
+from edgedistill.deploy.search_memo import cache_folder
 from edgedistill.deploy.sensitivity import sensitivity_search
 from edgedistill.deploy.trained_ranges import RANGES_FILE
 
@@ -122,7 +122,7 @@ def quantize_file(float_path: str | Path, out_dir: str | Path, cfg: QuantScheme,
         if clips is None:
             raise ConfigError("--sensitivity needs --eval-data to measure the accuracy cost")
         result = sensitivity_search(float_path, dst, cfg, clips, budget=sensitivity,
-                                    shared=default_cache_dir() / "search")  # a stopped search resumes
+                                    shared=cache_folder())  # a stopped search resumes
         print(sensitivity_sentence(result))
     else:
         result = quantize_model(float_path, dst, cfg)
@@ -177,7 +177,7 @@ def export_variants(model: str, folder: Path, stage: ExportStage, calibration: s
             r = sensitivity_search(files[f"{name}-fp32"], dst, q, clips, kws_budget=stage.kws_budget,
                                    eer_budget=stage.eer_budget, num_trials=num_trials, seed=seed,
                                    memo=folder / f"{stem}.{mode}.search.json",  # a stopped run resumes it
-                                   shared=default_cache_dir() / "search" if stage.search_cache else None,
+                                   shared=cache_folder() if stage.search_cache else None,
                                    reference=reference)
             found[mode] = {k: r[k] for k in ("budget_met", "kws_budget", "eer_budget", "kws_accuracy_change",
                                              "sv_eer_change", "cost_all_quantized", "cost_final", "kept_float",
