@@ -85,25 +85,27 @@ class SearchMemo:
             kept = json.loads(self.private.read_text())
             self.values = kept.get("measured", {}) if kept.get("key") == key else {}
         if self.path and self.path != self.private:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._locked():
-                state = self._read()
-                state["measured"] = self.values = {**self.values, **state["measured"]}
-                self._write(state)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self._locked():
+                    state = self._read()
+                    state["measured"] = self.values = {**self.values, **state["measured"]}
+                    self._write(state)
+            except OSError as e:
+                self._unshare(e)
         if self.values:
             log.info("sensitivity: resuming from %d measurement(s) in %s", len(self.values), self.path)
 
     def get(self, exclude: list[str]) -> dict | None:
         """The change measured for this node set (by any process), or None."""
-        if self.shared:
-            self.values = self._read()["measured"]
+        if self.shared and (state := self._state()):
+            self.values = state["measured"]
         return self.values.get(node_set_name(exclude))
 
     def held(self) -> set[str]:
         """The node sets (as `|`-joined names) other live processes are measuring now: one read."""
-        if not self.shared:
+        if not self.shared or not (state := self._state()):
             return set()
-        state = self._read()
         return {name for name, holder in state["claims"].items()
                 if name not in state["measured"] and not self._mine(holder) and _alive(holder)}
 
@@ -115,19 +117,23 @@ class SearchMemo:
         """Takes this node set to measure; False where it is measured or a live process holds it."""
         if not self.shared:
             return self.get(exclude) is None
-        with self._locked():
-            state = self._read()
-            name, holder = node_set_name(exclude), state["claims"].get(node_set_name(exclude))
-            if name in state["measured"] or (holder and not self._mine(holder) and _alive(holder)):
-                return False
-            state["claims"][name] = {**self.owner, "at": time.time()}
-            self._write(state)
+        try:
+            with self._locked():
+                state = self._read()
+                name, holder = node_set_name(exclude), state["claims"].get(node_set_name(exclude))
+                if name in state["measured"] or (holder and not self._mine(holder) and _alive(holder)):
+                    return False
+                state["claims"][name] = {**self.owner, "at": time.time()}
+                self._write(state)
+        except OSError as e:
+            self._unshare(e)
+            return self.get(exclude) is None
         return True
 
     def release(self, exclude: list[str]) -> None:
         """Gives a claim back unmeasured (the measurement failed): another process may take it."""
         if self.shared:
-            with self._locked():
+            with contextlib.suppress(OSError), self._locked():  # (unwritable: it ends with this process)
                 state = self._read()
                 if self._mine(state["claims"].get(node_set_name(exclude)) or {}):
                     del state["claims"][node_set_name(exclude)]
@@ -139,12 +145,16 @@ class SearchMemo:
         if self.path and not self.shared:  # this search's own file: what it holds is all there is
             self._write({"key": self.key, "measured": self.values, "claims": {}})
         elif self.path:
-            with self._locked():
-                state = self._read()
-                state["measured"][node_set_name(exclude)] = change
-                state["claims"].pop(node_set_name(exclude), None)
-                self._write(state)
-                self.values = state["measured"]
+            try:
+                with self._locked():
+                    state = self._read()
+                    state["measured"][node_set_name(exclude)] = change
+                    state["claims"].pop(node_set_name(exclude), None)
+                    self._write(state)
+                    self.values = state["measured"]
+            except OSError as e:  # (disk full, folder gone): keep the measurement here
+                self._unshare(e)
+                return self.put(exclude, change)
         return change
 
     def measure(self, exclude: list[str], fn) -> dict:
@@ -168,6 +178,20 @@ class SearchMemo:
     @property
     def shared(self) -> bool:
         return bool(self.path) and self.path != self.private
+
+    def _state(self) -> dict | None:
+        try:
+            return self._read()
+        except OSError as e:
+            self._unshare(e)
+            return None
+
+    def _unshare(self, err: OSError) -> None:
+        """The shared folder cannot be written: this search goes on with its own file (or memory)."""
+        log.warning("sensitivity: the search cache %s cannot be written (%s); this search goes on "
+                    "without it and shares nothing. Set EDGEDISTILL_CACHE to a writable folder, or "
+                    "export.search_cache=false to search without a cache.", self.path.parent, err)
+        self.path = self.private
 
     def _mine(self, holder: dict) -> bool:
         return all(holder.get(k) == self.owner.get(k) for k in ("host", "pid", "started"))

@@ -72,3 +72,26 @@ def test_a_private_memo_joins_the_shared_one_which_outlives_the_search(tmp_path,
     with caplog.at_level("WARNING"):
         assert SearchMemo("k", shared=shared).get(["a"]) is None  # unreadable: measured again, said
     assert "not readable JSON" in caplog.text
+
+
+def test_a_cache_folder_that_cannot_be_written_is_left_and_the_search_keeps_its_own_file(tmp_path, caplog):
+    (tmp_path / "a file").write_text("")
+    private = tmp_path / "model.int8.search.json"
+    with caplog.at_level("WARNING"):
+        m = SearchMemo("k", private, tmp_path / "a file" / "search")  # mkdir fails, even as root
+    assert "cannot be written" in caplog.text and "EDGEDISTILL_CACHE" in caplog.text and not m.shared
+    assert m.measure(["a"], lambda: {"cost": 0.2}) == {"cost": 0.2}
+    assert json.loads(private.read_text())["measured"] == {"a": {"cost": 0.2}}  # resumable still
+
+    shared = tmp_path / "cache"
+    m = SearchMemo("k", shared=shared)  # no private file: what it measures stays in memory
+    m.put(["a"], {"cost": 0.1})
+    (shared / "k.json").unlink()
+    (shared / "k.json.lock").unlink()
+    shared.rmdir()
+    shared.write_text("")  # the folder goes away mid-search
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert m.measure(["b"], lambda: {"cost": 0.3}) == {"cost": 0.3}
+    assert "cannot be written" in caplog.text and not m.shared
+    assert m.get(["a"]) == {"cost": 0.1} and m.get(["b"]) == {"cost": 0.3}
