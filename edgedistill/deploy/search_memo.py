@@ -6,7 +6,8 @@ searches the same float file with the same scheme, clips, trials and seed (the t
 student presets) measures each node set once. Processes side by side share the work: each claims
 the node set it measures, in the file, under a lock; another process measures a set nobody holds,
 or waits for one that a live process holds (a process that hangs keeps the others waiting: stop
-it). A claim from a process that has ended is taken over.
+it), measuring meanwhile the sets its search names as needed next. A claim from a process that
+has ended is taken over.
 """
 
 from __future__ import annotations
@@ -157,15 +158,21 @@ class SearchMemo:
                 return self.put(exclude, change)
         return change
 
-    def measure(self, exclude: list[str], fn) -> dict:
+    def measure(self, exclude: list[str], fn, ahead=()) -> dict:
         """The change for this node set: kept, or waited for from the live process measuring it,
-        or measured here with `fn()` (and kept)."""
+        or measured here with `fn(exclude)` (and kept). While it waits, it measures the sets of
+        `ahead` (those the search may need next) that nobody has measured or holds."""
         while (change := self.get(exclude)) is None and not self.claim(exclude):
-            time.sleep(POLL_S)
-        if change is not None:
-            return change
+            later = next((s for s in ahead if self.get(s) is None and self.claim(s)), None)
+            if later is None:
+                time.sleep(POLL_S)
+            else:
+                self._measured(later, fn)
+        return change if change is not None else self._measured(exclude, fn)
+
+    def _measured(self, exclude: list[str], fn) -> dict:
         try:
-            return self.put(exclude, fn())
+            return self.put(exclude, fn(exclude))
         except BaseException:
             self.release(exclude)
             raise

@@ -60,7 +60,8 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
     clips, trials and seed, and removed once the search is done. `shared`: a folder where the
     measurements are kept by the search's key instead, for good: a later search of the same float
     file, scheme, clips, trials and seed measures nothing again, and searches side by side split
-    the per-node pass and wait for each other's measurements (`edgedistill.deploy.search_memo`).
+    the per-node pass; later, where one needs the set the other is measuring, it measures the set
+    it needs next (either way that one turns out) while it waits (`edgedistill.deploy.search_memo`).
 
     Returns the `quantize_model` summary plus `budget_met`, `cost_all_quantized`, `cost_final`,
     `kept_float` (node names), `float_latency` (what they cost: `float_nodes_cost`, None when
@@ -84,12 +85,14 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
     key = memo_key(src, cfg, clips, num_trials, seed, reference) if memo or shared else ""
     measured = SearchMemo(key, memo, shared)
 
-    def cost(exclude: list[str], path: Path) -> float:
-        def measure():
-            quantize_model(src, path, replace(cfg, exclude_nodes=exclude))
+    def cost(exclude: list[str], path: Path, ahead: list[list[str]] = ()) -> float:
+        """`ahead`: the sets the search needs next, either way this one turns out: measured while
+        another process measures this one (searches side by side go on in step, not in turn)."""
+        def measure(nodes: list[str]) -> dict:
+            quantize_model(src, path, replace(cfg, exclude_nodes=nodes))
             return compare(base, evaluate_onnx(path, clips, num_trials, seed, cache=cache))
 
-        changes[tuple(exclude)] = change = measured.measure(exclude, measure)
+        changes[tuple(exclude)] = change = measured.measure(exclude, measure, ahead)
         return cost_of(change)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,10 +118,11 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
                 bar.close()
             gains = {n: gains[n] for n in candidates}  # the candidates' order, whoever measured which
         excluded, current = list(cfg.exclude_nodes), full
-        for node in sorted(gains, key=gains.get, reverse=True):
-            if current <= limit or gains[node] <= 0:
+        order = [n for n in sorted(gains, key=gains.get, reverse=True) if gains[n] > 0]
+        for node, then in zip(order, [*order[1:], None]):
+            if current <= limit:
                 break
-            trial = cost(excluded + [node], probe)
+            trial = cost(excluded + [node], probe, [excluded + [node, then], excluded + [then]] if then else [])
             if trial < current:  # a node stays in float only where it helps with the others kept
                 excluded, current = excluded + [node], trial
         rest = [n for n in gains if n not in excluded]
@@ -128,9 +132,11 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
                 excluded, current = excluded + rest, trial
         added = [n for n in excluded if n not in cfg.exclude_nodes]
         if current <= limit and len(added) > 1:  # met: each node the budget holds without goes back to int8
-            for node in sorted(added, key=gains.get):  # least helpful alone first
+            order = sorted(added, key=gains.get)  # least helpful alone first
+            for node, then in zip(order, [*order[1:], None]):
                 fewer = [n for n in excluded if n != node]
-                trial = cost(fewer, probe)
+                trial = cost(fewer, probe, [[n for n in fewer if n != then], [n for n in excluded if n != then]]
+                             if then else [])
                 if trial <= limit:
                     excluded, current = fewer, trial
     summary = quantize_model(src, dst, replace(cfg, exclude_nodes=excluded))

@@ -39,9 +39,9 @@ def test_a_process_waits_for_the_measurement_another_is_making(tmp_path, other, 
     threading.Timer(0.3, lambda: theirs.put(["a"], {"cost": 0.25})).start()
     called = []
     t = time.perf_counter()
-    assert ours.measure(["a"], lambda: called.append(1) or {"cost": 9.0}) == {"cost": 0.25}
+    assert ours.measure(["a"], lambda s: called.append(1) or {"cost": 9.0}) == {"cost": 0.25}
     assert not called and time.perf_counter() - t >= 0.25
-    assert ours.measure(["b"], lambda: {"cost": 0.5}) == {"cost": 0.5}  # nobody holds b: measured here
+    assert ours.measure(["b"], lambda s: {"cost": 0.5}) == {"cost": 0.5}  # nobody holds b: measured here
     kept = json.loads((tmp_path / "k.json").read_text())
     assert kept["measured"] == {"a": {"cost": 0.25}, "b": {"cost": 0.5}} and kept["claims"] == {}
 
@@ -49,7 +49,7 @@ def test_a_process_waits_for_the_measurement_another_is_making(tmp_path, other, 
 def test_a_failed_measurement_gives_its_claim_back(tmp_path, other):
     ours, theirs = SearchMemo("k", shared=tmp_path), SearchMemo("k", shared=tmp_path, owner=other[1])
 
-    def fails():
+    def fails(nodes):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -80,7 +80,7 @@ def test_a_cache_folder_that_cannot_be_written_is_left_and_the_search_keeps_its_
     with caplog.at_level("WARNING"):
         m = SearchMemo("k", private, tmp_path / "a file" / "search")  # mkdir fails, even as root
     assert "cannot be written" in caplog.text and "EDGEDISTILL_CACHE" in caplog.text and not m.shared
-    assert m.measure(["a"], lambda: {"cost": 0.2}) == {"cost": 0.2}
+    assert m.measure(["a"], lambda s: {"cost": 0.2}) == {"cost": 0.2}
     assert json.loads(private.read_text())["measured"] == {"a": {"cost": 0.2}}  # resumable still
 
     shared = tmp_path / "cache"
@@ -92,6 +92,24 @@ def test_a_cache_folder_that_cannot_be_written_is_left_and_the_search_keeps_its_
     shared.write_text("")  # the folder goes away mid-search
     caplog.clear()
     with caplog.at_level("WARNING"):
-        assert m.measure(["b"], lambda: {"cost": 0.3}) == {"cost": 0.3}
+        assert m.measure(["b"], lambda s: {"cost": 0.3}) == {"cost": 0.3}
     assert "cannot be written" in caplog.text and not m.shared
     assert m.get(["a"]) == {"cost": 0.1} and m.get(["b"]) == {"cost": 0.3}
+
+
+def test_while_it_waits_a_process_measures_the_sets_the_search_needs_next(tmp_path, other, monkeypatch):
+    monkeypatch.setattr(sm, "POLL_S", 0.05)
+    theirs, ours = SearchMemo("k", shared=tmp_path, owner=other[1]), SearchMemo("k", shared=tmp_path)
+    assert theirs.claim(["a"]) and theirs.claim(["d"])
+    ours.put(["b"], {"cost": 0.5})
+
+    def measure_a_later():  # the other process ends its measurement of a after this one's of c
+        while theirs.get(["c"]) is None:
+            time.sleep(0.02)
+        theirs.put(["a"], {"cost": 0.25})
+
+    threading.Thread(target=measure_a_later, daemon=True).start()
+    calls = []
+    change = ours.measure(["a"], lambda s: calls.append(s) or {"cost": 0.125}, ahead=[["b"], ["d"], ["c"]])
+    assert change == {"cost": 0.25} and calls == [["c"]]  # b: measured, d: held by the other
+    assert json.loads((tmp_path / "k.json").read_text())["measured"]["c"] == {"cost": 0.125}

@@ -170,6 +170,42 @@ def test_searches_side_by_side_split_the_nodes(exported, embedded_corpus, tmp_pa
     assert list(r["node_gains"]) == ["a", "b", "c"] and r["kept_float"] == ["a", "c"]
 
 
+def test_searches_side_by_side_measure_ahead_while_they_wait(exported, embedded_corpus, tmp_path, monkeypatch):
+    """After the per-node pass the search goes one set at a time: where another process measures
+    the set it needs, it measures the one it needs next (either way), not nothing; the result is
+    the one the search finds alone."""
+    import subprocess
+    import sys
+    import threading
+
+    import edgedistill.deploy.search_memo as sm
+    from edgedistill.deploy.sensitivity import memo_key
+
+    monkeypatch.setattr(sm, "POLL_S", 0.05)
+    costs = {(): 0.10, ("a",): 0.03, ("b",): 0.05, ("c",): 0.06, ("a", "b"): 0.02, ("a", "b", "c"): 0.008,
+             ("a", "c"): 0.02, ("b", "c"): 0.03}  # kept: a, b, c; given back in turn: c, b, a (each misses)
+    key = memo_key(exported[0], quantize_config("int8-dynamic"), resolve_labelled(str(embedded_corpus), "val"), 200, 0)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        theirs = sm.SearchMemo(key, shared=tmp_path, owner={"host": sm.this_process()["host"], "pid": proc.pid,
+                                                           "started": sm._started(proc.pid)})
+        assert theirs.claim(["a", "c"])  # b's give-back
+
+        def give_back_b_after_a():  # the other process ends it after this one measured a's (either way)
+            while theirs.get(["b", "c"]) is None:
+                time.sleep(0.02)
+            theirs.put(["a", "c"], {**theirs.get(["b", "c"]), "cost": costs[("a", "c")]})
+
+        threading.Thread(target=give_back_b_after_a, daemon=True).start()
+        r, seen = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, shared=tmp_path)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert ("a", "c") not in seen and seen.count(("b", "c")) == 1  # (c): measured in the per-node pass
+    assert seen[-2:] == [("a", "b", "c"), ()] and ("b", "c") in seen[:-2]  # then the final file, timed
+    assert r["kept_float"] == ["a", "b", "c"] and abs(r["cost_final"] - 0.008) < 1e-12
+
+
 def test_a_budget_is_held_against_the_reference_float_file(exported, embedded_corpus, tmp_path, monkeypatch):
     """A quantization-aware model's int8 file is held against the plain student's fp32, not its own
     fp32 export (not the function it trained): the search's baseline is that file."""
