@@ -123,11 +123,14 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
             if current <= limit:
                 break
             trial = cost(excluded + [node], probe, [excluded + [node, then], excluded + [then]] if then else [])
+            log.info("sensitivity: %s in float too: cost %.4f against %.4f (budget %.4f): %s", node, trial, current,
+                     limit, "kept in float" if trial < current else "no help, stays in int8")
             if trial < current:  # a node stays in float only where it helps with the others kept
                 excluded, current = excluded + [node], trial
         rest = [n for n in gains if n not in excluded]
         if current > limit and rest:  # masked nodes: each one's rounding hid the others' when measured alone
             trial = cost(excluded + rest, probe)
+            log.info("sensitivity: every candidate in float: cost %.4f (budget %.4f)", trial, limit)
             if trial <= limit:  # every candidate in float meets it: the loop below gives back what it can
                 excluded, current = excluded + rest, trial
         added = [n for n in excluded if n not in cfg.exclude_nodes]
@@ -137,6 +140,8 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
                 fewer = [n for n in excluded if n != node]
                 trial = cost(fewer, probe, [[n for n in fewer if n != then], [n for n in excluded if n != then]]
                              if then else [])
+                log.info("sensitivity: %s back in int8: cost %.4f (budget %.4f): %s", node, trial, limit,
+                         "given back" if trial <= limit else "stays in float")
                 if trial <= limit:
                     excluded, current = fewer, trial
     summary = quantize_model(src, dst, replace(cfg, exclude_nodes=excluded))

@@ -84,16 +84,20 @@ def test_a_node_that_does_not_help_with_the_others_stays_quantized(exported, emb
     assert r["kept_float"] == ["a", "c"] and abs(r["cost_final"] - 0.03) < 1e-12 and not r["budget_met"]
 
 
-def test_a_node_made_unneeded_by_later_ones_goes_back_to_int8(exported, embedded_corpus, tmp_path, monkeypatch):
+def test_a_node_made_unneeded_by_later_ones_goes_back_to_int8(exported, embedded_corpus, tmp_path, monkeypatch,
+                                                              caplog):
     """The greedy order keeps a, b, then c to meet the budget; {a, c} meets it too, so b costs
     latency for nothing and is quantized again (where {a, c} misses, all three stay)."""
     costs = {(): 0.10, ("a",): 0.03, ("b",): 0.05, ("c",): 0.06, ("a", "b"): 0.02, ("a", "b", "c"): 0.008,
              ("a", "c"): 0.02, ("b", "c"): 0.03}
     for table, kept, final in [(costs, ["a", "b", "c"], 0.008), ({**costs, ("a", "c"): 0.009}, ["a", "c"], 0.009)]:
-        r, seen = _search_over(table, exported, embedded_corpus, tmp_path, monkeypatch)
+        with caplog.at_level("INFO", logger="edgedistill"):
+            r, seen = _search_over(table, exported, embedded_corpus, tmp_path, monkeypatch)
         assert r["kept_float"] == kept and abs(r["cost_final"] - final) < 1e-12 and r["budget_met"]
         assert seen[-2:] == [tuple(kept), ()]  # the file written is the one measured, then every node in int8
         assert r["float_latency"]["p50_ms"] > 0 and r["float_latency"]["all_int8_p50_ms"] > 0  # timed side by side
+    assert "c in float too: cost 0.0080 against 0.0200 (budget 0.0100): kept in float" in caplog.text  # said as it goes
+    assert "b back in int8: cost 0.0090 (budget 0.0100): given back" in caplog.text
 
 
 def test_nodes_that_mask_each_other_are_kept_in_float_together(exported, embedded_corpus, tmp_path, monkeypatch):
