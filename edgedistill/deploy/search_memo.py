@@ -196,8 +196,8 @@ class SearchMemo:
     def _unshare(self, err: OSError) -> None:
         """The shared folder cannot be written: this search goes on with its own file (or memory)."""
         log.warning("sensitivity: the search cache %s cannot be written (%s); this search goes on "
-                    "without it and shares nothing. Set EDGEDISTILL_CACHE to a writable folder, or "
-                    "export.search_cache=false to search without a cache.", self.path.parent, err)
+                    "without it and shares nothing. Set EDGEDISTILL_CACHE to a writable folder (in a recipe, "
+                    "export.search_cache=false searches without the cache).", self.path.parent, err)
         self.path = self.private
 
     def _mine(self, holder: dict) -> bool:
