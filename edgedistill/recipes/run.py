@@ -265,9 +265,11 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
                                 cfg.finetune.val_split, seed=cfg.finetune.seed, num_trials=cfg.benchmark.num_trials)
         write_device_kit(out / "export")
         teacher_modes = dataclasses.replace(e, quantize=e.quantize if e.quantize_teacher else [])
+        # searched with the teacher's own seed (its SV trials): student seeds that share one teacher
+        # share its int8 file, and its search is measured once (the cache)
         teacher = export_variants(teacher_model, out / "benchmark_models", teacher_modes, cfg.data,
                                   cfg.finetune.train_split, cfg.finetune.val_split, name="teacher",
-                                  budget=e.teacher_budget, seed=cfg.finetune.seed, num_trials=cfg.benchmark.num_trials)
+                                  budget=e.teacher_budget, seed=teacher_ft.seed, num_trials=cfg.benchmark.num_trials)
         found = {f"teacher {mode}": r for mode, r in teacher.pop("sensitivity", {}).items()}
         return {**files, **teacher, **({"sensitivity": {**files.get("sensitivity", {}), **found}} if found else {})}
 

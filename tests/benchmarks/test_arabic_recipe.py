@@ -26,6 +26,14 @@ def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tm
                                                     "distilhubert int8"]
     assert all(s["seeds"] == 2 for s in res["seeds"])
     assert res["seeds"][0]["kws_std"] == 0  # one teacher on the same clips; only its SV trials follow the seed
+    # the teacher's int8 search runs on the teacher's seed: the student's seed 1 takes seed 0's
+    # measurements from the cache (its own student's search starts afresh) and finds the same file
+    seeded = tmp_path / "w" / "arabic_distilhubert_s1" / "export"
+    assert (seeded / "stage.log").read_text().count("sensitivity: resuming from") == 1
+    exports = [json.loads((run / "stage.json").read_text())["result"]["sensitivity"]["teacher int8"]
+               for run in (tmp_path / "w" / "arabic_distilhubert" / "export", seeded)]
+    assert [{k: v for k, v in e.items() if k != "float_latency"} for e in exports] == [
+        {k: v for k, v in exports[0].items() if k != "float_latency"}] * 2
     first = json.loads((tmp_path / "w" / "arabic_distilhubert" / "teacher" / "stage.json").read_text())
     second = json.loads((tmp_path / "w" / "arabic_deep" / "teacher" / "stage.json").read_text())
     assert first == second   # trained once, skipped in the second run
