@@ -163,7 +163,7 @@ class SearchMemo:
         or measured here with `fn(exclude)` (and kept). While it waits, it measures the sets of
         `ahead` (those the search may need next) that nobody has measured or holds."""
         while (change := self.get(exclude)) is None and not self.claim(exclude):
-            later = next((s for s in ahead if self.get(s) is None and self.claim(s)), None)
+            later = next((s for s in ahead if self.claim(s)), None)  # (a measured set is not claimed)
             if later is None:
                 time.sleep(POLL_S)
             else:
