@@ -57,13 +57,20 @@ def fold_weight_norm(model: nn.Module) -> int:
     """Removes weight-norm parametrizations (same outputs, one less ReduceL2 per run)."""
     from torch.nn.utils import parametrize
 
-    n = 0
-    for module in model.modules():
-        if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-                n += 1
-    return n
+    return sum(unparametrize(m) for m in model.modules() if parametrize.is_parametrized(m))
+
+
+def unparametrize(module: nn.Module) -> int:
+    """Replaces each parametrized tensor of `module` by its current value, as a plain parameter;
+    returns how many. Not `remove_parametrizations`: it deletes the tensor from the parametrized
+    class, which a deep copy shares with its original (the original would lose its weight)."""
+    with torch.no_grad():
+        values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}
+    module.__class__ = module.__class__.__bases__[0]
+    del module._modules["parametrizations"]
+    for name, value in values.items():
+        module.register_parameter(name, nn.Parameter(value))
+    return len(values)
 
 
 def _load(model) -> tuple[nn.Module, dict]:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from edgedistill.deploy.onnx import unparametrize
 from edgedistill.deploy.quantize import QuantScheme
 
 _SAMPLE = 1 << 18  # elements a range estimate looks at (a strided subsample of the tensor)
@@ -146,12 +147,7 @@ def fold_qat(model: nn.Module) -> nn.Module:
         for h in hooks:  # by id: a copied handle still points at the original's hook dicts
             module._forward_pre_hooks.pop(h.id, None)
             module._forward_hooks.pop(h.id, None)
-        # Not remove_parametrizations: it edits the parametrized class, which the copy shares
-        # with the model still training.
-        value = module.weight.detach().clone()
-        module.__class__ = module.__class__.__bases__[0]
-        del module._modules["parametrizations"]
-        module.register_parameter("weight", nn.Parameter(value))
+        unparametrize(module)  # the copy's class only: the model still training keeps its own
         for name in ("qat_in", "qat_out"):
             if hasattr(module, name):
                 delattr(module, name)

@@ -38,14 +38,24 @@ def test_metadata_round_trips_and_the_file_is_self_contained(exported, trained_m
 
 
 def test_backbone_export_with_hidden_states_and_weight_norm_folded(tiny_hubert, tmp_path):
-    tiny_hubert.save_pretrained(tmp_path / "bb")
-    r = export_onnx(str(tmp_path / "bb"), tmp_path / "bb.onnx", hidden_states=True)
+    from torch.nn.utils import parametrize
+
+    x = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = tiny_hubert(x).last_hidden_state
+    r = export_onnx(tiny_hubert, tmp_path / "bb.onnx", hidden_states=True)  # the module itself, not a folder
     sess = ort.InferenceSession(r["path"])
     last, hs = sess.run(None, {"waveform": np.zeros((2, 16000), np.float32)})
     assert last.shape == (2, 49, 64) and hs.shape == (5, 2, 49, 64)
     ops = [n.op_type for n in onnx.load(r["path"]).graph.node]
     assert "ReduceL2" not in ops  # weight norm folded into the positional conv
     assert r["metadata"]["kind"] == "backbone"
+    # ... in a copy: the caller's model keeps its weight norm and its outputs (folding it in place
+    # of the copy once deleted the conv's weight from the class both share)
+    conv = tiny_hubert.encoder.pos_conv_embed.conv
+    assert parametrize.is_parametrized(conv, "weight")
+    with torch.no_grad():
+        torch.testing.assert_close(tiny_hubert(x).last_hidden_state, before)
 
 
 def test_parity_failure_is_loud(exported, trained_multitask):
