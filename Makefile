@@ -20,6 +20,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"
 
+# The end-to-end runs (whole recipes, the README's commands, benchmark smokes): CI runs them too.
+test-slow: install
+	$(BIN)/python -m pytest -q -m "slow and not gpu"
+
 # What a user gets from `pip install` (not -e): the wheel in a clean venv, a tiny export and
 # the device kit run from outside the checkout.
 WHEEL_TMP ?= /tmp/edgedistill-wheel-check

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import edgedistill
 from edgedistill.cli import main
 
@@ -112,6 +114,7 @@ def test_package_warnings_reach_the_console(small_corpus, tmp_path, capsys):
     assert "dropped 2 duplicate row(s)" in err and "1 process(es)" in err
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
 def test_a_demo_run_prints_stage_lines_and_the_table_without_third_party_noise(embedded_teacher, small_corpus, tmp_path):
     import subprocess
     import sys

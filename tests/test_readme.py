@@ -111,6 +111,7 @@ def substitutes(small_corpus, embedded_corpus, tiny_hubert, tmp_path):
     }
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
 def test_every_readme_command_runs_as_written(embedded_teacher, substitutes, embedded_corpus, tmp_path, monkeypatch, capsys):
     work = tmp_path / "work"
     work.mkdir()

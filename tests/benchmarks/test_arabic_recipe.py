@@ -12,6 +12,7 @@ TINY = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_trai
         "stream.keywords=[]"]
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
 def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tmp_path):
     mod = load_benchmark("arabic_recipe")
     out = tmp_path / "res"

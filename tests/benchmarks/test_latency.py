@@ -1,7 +1,11 @@
 import json
+
+import pytest
+
 from tests.benchmarks import load_benchmark
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
 def test_one_iteration_smoke(tmp_path, embedded_corpus):
     mod = load_benchmark("latency")
     out = tmp_path / "lat"

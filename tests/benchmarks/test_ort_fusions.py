@@ -1,6 +1,9 @@
+import pytest
+
 from tests.benchmarks import load_benchmark
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
 def test_one_iteration_smoke(tmp_path):
     mod = load_benchmark("ort_fusions")
     res = mod.main(["--teacher", "builtin:hubert-tiny", "--students", "edge", "--rounds", "2", "--op-runs", "3",

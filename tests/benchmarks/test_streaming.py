@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from tests.benchmarks import load_benchmark
 
 TINY = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_training.cnn=32",
@@ -9,6 +11,7 @@ TINY = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_trai
         "stream.keywords=[yes,no]", "stream.seconds=60", "stream.enroll_clips=2"]
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
 def test_one_iteration_smoke_reports_every_variant_on_one_stream(small_corpus, tmp_path):
     mod = load_benchmark("streaming")
     out = tmp_path / "res"

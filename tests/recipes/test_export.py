@@ -1,8 +1,11 @@
 import json
 
+import pytest
+
 from edgedistill.recipes.export import ExportStage, budget_notes, export_variants
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
 def test_the_export_stage_keeps_nodes_in_float_until_the_int8_budget_holds(trained_multitask, embedded_corpus,
                                                                           tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from edgedistill.cli import main
@@ -20,6 +21,7 @@ TRAIN = ["teacher=train", "teacher_training.layers=4", "teacher_training.hidden=
          "teacher_training.steps=20"]
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
 def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_teacher, embedded_corpus, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     stream = ["stream.keywords=[yes,stop]", "stream.seconds=60", "stream.enroll_clips=2"]
@@ -98,6 +100,7 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_teacher, embedded_corpus
     assert "stage 'teacher'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
 def test_with_an_int8_budget_the_teacher_is_quantized_as_its_student_is(embedded_teacher, embedded_corpus, tmp_path):
     """The 'teacher int8' row is what a user gets without distilling: with the export stage's
     budgets it gets the student's sensitivity search too (same quantization), and says what it found."""
@@ -118,6 +121,7 @@ def test_with_an_int8_budget_the_teacher_is_quantized_as_its_student_is(embedded
     assert ("within the budget" in md.split("- teacher int8: ")[1].splitlines()[0]) == found["teacher int8"]["budget_met"]
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
 def test_a_teacher_trained_in_the_run_on_a_corpus_of_its_own(embedded_corpus, small_corpus, tmp_path):
     out = tmp_path / "run"
     assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, *TRAIN, "finetune.freeze_cnn=null",
@@ -208,6 +212,7 @@ def test_a_teacher_trained_on_its_own_data_stands_in_for_a_pretrained_model(smal
     assert len(p["teacher"]["cycles"]) == 3
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
 def test_killed_in_finetuning_resumes_without_redoing_distillation(embedded_teacher, embedded_corpus, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "edgedistill", "demo", "--out", str(out), f"data={embedded_corpus}", *TINY, *TRAIN,
@@ -234,6 +239,7 @@ def test_killed_in_finetuning_resumes_without_redoing_distillation(embedded_teac
     assert json.loads((out / "report.json").read_text())["variants"]
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
 def test_sv_from_a_second_dataset_is_scored_on_that_dataset(embedded_teacher, small_corpus, embedded_corpus, tmp_path):
     import csv
 
@@ -251,6 +257,7 @@ def test_sv_from_a_second_dataset_is_scored_on_that_dataset(embedded_teacher, sm
     assert all(v["sv_eer"] is not None for v in report["variants"])
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
 def test_pretrained_teacher_row_unscored_sv_and_a_different_run_refused(small_corpus, tiny_hubert, tmp_path, capsys):
     """Defects: with a pretrained teacher the report had no teacher row; a split with one speaker
     left SV unscored without a word; `run out=D` over a different finished run deleted it."""
