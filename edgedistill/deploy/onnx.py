@@ -66,10 +66,17 @@ def unparametrize(module: nn.Module) -> int:
     class, which a deep copy shares with its original (the original would lose its weight)."""
     with torch.no_grad():
         values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}
+    # a parametrized buffer stays a buffer (weight norm's two originals are parameters)
+    buffers = {name for name, plist in module.parametrizations.items()
+               if isinstance(getattr(plist, "original", None), torch.Tensor)
+               and not isinstance(plist.original, nn.Parameter)}
     module.__class__ = module.__class__.__bases__[0]
     del module._modules["parametrizations"]
     for name, value in values.items():
-        module.register_parameter(name, nn.Parameter(value))
+        if name in buffers:
+            module.register_buffer(name, value)
+        else:
+            module.register_parameter(name, nn.Parameter(value))
     return len(values)
 
 

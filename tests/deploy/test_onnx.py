@@ -58,6 +58,33 @@ def test_backbone_export_with_hidden_states_and_weight_norm_folded(tiny_hubert, 
         torch.testing.assert_close(tiny_hubert(x).last_hidden_state, before)
 
 
+def test_unparametrize_folds_a_copy_and_leaves_the_original_parametrized():
+    import copy
+
+    from torch.nn.utils import parametrize
+
+    from edgedistill.deploy.onnx import unparametrize
+
+    class Double(torch.nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+    m = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(3, 2))
+    m.register_buffer("scale", torch.ones(2))
+    parametrize.register_parametrization(m, "scale", Double())
+    x = torch.randn(4, 3)
+    before = m(x)
+    c = copy.deepcopy(m)
+    assert unparametrize(c) == 2
+    assert not parametrize.is_parametrized(c) and type(c) is torch.nn.Linear
+    assert isinstance(c.weight, torch.nn.Parameter) and "scale" in dict(c.named_buffers())
+    torch.testing.assert_close(c.scale, 2 * torch.ones(2))
+    torch.testing.assert_close(c(x), before)
+    assert parametrize.is_parametrized(m, "weight") and parametrize.is_parametrized(m, "scale")
+    torch.testing.assert_close(m(x), before)  # the original still runs: its class kept its weight
+    assert unparametrize(copy.deepcopy(m)) == 2  # and can be folded again
+
+
 def test_parity_failure_is_loud(exported, trained_multitask):
     path, _ = exported
     model = MultiTaskModel.from_pretrained(trained_multitask)
