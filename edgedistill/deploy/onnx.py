@@ -61,15 +61,15 @@ def fold_weight_norm(model: nn.Module) -> int:
 
 
 def unparametrize(module: nn.Module) -> int:
-    """Replaces each parametrized tensor of `module` by its current value, as a plain parameter;
-    returns how many. Not `remove_parametrizations`: it deletes the tensor from the parametrized
-    class, which a deep copy shares with its original (the original would lose its weight)."""
+    """Replaces each parametrized tensor of `module` by its current value, a plain parameter (or
+    buffer, where the parametrized tensor was one); returns how many. Not
+    `remove_parametrizations`: it deletes the tensor from the parametrized class, which a deep
+    copy shares with its original (the original would lose its weight)."""
     with torch.no_grad():
         values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}
-    # a parametrized buffer stays a buffer (weight norm's two originals are parameters)
+    # weight norm keeps two originals (original0/1, parameters); one `original` may be a buffer
     buffers = {name for name, plist in module.parametrizations.items()
-               if isinstance(getattr(plist, "original", None), torch.Tensor)
-               and not isinstance(plist.original, nn.Parameter)}
+               if (orig := getattr(plist, "original", None)) is not None and not isinstance(orig, nn.Parameter)}
     module.__class__ = module.__class__.__bases__[0]
     del module._modules["parametrizations"]
     for name, value in values.items():
