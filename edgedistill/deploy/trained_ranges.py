@@ -54,23 +54,28 @@ def _module_of(weight: str, modules: dict) -> str | None:
 def apply_trained_ranges(path: str | Path, ranges: dict) -> list[str]:
     """Rewrites, in the ONNX file `path`, the input and output quantization of each QLinearConv
     whose weight belongs to a module of `ranges`; returns those nodes' names. Convolutions without
-    trained ranges (the positional convolution) keep their calibrated ones."""
+    trained ranges (the positional convolution) keep their calibrated ones; those kept in float
+    (`exclude_nodes`, as the sensitivity search tries them) take none. Ranges that belong to no
+    convolution of the file, quantized or float, come from another model and fail."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
     init = {i.name: i for i in model.graph.initializer}
-    done = []
+    done, owned = [], False
     for node in model.graph.node:
-        if node.op_type != "QLinearConv" or (name := _module_of(node.input[3], ranges)) is None:
+        weight = {"QLinearConv": 3, "Conv": 1}.get(node.op_type)
+        name = _module_of(node.input[weight], ranges) if weight is not None else None
+        owned = owned or name is not None
+        if node.op_type != "QLinearConv" or name is None:
             continue
         for (s, z), key in (((1, 2), "in"), ((6, 7), "out")):
             scale, zero = uint8_params(*ranges[name][key])
             init[node.input[s]].CopyFrom(numpy_helper.from_array(np.array(scale, np.float32), node.input[s]))
             init[node.input[z]].CopyFrom(numpy_helper.from_array(np.array(zero, np.uint8), node.input[z]))
         done.append(node.name)
-    if not done and ranges:
-        raise QuantizeError(f"none of the {len(ranges)} trained ranges belongs to a quantized convolution of "
+    if not owned and ranges:
+        raise QuantizeError(f"none of the {len(ranges)} trained ranges belongs to a convolution of "
                             f"'{path}': they come from another model (remove ranges= to calibrate instead)")
     onnx.save(model, str(path))
     return done

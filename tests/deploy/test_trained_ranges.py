@@ -13,14 +13,18 @@ WEIGHT = "model.backbone.fe.conv.weight"  # as torch.onnx.export names a wrapped
 
 
 def _conv_file(path):
-    """waveform [1, 16000] -> Unsqueeze -> Conv (8 channels, kernel 10, stride 5) -> y."""
-    w = np.random.default_rng(0).standard_normal((8, 1, 10)).astype(np.float32)
+    """waveform [1, 16000] -> Unsqueeze -> Conv (8 channels, kernel 10, stride 5) -> Conv `other`
+    (8 channels, kernel 3, no trained ranges) -> y."""
+    rng = np.random.default_rng(0)
+    w, w2 = rng.standard_normal((8, 1, 10)).astype(np.float32), rng.standard_normal((8, 8, 3)).astype(np.float32)
     g = helper.make_graph(
         [helper.make_node("Unsqueeze", ["waveform", "axes"], ["x"]),
-         helper.make_node("Conv", ["x", WEIGHT], ["y"], strides=[5], name="conv")], "g",
+         helper.make_node("Conv", ["x", WEIGHT], ["h"], strides=[5], name="conv"),
+         helper.make_node("Conv", ["h", "model.backbone.fe.other.weight"], ["y"], name="other")], "g",
         [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, [1, 16000])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 3199])],
-        [numpy_helper.from_array(w, WEIGHT), numpy_helper.from_array(np.array([1], np.int64), "axes")])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 3197])],
+        [numpy_helper.from_array(w, WEIGHT), numpy_helper.from_array(w2, "model.backbone.fe.other.weight"),
+         numpy_helper.from_array(np.array([1], np.int64), "axes")])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
@@ -43,6 +47,11 @@ def test_int8_takes_a_qat_models_trained_ranges_for_its_convolutions(embedded_co
     assert got == [(pytest.approx(float(s)), int(z)) for s, z in want]
     assert want[1][1] == 0  # a range above 0 is stretched down to 0, as the training rounds
     assert _io_params(calibrated) != got
+
+    # The sensitivity search may keep every convolution with trained ranges in float: no error.
+    kept = quantize_model(src, tmp_path / "f.onnx", quantize_config("int8", ranges=str(ranges), exclude_nodes=["conv"],
+                                                                    **cal))["path"]
+    assert [n.op_type for n in onnx.load(str(kept)).graph.node if "Conv" in n.op_type] == ["Conv", "QLinearConv"]
 
     ranges.write_text(json.dumps({"encoder.other.conv": {"in": [-1, 1], "out": [-1, 1]}}))
     with pytest.raises(QuantizeError, match="come from another model"):
