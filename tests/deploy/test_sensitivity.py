@@ -1,4 +1,5 @@
 import time
+from pathlib import Path
 
 import onnx
 
@@ -231,19 +232,24 @@ def test_a_budget_is_held_against_the_reference_float_file(exported, embedded_co
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
 
 
-def test_a_clip_edited_in_place_is_measured_again(exported, embedded_corpus, tmp_path, monkeypatch):
-    """The cache outlives the search: audio changed under the same path is another search."""
+def test_a_clip_edited_in_place_is_measured_again_and_the_same_audio_copied_anew_is_not(
+        exported, embedded_corpus, tmp_path, monkeypatch):
+    """The cache outlives the search: audio changed under the same path is another search; the same
+    bytes with new modification times (a session's fresh copy of the data) are the same search."""
     import os
 
     costs = {(): 0.005}  # within budget: one measurement, every node in int8
     _, seen = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, shared=tmp_path / "cache")
     _, again = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, shared=tmp_path / "cache")
     assert seen == [(), ()] and again == [()]  # measured, then only the file written
-    clip = resolve_labelled(str(embedded_corpus), "val")[0].path
-    st = os.stat(clip)
-    os.utime(clip, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    clip = Path(resolve_labelled(str(embedded_corpus), "val")[0].path)
+    st, audio = os.stat(clip), clip.read_bytes()
     try:
+        os.utime(clip, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        _, touched = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, shared=tmp_path / "cache")
+        clip.write_bytes(audio[:-2] + bytes([audio[-2] ^ 1, audio[-1]]))  # the last sample, one bit off
         _, edited = _search_over(costs, exported, embedded_corpus, tmp_path, monkeypatch, shared=tmp_path / "cache")
     finally:
+        clip.write_bytes(audio)
         os.utime(clip, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert edited == [(), ()] and len(list((tmp_path / "cache").glob("*.json"))) == 2
+    assert touched == [()] and edited == [(), ()] and len(list((tmp_path / "cache").glob("*.json"))) == 2
