@@ -563,8 +563,9 @@ def noise_words(margins: list[tuple[str, str, float]], teacher_spread: dict | No
                 "last step), and with one seed how much of the margin is evaluation noise is unknown.")
     std = {"kws": teacher_spread["kws_std"], "eer": teacher_spread.get("eer_std")}
     name = {"kws": "KWS accuracy", "eer": "EER"}
-    within = [(m, v, d) for m, v, d in margins if std[m] is not None and d <= std[m]]
-    beyond = [(m, v, d) for m, v, d in margins if (m, v, d) not in within]
+    within, beyond = [], []
+    for m, v, d in margins:
+        (within if std[m] is not None and d <= std[m] else beyond).append((m, v, d))
 
     def say(group):
         return "; ".join(f"{v.removesuffix(' fp32')}'s {name[m]} by {100 * d:.2f} points"

@@ -169,12 +169,12 @@ def memo_key(src: str | Path, cfg: QuantScheme, clips, num_trials: int, seed: in
     if getattr(cfg, "calibration", None):
         files += [c.path for c in resolve_labelled(cfg.calibration, cfg.calibration_split)]
     files += [cfg.ranges] if getattr(cfg, "ranges", None) else []
-    stamps = hashlib.sha256()
+    audio = hashlib.sha256()
     for f in files:
-        stamps.update(str(f).encode() + b"\0" + Path(f).read_bytes())
+        audio.update(str(f).encode() + b"\0" + Path(f).read_bytes())
     against = [search_key(reference, "reference")] if reference else []
     return search_key(src, [repr(cfg), [str(c) for c in clips], num_trials, seed, *against,
-                            stamps.hexdigest()])
+                            audio.hexdigest()])
 
 
 def float_nodes_cost(src: str | Path, dst: str | Path, cfg: QuantScheme, seconds: float = 1.0, rounds: int = 30,

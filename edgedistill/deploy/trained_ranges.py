@@ -21,6 +21,7 @@ import numpy as np
 from edgedistill.errors import QuantizeError
 
 RANGES_FILE = "qat_ranges.json"
+WEIGHT_INPUT = {"QLinearConv": 3, "Conv": 1}  # where each conv node takes its weight
 
 
 def read_ranges(path: str | Path) -> dict[str, dict[str, list[float]]]:
@@ -64,7 +65,7 @@ def apply_trained_ranges(path: str | Path, ranges: dict) -> list[str]:
     init = {i.name: i for i in model.graph.initializer}
     done, owned = [], False
     for node in model.graph.node:
-        weight = {"QLinearConv": 3, "Conv": 1}.get(node.op_type)
+        weight = WEIGHT_INPUT.get(node.op_type)
         name = _module_of(node.input[weight], ranges) if weight is not None else None
         owned = owned or name is not None
         if node.op_type != "QLinearConv" or name is None:
