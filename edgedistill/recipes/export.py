@@ -201,9 +201,14 @@ def float_words(r: dict) -> str:
     return f" ({', '.join(r['kept_float'])}{cost})"
 
 
+PTQ_MISSED = "post-training quantization cannot meet it for this model"
+QAT_MISSED = "quantization-aware training, with any of its nodes in float, did not meet it for this model"
+
+
 def budget_notes(sensitivity: dict) -> list[str]:
     """The export stage's sensitivity results in words, for the run report ({MODE: result} for the
-    student, {"teacher MODE": result} for the teacher)."""
+    student, {"teacher MODE": result} for the teacher, {"qat MODE": result} for the quantization-aware
+    student, whose misses are not post-training quantization's)."""
     lines = []
     for mode, r in sensitivity.items():
         change = (f"KWS accuracy {100 * r['kws_accuracy_change']:+.2f} points, EER {100 * r['sv_eer_change']:+.2f} "
@@ -215,9 +220,9 @@ def budget_notes(sensitivity: dict) -> list[str]:
         if r["budget_met"]:
             lines.append(f"- {who}: within the budget ({limits}): {change}; {kept}.")
         else:
+            how = QAT_MISSED if mode.startswith("qat ") else PTQ_MISSED
             lines.append(f"- {who}: **budget missed** ({limits}): {change} with {kept}, every node "
-                         "that helped; every candidate node in float missed it too: post-training quantization "
-                         "cannot meet it for this model.")
+                         f"that helped; every candidate node in float missed it too: {how}.")
     return lines
 
 

@@ -232,3 +232,15 @@ def test_an_edge_student_short_of_half_the_latency_is_told_what_its_shape_allows
     rows[-1] = _row("edge int8", 0.88, 0.11, 2, 2.5)  # twice as fast: nothing to explain
     assert not any("falls short" in x for x in mod.goals(rows, shapes=shapes))
     assert mod.shape_latency(tmp_path / "none") == {}
+
+
+def test_a_kept_report_whose_qat_miss_was_put_as_post_training_quantization_s_is_reworded():
+    qat_worded = load_benchmark("arabic_recipe").qat_worded
+    old = ("- student qat int8: **budget missed** (KWS 0.10 points, EER 0.50 points): KWS accuracy +0.04 points, "
+           "EER +0.57 points against student fp32 on 'val' with 0 node(s) kept in float, every node that helped; "
+           "every candidate node in float missed it too: post-training quantization cannot meet it for this model.")
+    new = qat_worded(old)
+    assert "post-training" not in new and new.endswith("did not meet it for this model.")
+    assert new.startswith(old[:old.index("every candidate")])
+    ptq = old.replace(" qat int8", " int8")  # a post-training miss keeps its words
+    assert qat_worded(ptq) == ptq

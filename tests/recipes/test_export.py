@@ -54,3 +54,13 @@ def test_bad_export_stage_settings_are_refused_with_what_to_write():
         ExportStage(eer_budget=0)
     with pytest.raises(ValueError, match=r"export.quantize \['int9'\]: choose among"):
         ExportStage(quantize=["int9"])
+
+
+def test_a_missed_budget_names_the_quantization_that_missed_it():
+    missed = {"budget_met": False, "kws_budget": 0.001, "eer_budget": 0.005, "kws_accuracy_change": 0.0004,
+              "sv_eer_change": 0.0057, "kept_float": ["node_Conv_359"], "split": "val", "against": "student fp32"}
+    post, qat = budget_notes({"int8": missed, "qat int8": missed})
+    assert post.startswith("- student int8: **budget missed**") and "post-training quantization cannot meet" in post
+    assert qat.startswith("- student qat int8: **budget missed**") and "post-training" not in qat
+    assert "quantization-aware training, with any of its nodes in float, did not meet it" in qat
+    assert "EER +0.57 points against student fp32 on 'val'" in qat
