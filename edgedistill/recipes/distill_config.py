@@ -162,7 +162,8 @@ class DistillConfig:
 
     def hint_weight(self) -> float:
         """The CNN hint's weight, null resolved: 1.0 for a student CNN that is not the teacher's and
-        trains (the Arabic edge student's rows in benchmarks/results/arabic_recipe.md, with and without), else 0."""
+        trains (the Arabic edge student's rows with and without it:
+        benchmarks/results/arabic_first_teacher/arabic_recipe.md), else 0."""
         if self.cnn_hint_weight is not None:
             return self.cnn_hint_weight
         trains = not (self.freeze_cnn or self.reuse_teacher_cnn) and self.layerwise_weight > 0
