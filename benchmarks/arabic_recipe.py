@@ -210,12 +210,11 @@ def main(argv=None) -> dict:
                             teacher_searched=searched)
     md += ["", "## What the numbers say", "", *result["goals"]]
     md += ["", *left_out] if left_out else []
-    notes = [f"- {key}" + qat_worded(line)[len("- student"):] if line.startswith("- student") else line
-             for key, rep in reports.items() for line in rep.get("notes", [])]
+    notes = budget_section(reports, timed_alone=bool(sbs))
     if notes:
         own = any(" qat int8: " in n and " points against fp32 on " in n for n in notes)  # runs from before
-        md += ["", *dict.fromkeys(notes), *(["(qat int8 there: against the QAT fine-tune's own fp32 export, in runs "
-                                             "from before its budget was held against the student's fp32.)"] if own else [])]
+        md += ["", *notes, *(["(qat int8 there: against the QAT fine-tune's own fp32 export, in runs "
+                              "from before its budget was held against the student's fp32.)"] if own else [])]
     md += ["", "Runs (each run's own command, from its report):", "",
            *[f"- {key}: `{rep.get('run_command') or '(not recorded)'}`" for key, rep in reports.items()]]
     md += ["", "Stage wall times (s): " + "; ".join(f"{pr}: " + ", ".join(f"{k} {v}" for k, v in st.items())
@@ -413,28 +412,29 @@ def time_side_by_side(work: Path, keys: list[str], path: Path, teacher: str, rou
     from edgedistill.reporting.machine import machine_info
     from edgedistill.runtime.latency import time_onnx_side_by_side
 
-    files = {}
+    files, searches = {}, {}  # name: file; name: (the stage that searched it, the search's name there)
     for key in keys:
         run = work / f"arabic_{key}"
         for mode in ("fp32", "int8"):
             f = run / "benchmark_models" / f"teacher.{mode}.onnx"
-            if f.is_file():
-                files.setdefault(f"teacher {mode}", f)
+            if f.is_file() and f"teacher {mode}" not in files:
+                files[f"teacher {mode}"], searches[f"teacher {mode}"] = f, (run / "export", f"teacher {mode}")
     for key in keys:
         if later_seed(f"{key} "):
             continue
         run = work / f"arabic_{key}"
-        for mode, f in (("int8", run / "export" / "model.int8.onnx"), ("qat-int8", run / "qat" / "student-qat.int8.onnx")):
+        for mode, f, search in (("int8", run / "export" / "model.int8.onnx", "int8"),
+                                ("qat-int8", run / "qat" / "student-qat.int8.onnx", "qat int8")):
             if f.is_file():
-                files[f"{key} {mode}"] = f
+                files[f"{key} {mode}"], searches[f"{key} {mode}"] = f, (f.parent, search)
     if not any(not k.startswith("teacher") for k in files):
         raise SystemExit(f"--time: no int8 file in {work}/arabic_*/export: the run folders are not on this machine")
     cfg = load_config(RunConfig, RECIPE, list(overrides))
     scheme = cfg.export.scheme("int8", cfg.data, cfg.finetune.train_split)  # as the runs' export stage quantized
     floats = {}
     for name, f in files.items():
-        mode = "qat int8" if name.endswith("qat-int8") else "int8"
-        done = f.parent / "stage.json"  # export/ or qat/: the stage that searched
+        stage, mode = searches[name]
+        done = stage / "stage.json"
         found = json.loads(done.read_text())["result"].get("sensitivity", {}).get(mode, {}) if done.is_file() else {}
         if found.get("kept_float"):
             print(f"timing what {name}'s {len(found['kept_float'])} float node(s) cost", flush=True)
@@ -550,6 +550,27 @@ def seed_summary(rows: list[dict], seeds: list[int]) -> list[dict]:
             groups.setdefault(f"{m.group(1)} {m.group(3)}", []).append(r)
     return [spread(name, rs) for name, rs in groups.items()
             if len(rs) > 1 and any(r.get("kws_accuracy") is not None for r in rs)]
+
+
+def budget_section(reports: dict, timed_alone: bool = False) -> list[str]:
+    """The runs' int8 budget notes as one section: each student's lines under its run's key, the
+    teacher's once (every run searched the same teacher file: the same nodes and changes, only the
+    ms each run timed beside the others differ), then the runs' closing words once."""
+    head, lines, tail = {}, {}, {}
+    for key, rep in reports.items():
+        for line in rep.get("notes", []):
+            if line.startswith("- student"):
+                lines[f"- {key}" + qat_worded(line)[len("- student"):]] = None
+            elif line.startswith("- teacher "):
+                lines.setdefault(re.sub(r": [+-][\d.]+ ms p50 \(.*?timed side by side\)", "", line), line)
+            elif line:
+                (head if line.startswith("#") else tail)[line] = None
+    if not lines:
+        return []
+    ms = "The ms in these lines were timed in each run's export stage, beside the other runs" + (
+        "; the side-by-side table above times the same files alone." if timed_alone else ".")
+    # a student's line is its own key; a teacher's is keyed without its ms and keeps the first run's
+    return [*head, "", *[line or key for key, line in lines.items()], "", *tail, ms]
 
 
 def qat_worded(line: str) -> str:

@@ -67,10 +67,12 @@ def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tm
     assert all(0 < p50 <= p90 for p50, p90 in sbs["ms"]["4"].values())
     assert sbs["gelu_unfused"] == []  # every file here comes from this code's export
     searched = json.loads((tmp_path / "w2" / "arabic_deep" / "export" / "stage.json").read_text())["result"]
-    in_float = searched["sensitivity"]["int8"]["kept_float"]
-    assert list(sbs["float_nodes"]) == (["deep int8"] if in_float else [])  # what its float nodes cost, timed
-    for t in sbs["float_nodes"].values():
-        assert t["kept_float"] == in_float and t["p50_ms"] > 0 and t["all_int8_p50_ms"] > 0
+    in_float = {name: searched["sensitivity"].get(mode, {}).get("kept_float")
+                for name, mode in (("teacher int8", "teacher int8"), ("deep int8", "int8"))}
+    # what each file's float nodes cost, timed: the teacher's (searched in the run's export stage) too
+    assert list(sbs["float_nodes"]) == [name for name, nodes in in_float.items() if nodes]
+    for name, t in sbs["float_nodes"].items():
+        assert t["kept_float"] == in_float[name] and t["p50_ms"] > 0 and t["all_int8_p50_ms"] > 0
     assert (tmp_path / "kept2" / "side_by_side.json").exists()
     assert "| deep int8 | " in out.with_suffix(".md").read_text().split("## Latency side by side")[1]
     assert mod.main(timed)["side_by_side"] == sbs  # read back from the kept file
@@ -244,3 +246,29 @@ def test_a_kept_report_whose_qat_miss_was_put_as_post_training_quantization_s_is
     assert new.startswith(old[:old.index("every candidate")])
     ptq = old.replace(" qat int8", " int8")  # a post-training miss keeps its words
     assert qat_worded(ptq) == ptq
+
+
+def test_the_runs_budget_notes_become_one_section_with_the_teacher_once():
+    budget_section = load_benchmark("arabic_recipe").budget_section
+
+    def report(student_ms, teacher_ms):
+        timed = "{:+.2f} ms p50 (3.00 against 2.00 with every node in int8; 1 s of audio, 1 thread, timed side by side)"
+        return {"notes": ["## int8 budget (sensitivity search in the export stage)", "",
+                          f"- student int8: within the budget: ...; 1 node(s) kept in float (node_Conv_1: "
+                          f"{timed.format(student_ms)}).",
+                          f"- teacher int8: within the budget: ...; 3 node(s) kept in float (node_Conv_6: "
+                          f"{timed.format(teacher_ms)}).", "",
+                          "The search measures on the 'val' split."]}
+
+    lines = budget_section({"edge": report(0.2, 0.8), "wide": report(1.5, 4.6)}, timed_alone=True)
+    assert lines[0] == "## int8 budget (sensitivity search in the export stage)"
+    assert [line.split(":")[0] for line in lines if line.startswith("- ")] == [
+        "- edge int8", "- teacher int8", "- wide int8"]
+    assert "+0.80 ms p50" in lines[3]  # the teacher's line of the first run that searched it
+    assert lines[-2:] == ["The search measures on the 'val' split.",
+                          "The ms in these lines were timed in each run's export stage, beside the other runs; "
+                          "the side-by-side table above times the same files alone."]
+    other = report(0.2, 0.8)  # another search of the teacher (other nodes): both lines stay
+    other["notes"][3] = other["notes"][3].replace("node_Conv_6", "node_Conv_7")
+    assert sum(line.startswith("- teacher") for line in budget_section({"edge": report(0.2, 0.8), "deep": other})) == 2
+    assert budget_section({"edge": {"notes": []}}) == []
