@@ -232,7 +232,8 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
     student (KWS accuracy and EER, fp32; with the seeds' mean and spread where there are several, and
     why: when `teacher_capped`, it stopped at its step cap still improving, else each margin against
     the one teacher's own spread over the seeds, `noise_words`); the edge student is within
-    1 point of KWS accuracy and 1 of EER of distilhubert at half its latency (int8); the int8 budget per
+    1 point of KWS accuracy and 1 of EER of distilhubert at half its latency (int8; accuracy on the seeds'
+    means where both have the same seeds, the first seed's gap shown too); the int8 budget per
     student; which students beat the teacher merely quantized, mode by mode. Speed comes from
     `side_by_side` (files timed together, alone) where it has both files, else from each run's own
     timing relative to the teacher timed in that run; where the edge student is less than twice as
@@ -293,13 +294,25 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
         speed = alone["distilhubert int8"][0] / alone[key][0] if together else \
             (full["latency_ms_p50"] / t_full) / (edge["latency_ms_p50"] / t_edge) if relative else \
             full["latency_ms_p50"] / edge["latency_ms_p50"]
-        met = dk >= -1 and (de is None or de <= 1) and speed >= 2
+        # With seeds for both, the accuracy goal is judged on their means (one seed's gap is noisy).
+        a, b = over.get(key), over.get("distilhubert int8")
+        means = a and b and a["seeds"] == b["seeds"]
+        if means:
+            mk = 100 * (a["kws_mean"] - b["kws_mean"])
+            me = 100 * (a["eer_mean"] - b["eer_mean"]) if a["eer_mean"] is not None and b["eer_mean"] is not None \
+                else None
+        ok_k, ok_e = (mk, me) if means else (dk, de)
+        met = ok_k >= -1 and (ok_e is None or ok_e <= 1) and speed >= 2
         who = "Edge student" + (f" ({key.split()[0]})" if key != "edge int8" else "")
         lines.append(f"- {who} (int8) against distilhubert (int8): KWS accuracy {dk:+.2f} points, "
-                     + (f"EER {de:+.2f} points, " if de is not None else "") + f"{speed:.2f}x faster"
+                     + (f"EER {de:+.2f} points, " if de is not None else "")
+                     + (f"over {a['seeds']} seeds' means KWS {mk:+.2f}"
+                        + (f", EER {me:+.2f}" if me is not None else "") + " points, " if means else "")
+                     + f"{speed:.2f}x faster"
                      + (" (timed side by side, alone)" if together else
                         " (each relative to the teacher int8 timed in its own run)" if relative else "")
-                     + ": goal (within 1 point of each, half the latency) " + ("**met**." if met else "**missed**."))
+                     + ": goal (within 1 point of each" + (" on the seeds' means" if means else "")
+                     + ", half the latency) " + ("**met**." if met else "**missed**."))
         if speed < 2 and shapes and not any(x.startswith("  Why the speed") for x in lines):
             lines.append("  Why the speed falls short: " + shape_words(shapes))
     def budget(f: dict, q: dict) -> tuple[float, float, bool]:
