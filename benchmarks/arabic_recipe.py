@@ -273,7 +273,8 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
                    "session has) while still improving on its held-out validation, and each student starts from "
                    "the teacher's weights and trains further on the same labelled clips (distillation, then "
                    "fine-tuning), so the cap, not the compression, is what the students pass; a longer cap is the "
-                   "fix where there is time." if teacher_capped else noise_words(margins, over.get(TEACHER_SPREAD)))
+                   "fix where there is time." if teacher_capped
+                   else noise_words(margins, over.get(TEACHER_SPREAD), over))
             lines.append("- Teacher as an upper bound: **broken** by " + "; ".join(beaten) + "." + why)
         else:
             lines.append("- Teacher as an upper bound: held: no student has a higher KWS accuracy or a lower EER "
@@ -594,32 +595,39 @@ def qat_worded(line: str) -> str:
     return line.replace(PTQ_MISSED, QAT_MISSED) if " qat int8: **budget missed**" in line else line
 
 
-def noise_words(margins: list[tuple[str, str, float]], teacher_spread: dict | None) -> str:
+def noise_words(margins: list[tuple[str, str, float]], teacher_spread: dict | None, seeds: dict | None = None) -> str:
     """Why students beat a teacher that was not capped (it stopped improving before its last step),
-    from `margins` ((metric "kws" or "eer", variant, points ahead as a fraction)) and the one
-    teacher's own spread over the seeds' evaluation draws (`spread`'s row), where there is one."""
+    from `margins` ((metric "kws" or "eer", variant, points ahead as a fraction, first seed)), the one
+    teacher's own spread over the seeds' evaluation draws (`spread`'s row) and the students' seed
+    rows (`seeds`, {variant: row}): a student with seeds is judged on the means, against the larger
+    of the two spreads; one with a single seed on its margin, against the teacher's spread alone."""
     if not margins:
         return ""
     if not teacher_spread or teacher_spread.get("seeds", 0) < 2:
         return (" Why: not measured. The teacher was not cut short (its validation stopped improving before its "
                 "last step), and with one seed how much of the margin is evaluation noise is unknown.")
-    std = {"kws": teacher_spread["kws_std"], "eer": teacher_spread.get("eer_std")}
-    name = {"kws": "KWS accuracy", "eer": "EER"}
+    t, seeds, name = teacher_spread, seeds or {}, {"kws": "KWS accuracy", "eer": "EER"}
     within, beyond = [], []
     for m, v, d in margins:
-        (within if std[m] is not None and d <= std[m] else beyond).append((m, v, d))
-
-    def say(group):
-        return "; ".join(f"{v.removesuffix(' fp32')}'s {name[m]} by {100 * d:.2f} points"
-                         + (f" (teacher's std {100 * std[m]:.2f})" if std[m] is not None else "") for m, v, d in group)
-    words = (" Why: the teacher was not cut short (its validation stopped improving before its last step). The one teacher, "
-             f"scored on each of the {teacher_spread['seeds']} seeds' evaluation draws (SV trials, val crops), "
-             "varies by itself:")
+        s, who = seeds.get(v), f"{v.removesuffix(' fp32')}'s {name[m]}"
+        if s and s.get(f"{m}_mean") is not None and t.get(f"{m}_mean") is not None:
+            ahead = s["kws_mean"] - t["kws_mean"] if m == "kws" else t["eer_mean"] - s["eer_mean"]
+            noise = max(t[f"{m}_std"] or 0.0, s[f"{m}_std"] or 0.0)
+            what = (f"{who} by {100 * d:.2f} points on the first seed, {100 * ahead:+.2f} on the {s['seeds']} seeds' "
+                    f"means (std: teacher {100 * t[f'{m}_std']:.2f}, student {100 * s[f'{m}_std']:.2f})")
+        else:
+            ahead, noise = d, t.get(f"{m}_std")
+            what = (f"{who} by {100 * d:.2f} points (teacher's std {100 * noise:.2f}; one seed of the student: "
+                    "its own spread not measured)" if noise is not None else f"{who} by {100 * d:.2f} points")
+        (within if noise is not None and ahead <= noise else beyond).append(what)
+    words = (" Why: the teacher was not cut short (its validation stopped improving before its last step). Each "
+             f"margin is set against the noise: the one teacher scored on each of the {t['seeds']} seeds' "
+             "evaluation draws (SV trials, val crops), and the student's own seeds where it has several.")
     if within:
-        words += f" within that spread, so not told apart from the teacher on these 6 speakers: {say(within)}."
+        words += f" Within the noise, so not told apart from the teacher on these 6 speakers: {'; '.join(within)}."
     if beyond:
-        words += (f" Beyond it: {say(beyond)}: there the student, which trains further on the same labelled clips "
-                  "(distillation, then fine-tuning), does better on these speakers than its teacher.")
+        words += (f" Beyond it: {'; '.join(beyond)}: there the student, which trains further on the same labelled "
+                  "clips (distillation, then fine-tuning), does better on these speakers than its teacher.")
     return words
 
 

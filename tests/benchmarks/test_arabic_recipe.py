@@ -157,13 +157,20 @@ def test_the_goals_are_checked_in_words():
     assert "over 3 seeds 91.00 +- 2.00% (+1.00 points, within one standard deviation of the teacher)" in text[0]
     assert "Why: the teacher stopped at its step cap" in text[0]
     # not capped: each margin against the one teacher's own spread over the seeds' draws
-    spread = {"variant": "teacher fp32 (the one teacher)", "seeds": 3, "kws_std": 0.06, "eer_std": 0.004}
+    # with seeds, a student is judged on the means, against the larger of its and the teacher's spread
+    spread = {"variant": "teacher fp32 (the one teacher)", "seeds": 3, "kws_mean": 0.90, "kws_std": 0.06,
+              "eer_mean": 0.10, "eer_std": 0.004}
     text = goals(rows, [spread, *seeds])
-    assert ("varies by itself: within that spread, so not told apart from the teacher on these 6 speakers: edge's KWS "
-            "accuracy by 5.00 points (teacher's std 6.00).") in text[0]
+    assert ("Within the noise, so not told apart from the teacher on these 6 speakers: edge's KWS accuracy by 5.00 "
+            "points on the first seed, +1.00 on the 3 seeds' means (std: teacher 6.00, student 2.00).") in text[0]
     assert "Beyond" not in text[0]
-    assert "Beyond it: edge's KWS accuracy by 5.00 points (teacher's std 1.00): there the student" in \
-        goals(rows, [{**spread, "kws_std": 0.01}, *seeds])[0]
+    assert "Within the noise" in goals(rows, [{**spread, "kws_std": 0.0}, *seeds])[0]  # the student's own spread
+    ahead = [{**spread, "kws_std": 0.0}, {**seeds[0], "kws_mean": 0.95}]
+    assert ("Beyond it: edge's KWS accuracy by 5.00 points on the first seed, +5.00 on the 3 seeds' means (std: "
+            "teacher 0.00, student 2.00): there the student") in goals(rows, ahead)[0]
+    # one seed of the student: its margin against the teacher's spread alone, said so
+    assert ("Beyond it: edge's KWS accuracy by 5.00 points (teacher's std 1.00; one seed of the student: its own "
+            "spread not measured)") in goals(rows, [{**spread, "kws_std": 0.01}])[0]
     # a student that passes the teacher on EER alone gets the EER's spread, not the KWS accuracy's
     rows[4] = _row("edge fp32", 0.85, 0.09, 4, 8)
     seeds[0] = {**seeds[0], "kws_mean": 0.85, "eer_mean": 0.095, "eer_std": 0.005}
