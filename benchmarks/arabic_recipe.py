@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -443,8 +444,11 @@ def time_side_by_side(work: Path, keys: list[str], path: Path, teacher: str, rou
                 files[f"{key} {mode}"], searches[f"{key} {mode}"] = f, (f.parent, search)
     if not any(not k.startswith("teacher") for k in files):
         raise SystemExit(f"--time: no int8 file in {work}/arabic_*/export: the run folders are not on this machine")
-    cfg = load_config(RunConfig, RECIPE, list(overrides))
-    scheme = cfg.export.scheme("int8", cfg.data, cfg.finetune.train_split)  # as the runs' export stage quantized
+    def scheme(run: Path):  # as the run's export stage quantized: the recipe with the run's own overrides (its data)
+        words = shlex.split((run / "command.txt").read_text()) if (run / "command.txt").is_file() else []
+        cfg = load_config(RunConfig, RECIPE, [w for w in words[3:] if "=" in w] + list(overrides))
+        return cfg.export.scheme("int8", cfg.data, cfg.finetune.train_split)
+
     floats = {}
     for name, f in files.items():
         stage, mode = searches[name]
@@ -453,7 +457,8 @@ def time_side_by_side(work: Path, keys: list[str], path: Path, teacher: str, rou
         if found.get("kept_float"):
             print(f"timing what {name}'s {len(found['kept_float'])} float node(s) cost", flush=True)
             floats[name] = {"kept_float": found["kept_float"],
-                            **float_nodes_cost(f.with_name(f.name.replace(".int8.", ".fp32.")), f, scheme, rounds=rounds)}
+                            **float_nodes_cost(f.with_name(f.name.replace(".int8.", ".fp32.")), f, scheme(stage.parent),
+                                               rounds=rounds)}
     ms = {}
     for seconds in (1, 4):
         print(f"timing {len(files)} files side by side on {seconds} s of audio ({rounds} rounds)", flush=True)

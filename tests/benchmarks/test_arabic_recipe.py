@@ -13,7 +13,10 @@ TINY = ["teacher_training.layers=2", "teacher_training.hidden=64", "teacher_trai
 
 
 @pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
-def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tmp_path):
+def test_one_iteration_smoke_shares_the_teacher_across_students(small_corpus, tmp_path, monkeypatch):
+    # run from elsewhere, as CI's clean clone does: the recipe's own data path (../shared/...) is not
+    # there, so everything must take the runs' data
+    monkeypatch.chdir(tmp_path)
     mod = load_benchmark("arabic_recipe")
     out = tmp_path / "res"
     kept = tmp_path / "kept"
