@@ -30,6 +30,7 @@ Data: Arabic Speech Commands (Ghandoura et al. 2021, CC BY 4.0), read in place.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -298,11 +299,9 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
             full["latency_ms_p50"] / edge["latency_ms_p50"]
         # With seeds for both, the accuracy goal is judged on their means (one seed's gap is noisy).
         a, b = over.get(key), over.get("distilhubert int8")
-        means = a and b and a["seeds"] == b["seeds"]
-        if means:
-            mk = 100 * (a["kws_mean"] - b["kws_mean"])
-            me = 100 * (a["eer_mean"] - b["eer_mean"]) if a["eer_mean"] is not None and b["eer_mean"] is not None \
-                else None
+        means = bool(a and b and a["seeds"] == b["seeds"])
+        mk = 100 * (a["kws_mean"] - b["kws_mean"]) if means else None
+        me = 100 * (a["eer_mean"] - b["eer_mean"]) if means and None not in (a["eer_mean"], b["eer_mean"]) else None
         ok_k, ok_e = (mk, me) if means else (dk, de)
         met = ok_k >= -1 and (ok_e is None or ok_e <= 1) and speed >= 2
         who = "Edge student" + (f" ({key.split()[0]})" if key != "edge int8" else "")
@@ -444,9 +443,11 @@ def time_side_by_side(work: Path, keys: list[str], path: Path, teacher: str, rou
                 files[f"{key} {mode}"], searches[f"{key} {mode}"] = f, (f.parent, search)
     if not any(not k.startswith("teacher") for k in files):
         raise SystemExit(f"--time: no int8 file in {work}/arabic_*/export: the run folders are not on this machine")
+    @functools.cache
     def scheme(run: Path):  # as the run's export stage quantized: the recipe with the run's own overrides (its data)
-        words = shlex.split((run / "command.txt").read_text()) if (run / "command.txt").is_file() else []
-        cfg = load_config(RunConfig, RECIPE, [w for w in words[3:] if "=" in w] + list(overrides))
+        command = run / "command.txt"  # `edgedistill run RECIPE KEY=VALUE ...`, as main() wrote it
+        words = shlex.split(command.read_text())[3:] if command.is_file() else []
+        cfg = load_config(RunConfig, RECIPE, words + list(overrides))
         return cfg.export.scheme("int8", cfg.data, cfg.finetune.train_split)
 
     floats = {}
@@ -575,12 +576,13 @@ def budget_section(reports: dict, timed_alone: bool = False) -> list[str]:
     """The runs' int8 budget notes as one section: each student's lines under its run's key, the
     teacher's once (every run searched the same teacher file: the same nodes and changes, only the
     ms each run timed beside the others differ), then the runs' closing words once."""
-    head, lines, tail = {}, {}, {}
+    head, lines, tail = {}, {}, {}  # dicts as ordered sets; `lines` keyed by what makes a line the same
     for key, rep in reports.items():
         for line in rep.get("notes", []):
             if line.startswith("- student"):
-                lines[f"- {key}" + qat_worded(line)[len("- student"):]] = None
-            elif line.startswith("- teacher "):
+                line = f"- {key}" + qat_worded(line)[len("- student"):]
+                lines[line] = line
+            elif line.startswith("- teacher "):  # the same search without its ms: the first run's line
                 lines.setdefault(re.sub(r": [+-][\d.]+ ms p50 \(.*?timed side by side\)", "", line), line)
             elif line:
                 (head if line.startswith("#") else tail)[line] = None
@@ -588,8 +590,7 @@ def budget_section(reports: dict, timed_alone: bool = False) -> list[str]:
         return []
     ms = "The ms in these lines were timed in each run's export stage, beside the other runs" + (
         "; the side-by-side table above times the same files alone." if timed_alone else ".")
-    # a student's line is its own key; a teacher's is keyed without its ms and keeps the first run's
-    return [*head, "", *[line or key for key, line in lines.items()], "", *tail, ms]
+    return [*head, "", *lines.values(), "", *tail, ms]
 
 
 def qat_worded(line: str) -> str:
