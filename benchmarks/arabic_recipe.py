@@ -49,7 +49,11 @@ KEPT = ROOT / "benchmarks" / "results" / "arabic_runs"
 
 
 def main(argv=None) -> dict:
+    global RECIPE
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipe", default="configs/arabic_speech_commands.yaml", help=(
+        "the run recipe (configs/arabic_whisper.yaml: the pretrained Whisper teacher; give it its own --work, "
+        "--kept and --out)"))
     p.add_argument("--presets", nargs="+", default=["distilhubert", "edge", "deep", "wide"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="distill + fine-tune seeds")
     p.add_argument("--seeded-presets", nargs="+", default=["distilhubert", "edge"],
@@ -74,6 +78,7 @@ def main(argv=None) -> dict:
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. distill.steps=100)")
     args = p.parse_args(argv)
 
+    RECIPE = (ROOT / args.recipe) if not Path(args.recipe).is_absolute() else Path(args.recipe)
     from edgedistill.cli import main as cli
     from edgedistill.reporting.machine import machine_info, write_report
     from edgedistill.reporting.tables import variant_table
@@ -381,7 +386,7 @@ def shape_latency(folder: Path = ROOT / "benchmarks" / "results") -> dict:
         if "distilhubert" in ms and "edge" in ms:
             shapes[shape] = {"command": res["command"], "date": res["date"], "cpu": res["machine"]["cpu"],
                              "distilhubert": ms["distilhubert"], "edge": ms["edge"]}
-    if "recipe" in shapes:  # the recipe's teacher and its edge student, as the runs build them
+    if "recipe" in shapes and load_config_teacher() == "train":  # the recipe's teacher and edge student, as built
         from edgedistill.config import load_config
         from edgedistill.models.builders import small_hubert_config
         from edgedistill.models.student import StudentConfig, student_config
@@ -392,6 +397,14 @@ def shape_latency(folder: Path = ROOT / "benchmarks" / "results") -> dict:
         shapes["recipe"].update(shape=f"{tt.layers} x {tt.hidden}", teacher_cnn=list(teacher.conv_dim),
                                 edge_cnn=list(student_config(teacher, StudentConfig(preset="edge")).conv_dim))
     return shapes
+
+
+def load_config_teacher() -> str:
+    """The recipe's `teacher:`."""
+    from edgedistill.config import load_config
+    from edgedistill.recipes.run import RunConfig
+
+    return load_config(RunConfig, RECIPE, []).teacher
 
 
 def shape_words(shapes: dict) -> str:

@@ -169,7 +169,12 @@ def _students(args) -> int:
     import torch
 
     with torch.device("meta"):
-        t_params = sum(p.numel() for p in AutoModel.from_config(t_cfg).parameters())
+        if t_cfg.model_type == "whisper":  # the encoder is the teacher
+            from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+            t_params = sum(p.numel() for p in WhisperEncoder(t_cfg).parameters())
+        else:
+            t_params = sum(p.numel() for p in AutoModel.from_config(t_cfg).parameters())
     rows = preset_table(t_cfg)
     if args.json:
         print(json.dumps({"teacher_params": t_params, "presets": rows}, indent=1))

@@ -132,8 +132,12 @@ def export_onnx(model, out: str | Path, *, hidden_states: bool = False, opset: i
     module, meta = _load(model)
     module = copy.deepcopy(module).eval().float()
     fold_weight_norm(module)
-    cfg = (module.backbone if meta["kind"] == "multitask" else module).config
-    min_samples = receptive_field(cfg.conv_kernel, cfg.conv_stride)
+    backbone = module.backbone if meta["kind"] == "multitask" else module
+    cfg = backbone.config
+    if cfg.model_type == "whisper":  # log-mel frames of 400 samples; positions for 30 s
+        min_samples, max_samples = 400, backbone.max_samples()
+    else:
+        min_samples, max_samples = receptive_field(cfg.conv_kernel, cfg.conv_stride), 16_000 * 3600
     if meta["kind"] == "multitask":
         graph, outputs = _MultiTaskGraph(module), ["keyword_logits", "speaker_embedding"]
     else:
@@ -146,7 +150,7 @@ def export_onnx(model, out: str | Path, *, hidden_states: bool = False, opset: i
     # mid-export never leaves a valid-looking model without its metadata at `out`.
     tmp = out.with_name(out.name + ".tmp")
     batch = torch.export.Dim("batch", min=1, max=4096)
-    samples = torch.export.Dim("samples", min=min_samples, max=16_000 * 3600)
+    samples = torch.export.Dim("samples", min=min_samples, max=max_samples)
     example = torch.randn(2, 16_000, generator=torch.Generator().manual_seed(0)) * 0.1
     import warnings
 
@@ -169,6 +173,7 @@ def export_onnx(model, out: str | Path, *, hidden_states: bool = False, opset: i
     strip_debug_info(proto)
     fused = fuse_gelu(proto) if fuse else 0
     metadata = {"version": __version__, "sample_rate": 16_000, "min_samples": min_samples,
+                **({"max_samples": max_samples} if cfg.model_type == "whisper" else {}),
                 "input": "waveform float32 [batch, samples], mono, 16 kHz, in [-1, 1]",
                 "preprocessing": json.dumps({"do_normalize": meta["do_normalize"], "resample_to": 16_000}),
                 **{k: v for k, v in meta.items() if k != "do_normalize"}, **(extra_metadata or {})}

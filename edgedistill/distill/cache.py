@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgedistill.audio import num_frames
 from edgedistill.config import ConfigError
 from edgedistill.data.unlabelled import CroppedAudio, crop_seed
 
@@ -117,8 +116,7 @@ def write_cache(folder: str | Path, teacher, dataset: CroppedAudio, identity: di
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     layers, dim = identity["layers"], identity["dim"]
-    c = teacher.config
-    frames = np.array([num_frames(n, c.conv_kernel, c.conv_stride) for n in dataset.lengths], dtype=np.int64)
+    frames = np.array([teacher.frames(n) for n in dataset.lengths], dtype=np.int64)
     index = np.stack([np.concatenate([[0], np.cumsum(frames)[:-1]]), frames], axis=1)
     total = int(frames.sum())
     size = total * len(layers) * dim * 2

@@ -135,9 +135,10 @@ class MultiTaskModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(folder / "backbone")
-        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0,
-                                 do_normalize=self.spec["do_normalize"],
-                                 return_attention_mask=False).save_pretrained(folder / "backbone")
+        if self.backbone.config.model_type != "whisper":  # a WhisperWave writes its own
+            Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0,
+                                     do_normalize=self.spec["do_normalize"],
+                                     return_attention_mask=False).save_pretrained(folder / "backbone")
         heads = {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith("backbone.")}
         save_file(heads, folder / "heads.safetensors")
         (folder / "multitask.json").write_text(json.dumps(self.spec, indent=1))
@@ -146,11 +147,12 @@ class MultiTaskModel(nn.Module):
     def from_pretrained(cls, folder: str | Path) -> "MultiTaskModel":
         """Reloads a saved model with its label list and SV threshold."""
         from safetensors.torch import load_file
-        from transformers import AutoModel
+
+        from edgedistill.models.teacher import load_speech_model
 
         folder = find_multitask_folder(folder)
         spec = json.loads((folder / "multitask.json").read_text())
-        backbone = AutoModel.from_pretrained(folder / "backbone", trust_remote_code=False)
+        backbone = load_speech_model(folder / "backbone")
         model = cls(backbone, **spec)
         missing, unexpected = model.load_state_dict(load_file(folder / "heads.safetensors"), strict=False)
         missing = [k for k in missing if not k.startswith("backbone.")]

@@ -106,8 +106,14 @@ def _shape(t, cfg: StudentConfig) -> dict:
 
 
 def student_config(teacher_config, cfg: StudentConfig):
-    """A `transformers` config of the teacher's family with the student's shape."""
+    """A `transformers` config of the teacher's family with the student's shape. A Whisper
+    teacher's students are HuBERT-shaped waveform models of its encoder's size
+    (`edgedistill.models.whisper.hubert_shape_of`)."""
     t = teacher_config
+    if getattr(t, "model_type", None) == "whisper":
+        from edgedistill.models.whisper import hubert_shape_of
+
+        t = hubert_shape_of(t)
     s = copy.deepcopy(t)
     shape = _shape(t, cfg)
     if shape["hidden_size"] % shape["num_heads"]:
@@ -175,10 +181,20 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module) -> dict[str, list[
     """Copies each student module whose tensors all match the teacher's by name and shape.
 
     Whole modules only: a weight-normed conv whose `g` matches but whose `v` does not is
-    left fresh. Student layer i takes teacher layer i (the first N layers). Returns the
+    left fresh. Student layer i takes teacher layer i (the first N layers). A Whisper teacher
+    gives its encoder layers (`edgedistill.models.whisper.as_hubert_state`); its convolutions read
+    log-mel frames, so the student's CNN and positional convolution start fresh. Returns the
     tensor names copied and those left at their fresh init.
     """
-    t_state, s_state = teacher.state_dict(), student.state_dict()
+    from edgedistill.models.teacher import is_whisper
+
+    if is_whisper(teacher):
+        from edgedistill.models.whisper import as_hubert_state
+
+        t_state = as_hubert_state(teacher)
+    else:
+        t_state = teacher.state_dict()
+    s_state = student.state_dict()
     groups: dict[str, list[str]] = {}
     for name in s_state:
         groups.setdefault(_module_of(name), []).append(name)
@@ -239,6 +255,7 @@ def preset_table(teacher_config) -> list[dict]:
     from transformers import AutoModel
 
     rows = []
+    whisper = getattr(teacher_config, "model_type", None) == "whisper"  # its students' CNN is HuBERT's
     for preset in PRESETS[:-1]:
         for thin in (False, True) if preset != "edge" else (False,):
             cfg = StudentConfig(preset=preset, thin_cnn=thin)
@@ -248,6 +265,6 @@ def preset_table(teacher_config) -> list[dict]:
             rows.append({"preset": preset + ("+thin_cnn" if thin else ""),
                          "layers": s.num_hidden_layers, "hidden": s.hidden_size,
                          "ffn": s.intermediate_size, "heads": s.num_attention_heads,
-                         "cnn": "x".join(map(str, s.conv_dim)) if cfg.thin else "teacher",
+                         "cnn": "x".join(map(str, s.conv_dim)) if cfg.thin or whisper else "teacher",
                          "params": params, "what": PRESET_HELP[preset]})
     return rows

@@ -1,6 +1,7 @@
-"""Teachers: any Hugging Face speech SSL model (HuBERT, wav2vec 2.0, WavLM, data2vec-audio),
-frozen, in eval mode, returning all hidden states with HF indexing (0 = encoder input,
-i = output of layer i).
+"""Teachers: any Hugging Face speech SSL model (HuBERT, wav2vec 2.0, WavLM, data2vec-audio) or
+Whisper's encoder (`edgedistill.models.whisper`: it computes its log-mel features itself, on clips
+of any length), frozen, in eval mode, returning all hidden states with HF indexing (0 = encoder
+input, i = output of layer i).
 
 Eval mode is a deliberate choice: the official DistilHuBERT trainer leaves the teacher's
 dropout on, which only adds noise to the targets.
@@ -9,22 +10,22 @@ dropout on, which only adds noise to the targets.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from edgedistill.config import ConfigError
+from edgedistill.models.hub import TeacherNotFoundError, find_pretrained  # noqa: F401 (public here too)
 
+# The speech SSL families: a CNN on the waveform, then a transformer (students are built in these).
 SPEECH_MODEL_TYPES = ("hubert", "wav2vec2", "wavlm", "data2vec-audio")
+# What a teacher may be: those, or Whisper's encoder (its students are HuBERT-shaped).
+TEACHER_MODEL_TYPES = SPEECH_MODEL_TYPES + ("whisper",)
 # Models whose pretraining normalised each waveform to zero mean / unit variance.
-# HuBERT Base and wav2vec 2.0 Base were trained on raw waveforms (do_normalize=False).
-_NORMALIZE_DEFAULT = {"hubert": False, "wav2vec2": False, "wavlm": True, "data2vec-audio": True}
-
-
-class TeacherNotFoundError(FileNotFoundError):
-    """A teacher id or path that cannot be loaded here."""
+# HuBERT Base and wav2vec 2.0 Base were trained on raw waveforms (do_normalize=False); Whisper
+# reads log-mel features of the raw waveform.
+_NORMALIZE_DEFAULT = {"hubert": False, "wav2vec2": False, "wavlm": True, "data2vec-audio": True, "whisper": False}
 
 
 class NotASpeechModelError(ConfigError):
@@ -147,12 +148,38 @@ BUILTIN_TEACHERS = {
 }
 
 
+def as_speech_model(model: nn.Module) -> nn.Module:
+    """`model` as the library calls speech models (waveform in, hidden states out): a Whisper
+    model (`WhisperForConditionalGeneration`, `WhisperModel` or `WhisperEncoder`) becomes a
+    `WhisperWave` over its encoder; anything else is returned as is."""
+    from edgedistill.models.whisper import WhisperWave
+
+    if isinstance(model, WhisperWave) or getattr(getattr(model, "config", None), "model_type", None) != "whisper":
+        return model
+    encoder = model.get_encoder() if hasattr(model, "get_encoder") else model
+    return WhisperWave(encoder)
+
+
+def is_whisper(model: nn.Module) -> bool:
+    return getattr(getattr(model, "config", None), "model_type", None) == "whisper"
+
+
+def teacher_frames(config, num_samples: int) -> int:
+    """Frames a speech model of `config` gives for `num_samples` samples at 16 kHz: its CNN's, or
+    Whisper's ceil((samples // 160) / 2)."""
+    from edgedistill.audio import num_frames
+
+    if config.model_type == "whisper":
+        return -(-(num_samples // 160) // 2)
+    return num_frames(num_samples, config.conv_kernel, config.conv_stride)
+
+
 class Teacher(nn.Module):
-    """A frozen speech SSL model.
+    """A frozen speech model.
 
     Args:
         model: a `transformers` speech model (HubertModel, Wav2Vec2Model, WavLMModel,
-            Data2VecAudioModel).
+            Data2VecAudioModel) or a Whisper model (its encoder is used, on waveforms).
         do_normalize: whether the model expects each waveform normalised to zero mean and
             unit variance (from its feature extractor config).
     """
@@ -160,10 +187,11 @@ class Teacher(nn.Module):
     def __init__(self, model: nn.Module, do_normalize: bool = False):
         super().__init__()
         self.dtype = torch.float32
+        model = as_speech_model(model)
         model_type = getattr(model.config, "model_type", None)
-        if model_type not in SPEECH_MODEL_TYPES:
-            raise NotASpeechModelError(f"teacher model_type '{model_type}' is not a supported speech SSL "
-                                       f"model; use one of {SPEECH_MODEL_TYPES}")
+        if model_type not in TEACHER_MODEL_TYPES:
+            raise NotASpeechModelError(f"teacher model_type '{model_type}' is not a supported speech SSL model "
+                                       f"or Whisper; use one of {TEACHER_MODEL_TYPES}")
         self.model = model.eval()
         self.model.requires_grad_(False)
         self.do_normalize = do_normalize
@@ -189,9 +217,19 @@ class Teacher(nn.Module):
         self.model.to(self.dtype)
         return self
 
+    def frames(self, num_samples: int) -> int:
+        """Hidden-state frames for a clip of `num_samples` samples."""
+        return teacher_frames(self.config, num_samples)
+
+    def _no_cnn(self, what: str) -> None:
+        if is_whisper(self.model):
+            raise ConfigError(f"{what}: a Whisper teacher has no waveform CNN to share with the student (its "
+                              "convolutions read log-mel frames): set distill.reuse_teacher_cnn=false")
+
     @torch.no_grad()
     def cnn_features(self, wave: torch.Tensor) -> torch.Tensor:
         """CNN output [batch, channels, frames] for waveforms [batch, samples], in float32."""
+        self._no_cnn("reuse_teacher_cnn")
         with torch.autocast(device_type=wave.device.type, enabled=False):
             x = prepare_input(wave.float(), self.do_normalize).to(self.dtype)
             return self.model.feature_extractor(x).float()
@@ -206,6 +244,8 @@ class Teacher(nn.Module):
         """
         # The teacher runs in its own precision (fp32 unless set_precision), never under the
         # student's autocast. Hidden states come back in that precision.
+        if features is not None:
+            self._no_cnn("precomputed CNN features")
         with torch.autocast(device_type=wave.device.type, enabled=False):
             x = prepare_input(wave.float(), self.do_normalize).to(self.dtype)
             if features is not None:
@@ -309,6 +349,7 @@ def load_teacher(id_or_path: str | nn.Module, *, seed: int = 0,
     if isinstance(id_or_path, Teacher):
         return id_or_path
     if isinstance(id_or_path, nn.Module):
+        id_or_path = as_speech_model(id_or_path)
         mt = id_or_path.config.model_type
         return Teacher(id_or_path, _NORMALIZE_DEFAULT.get(mt, False) if do_normalize is None else do_normalize)
     name = str(id_or_path)
@@ -322,54 +363,6 @@ def load_teacher(id_or_path: str | nn.Module, *, seed: int = 0,
         raise TeacherNotFoundError(f"unknown builtin teacher '{name}'; available: "
                                    f"{sorted(BUILTIN_TEACHERS)}")
     return Teacher(*_from_pretrained(name, do_normalize))
-
-
-def find_pretrained(name: str, what: str = "teacher", flag: str = "--teacher"):
-    """(source, from_pretrained kwargs, config) of a local folder or hub id, without
-    `trust_remote_code`: a folder as is; a hub id from the local cache first (fast), then from
-    the hub unless `HF_HUB_OFFLINE` is set.
-
-    Raises:
-        TeacherNotFoundError: naming `what` and the `flag` to pass a downloaded folder with.
-    """
-    from transformers import AutoConfig
-
-    local = Path(name).expanduser()
-    if local.is_file():
-        raise TeacherNotFoundError(f"{what} '{name}' is a file: pass the folder that holds its "
-                                   "config.json (a `save_pretrained` folder)")
-    if local.is_dir():
-        if not (local / "config.json").is_file():
-            raise TeacherNotFoundError(f"{what} folder '{name}' has no config.json, so it is not a saved "
-                                       "`transformers` model: pass the folder written by `save_pretrained` "
-                                       "(or by `hf download ID --local-dir DIR`)")
-        src, attempts = str(local), [dict(local_files_only=True)]
-    elif name.startswith((".", "/", "~")) or not _looks_like_hub_id(name):
-        raise TeacherNotFoundError(f"{what} path '{name}' does not exist: check the path")
-    else:
-        src, attempts = name, [dict(local_files_only=True)]
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("0", "", "false", "no"):
-            attempts.append({})
-    last = None
-    for kw in attempts:
-        try:
-            return src, kw, AutoConfig.from_pretrained(src, trust_remote_code=False, **kw)
-        except (OSError, ValueError) as exc:
-            last = exc
-    hub = ("the hub could not be reached" if len(attempts) > 1
-           else "the hub was not asked (HF_HUB_OFFLINE is set)")
-    raise TeacherNotFoundError(
-        f"cannot load {what} '{name}': it is not a local folder and not in the Hugging Face "
-        f"cache, and {hub} ({str(last).splitlines()[0][:160]}). "
-        f"On a connected machine run `hf download {name} --local-dir DIR` "
-        f"and pass {flag} DIR") from last
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    """'owner/name' or 'name' with the characters the hub allows."""
-    import re
-
-    return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name) is not None
 
 
 def find_speech_config(name: str, flag: str = "--teacher"):
@@ -391,17 +384,34 @@ def find_speech_config(name: str, flag: str = "--teacher"):
                                        "`edgedistill embedded-teacher` once (about 5 minutes on a CPU); the CLI "
                                        "commands and recipes that use it build it first on their own")
     src, kw, config = find_pretrained(name, flag=flag)
-    if getattr(config, "model_type", None) not in SPEECH_MODEL_TYPES:
-        raise NotASpeechModelError(f"'{name}' is a '{config.model_type}' model, not a speech SSL model "
-                                   f"(supported: {', '.join(SPEECH_MODEL_TYPES)}); pass a speech model to {flag}")
+    if getattr(config, "model_type", None) not in TEACHER_MODEL_TYPES:
+        raise NotASpeechModelError(f"'{name}' is a '{config.model_type}' model, not a speech SSL model or Whisper "
+                                   f"(supported: {', '.join(TEACHER_MODEL_TYPES)}); pass a speech model to {flag}")
     return src, kw, config
 
 
-def _from_pretrained(name: str, do_normalize: bool | None):
-    from transformers import AutoModel
+def load_speech_model(src: str | Path, config=None, **kw) -> nn.Module:
+    """The speech model saved in folder (or hub id) `src`: `AutoModel` for the waveform families,
+    `WhisperWave` (the encoder alone, on waveforms) for Whisper. Never `trust_remote_code`."""
+    from transformers import AutoConfig, AutoModel
 
+    config = config or AutoConfig.from_pretrained(src, trust_remote_code=False, **kw)
+    if config.model_type == "whisper":
+        from edgedistill.models.whisper import load_whisper_wave
+
+        folder = Path(src)
+        if not folder.is_dir():  # a hub id: its snapshot in the local cache (or downloaded)
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(str(src), local_files_only=kw.get("local_files_only", False),
+                                            allow_patterns=["*.json", "*.safetensors", "pytorch_model.bin"]))
+        return load_whisper_wave(folder, config)
+    return AutoModel.from_pretrained(src, trust_remote_code=False, **kw)
+
+
+def _from_pretrained(name: str, do_normalize: bool | None):
     src, kw, config = find_speech_config(name)
-    model = AutoModel.from_pretrained(src, trust_remote_code=False, **kw)
+    model = load_speech_model(src, config, **kw)
     if do_normalize is None:
         do_normalize = _read_do_normalize(src, config.model_type, **kw)
     return model, do_normalize

@@ -26,7 +26,7 @@ from edgedistill.distill.losses import layerwise_loss
 from edgedistill.distill.model import DistillModel
 from edgedistill.distill.text import text_setup, token_prior
 from edgedistill.models.student import build_student
-from edgedistill.models.teacher import load_teacher, prepare_input
+from edgedistill.models.teacher import is_whisper, load_teacher, prepare_input
 from edgedistill.recipes.distill_config import _RESUMABLE, DistillConfig
 from edgedistill.recipes.embedded_teacher import ensure_embedded_teacher
 from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
@@ -79,7 +79,7 @@ def distill(cfg: DistillConfig, resume: bool = False, stop_after: int | None = N
             targets, t_cfg.num_hidden_layers, s_cfg.num_hidden_layers)
         if max(s_layers) > s_cfg.num_hidden_layers:
             raise ConfigError(f"student_layers {s_layers} outside the student's 0..{s_cfg.num_hidden_layers}")
-    hint_weight = cfg.hint_weight()
+    hint_weight = cfg.hint_weight(teacher_has_cnn=not is_whisper(teacher.model))
     heads = (DistillHeads(cfg.objective, s_cfg.hidden_size, t_cfg.hidden_size, targets, s_layers,
                           cnn_hint=hint_weight > 0) if cfg.layerwise_weight > 0 else None)
     # Teacher layers read per step (and cached): the targets, then layer 0 for the CNN hint.

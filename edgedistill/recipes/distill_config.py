@@ -160,14 +160,19 @@ class DistillConfig:
         if not 0 <= self.warmup_frac < 1:
             raise ValueError("warmup_frac must be in [0, 1)")
 
-    def hint_weight(self) -> float:
+    def hint_weight(self, teacher_has_cnn: bool = True) -> float:
         """The CNN hint's weight, null resolved: 1.0 for a student CNN that is not the teacher's and
         trains (the Arabic edge student's rows with and without it:
-        benchmarks/results/arabic_first_teacher/arabic_recipe.md), else 0."""
+        benchmarks/results/arabic_first_teacher/arabic_recipe.md), else 0.
+
+        Args:
+            teacher_has_cnn: False for a teacher without a waveform CNN (Whisper reads log-mel
+                frames): every student's CNN is then fresh.
+        """
         if self.cnn_hint_weight is not None:
             return self.cnn_hint_weight
         trains = not (self.freeze_cnn or self.reuse_teacher_cnn) and self.layerwise_weight > 0
-        return 1.0 if trains and not self.student.cnn_from_teacher else 0.0
+        return 1.0 if trains and not (self.student.cnn_from_teacher and teacher_has_cnn) else 0.0
 
     def active_units(self) -> list[str]:
         """Text units with a positive weight (utterance: global_weight; token, word: local_weight)."""

@@ -174,12 +174,13 @@ def plan(cfg: RunConfig) -> dict:
     teacher_ft = cycles[-1]
     distill = dataclasses.replace(cfg.distill, teacher=teacher_backbone, data=cfg.distill_data or cfg.data,
                                   out=str(out / "distill"))
-    if cfg.distill.cnn_hint_weight is None and (hint := distill.hint_weight()) > 0:
+    has_cnn = teacher_has_cnn(cfg.teacher)
+    if cfg.distill.cnn_hint_weight is None and (hint := distill.hint_weight(has_cnn)) > 0:
         # Written in where it is on, so the stage's config says so; left null where it resolves to 0
         # (a stage hash that predates the field stays the same).
         distill = dataclasses.replace(distill, cnn_hint_weight=hint)
     finetune = dataclasses.replace(cfg.finetune, model=str(out / "distill"), data=cfg.data, out=str(out / "finetune"))
-    if cfg.finetune.freeze_cnn is None and not cfg.distill.student.cnn_from_teacher:
+    if cfg.finetune.freeze_cnn is None and not (cfg.distill.student.cnn_from_teacher and has_cnn):
         # A CNN that is not the teacher's had only the distillation's steps: frozen, it caps the
         # student (Arabic edge student: EER 27.4% frozen, 20.1% trained).
         finetune = dataclasses.replace(finetune, freeze_cnn=False)
@@ -190,6 +191,20 @@ def plan(cfg: RunConfig) -> dict:
     return {"teacher": {"init": tt, "finetune": teacher_ft, "cycles": cycles, "names": names}, "distill": distill,
             "finetune": finetune, "qat": qat if cfg.qat else None, "baseline": baseline if cfg.baseline else None,
             "export": cfg.export, "benchmark": cfg.benchmark, "stream": cfg.stream}
+
+
+def teacher_has_cnn(teacher: str) -> bool:
+    """Whether a run's teacher has a waveform CNN a student can copy: False for a Whisper teacher
+    (its convolutions read log-mel frames), True for the others and for one not found yet (its
+    own stage reports that)."""
+    from edgedistill.models.teacher import EMBEDDED_TEACHER, TeacherNotFoundError, find_speech_config
+
+    if teacher in (TRAIN_TEACHER, EMBEDDED_TEACHER) or teacher.startswith("builtin:"):
+        return True
+    try:
+        return find_speech_config(teacher)[2].model_type != "whisper"
+    except (TeacherNotFoundError, ConfigError, OSError, ValueError):
+        return True
 
 
 def train_teacher(teacher: dict) -> dict:

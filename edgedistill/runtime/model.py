@@ -112,6 +112,8 @@ class EdgeModel:
         self.threshold: float | None = self.metadata.get("sv_threshold")
         self.speakers: dict[str, np.ndarray] = {}
         self.max_samples = int(max_seconds * self.sample_rate)
+        if "max_samples" in self.metadata:  # a model with a fixed longest input (Whisper's 30 s)
+            self.max_samples = min(self.max_samples, int(self.metadata["max_samples"]))
 
     # ---- input checks -------------------------------------------------------------------
     def prepare(self, audio, sample_rate: int | None = None) -> np.ndarray:

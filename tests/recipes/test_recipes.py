@@ -58,7 +58,8 @@ def _reached(stages: dict, key: str):
 
 
 def test_the_shipped_recipes_are_there_and_open_with_their_command():
-    assert {p.name for p in RUN_RECIPES} == {"demo.yaml", "hubert_base.yaml", "arabic_speech_commands.yaml"}
+    assert {p.name for p in RUN_RECIPES} == {"demo.yaml", "hubert_base.yaml", "arabic_speech_commands.yaml",
+                                         "arabic_whisper.yaml"}
     assert recipe_path("demo") == CONFIGS / "demo.yaml"
     with pytest.raises(FileNotFoundError, match="shipped recipe"):
         recipe_path("nonesuch")
