@@ -293,3 +293,21 @@ def test_the_runs_budget_notes_become_one_section_with_the_teacher_once():
     other["notes"][3] = other["notes"][3].replace("node_Conv_6", "node_Conv_7")
     assert sum(line.startswith("- teacher") for line in budget_section({"edge": report(0.2, 0.8), "deep": other})) == 2
     assert budget_section({"edge": {"notes": []}}) == []
+
+
+def test_the_pretrained_teachers_goals_are_checked_against_the_from_scratch_table(tmp_path):
+    mod = load_benchmark("arabic_recipe")
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"variants": [{"variant": "edge int8", "kws_accuracy": 0.84, "sv_eer": 0.16}]}))
+    rows = [{"variant": "teacher fp32", "kws_accuracy": 0.98, "sv_eer": 0.10},
+            {"variant": "edge fp32", "kws_accuracy": 0.975, "sv_eer": 0.11},
+            {"variant": "edge int8", "kws_accuracy": 0.972, "sv_eer": 0.11},
+            {"variant": "edge_s1 int8", "kws_accuracy": 0.90, "sv_eer": 0.20},  # later seeds: the seeds line
+            {"variant": "distilhubert int8", "kws_accuracy": 0.95, "sv_eer": 0.11}]
+    lines = mod.pretrained_goals(rows, [{"variant": "edge int8", "seeds": 2, "kws_mean": 0.936, "kws_std": 0.036}],
+                                 reference=old)
+    assert len(lines) == 2
+    edge, full = lines
+    assert "edge int8" in edge and "**met**" in edge and "99.2% of the fine-tuned teacher's" in edge
+    assert "against 84.00% / 16.00% from the from-scratch teacher" in edge and "over 2 seeds 93.60 +- 3.60%" in edge
+    assert "distilhubert int8" in full and "**missed**" in full  # 95% is under 97%

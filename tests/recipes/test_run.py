@@ -283,3 +283,19 @@ def test_pretrained_teacher_row_unscored_sv_and_a_different_run_refused(small_co
     assert main(args + ["distill.student.preset=deep"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "distill" / "stage.json").stat().st_mtime_ns == stamp
+
+
+def test_a_whisper_teachers_students_get_the_cnn_hint_and_a_trained_cnn(tmp_path, tiny_hubert):
+    from transformers import WhisperForConditionalGeneration
+
+    from edgedistill.config import load_config
+    from edgedistill.models.whisper import tiny_whisper_config
+    from edgedistill.recipes.run import RunConfig, plan
+
+    WhisperForConditionalGeneration(tiny_whisper_config()).save_pretrained(tmp_path / "whisper")
+    tiny_hubert.save_pretrained(tmp_path / "hubert")
+    whisper = plan(load_config(RunConfig, None, [f"teacher={tmp_path / 'whisper'}", f"out={tmp_path / 'a'}"]))
+    hubert = plan(load_config(RunConfig, None, [f"teacher={tmp_path / 'hubert'}", f"out={tmp_path / 'b'}"]))
+    # distilhubert copies a HuBERT teacher's CNN, but a Whisper teacher has none to give
+    assert whisper["distill"].cnn_hint_weight == 1.0 and whisper["finetune"].freeze_cnn is False
+    assert hubert["distill"].cnn_hint_weight is None and hubert["finetune"].freeze_cnn is None
