@@ -14,6 +14,11 @@ fine-tuned the same way. Each run is resumable (interrupt and run again), and pr
 in separate processes (`--presets wide` on another core); a last call with all presets only
 gathers the finished runs into the report.
 
+With `--recipe configs/arabic_whisper.yaml` (and its own `--work`, `--kept` and `--out`) the teacher is the
+pretrained Whisper tiny.en: every run fine-tunes the same pretrained weights as its teacher rows (the first
+run's; later runs copy that stage), the students distil from the pretrained weights, runs join a table by
+those weights' checksum, and the report adds the pretrained-teacher goals.
+
 Writes benchmarks/results/arabic_recipe.{json,md} (teacher, each student in fp32 and int8,
 the baseline; measured on the val speakers) and arabic_recipe_tradeoff.png.
 
@@ -549,10 +554,20 @@ def keep(run: Path, path: Path) -> dict:
     """The run's report with its teacher's weight checksum and stage times, written (atomically) to
     `path`, where it outlives the run folder."""
     rep = json.loads((run / "report.json").read_text())
-    digest = hashlib.sha256()
-    for f in sorted((run / "teacher" / "ft" / "model").rglob("*.safetensors")):
-        digest.update(f.read_bytes())
-    rep["teacher_sha256"] = digest.hexdigest()[:16]
+
+    def digest(folder: Path) -> str:
+        h = hashlib.sha256()
+        for f in sorted(folder.rglob("*.safetensors")):
+            h.update(f.read_bytes())
+        return h.hexdigest()[:16]
+
+    rep["teacher_sha256"] = digest(run / "teacher" / "ft" / "model")
+    pretrained = load_config_teacher()
+    if pretrained != "train" and Path(pretrained).expanduser().is_dir():
+        # The students distil from the pretrained weights, the same file on every machine: runs join one
+        # table by those; the teacher rows are the first run's fine-tuning of them.
+        rep["teacher_ft_sha256"] = rep["teacher_sha256"]
+        rep["teacher_sha256"] = digest(Path(pretrained).expanduser())
     rep["stage_seconds"] = {s.parent.name: round(json.loads(s.read_text())["seconds"])
                             for s in sorted(run.glob("*/stage.json"))}
     log = run / "teacher" / "ft" / "train_log.jsonl"

@@ -330,7 +330,18 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     args, extra = parser.parse_known_args(argv)
     unknown = [x for x in extra if x.startswith("-") or "=" not in x]
     if unknown or (extra and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+        # the command's own usage, not the top level's; `--key value` on a command of key=value settings
+        # is named as the setting it looks like
+        sub = next((a.choices[args.command] for a in parser._subparsers._group_actions
+                    if getattr(args, "command", None) in (a.choices or {})), parser) if parser._subparsers else parser
+        hint = ""
+        flags = [x for x in unknown if x.startswith("--")]
+        if flags and hasattr(args, "overrides"):
+            at = extra.index(flags[0])
+            value = extra[at + 1] if at + 1 < len(extra) and not extra[at + 1].startswith("-") else "VALUE"
+            hint = (f" ({args.command} takes its settings as key=value: write {flags[0][2:].replace('-', '_')}={value}; "
+                    f"`edgedistill {args.command} --help` lists its options)")
+        sub.error(f"unrecognized arguments: {' '.join(unknown or extra)}{hint}")
     if extra:
         args.overrides = list(args.overrides or []) + extra
     return args
@@ -371,11 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     from edgedistill.audio import AudioError
     from edgedistill.data.manifest import ManifestError
+    from edgedistill.runtime.metadata import NotAnOnnxModelError
 
     try:
         return args.func(args)
     except (ConfigError, ManifestError, AudioError, FileNotFoundError, ExportError, QuantizeError,
-            CorruptCheckpointError) as exc:
+            CorruptCheckpointError, NotAnOnnxModelError) as exc:
         print(f"edgedistill {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -154,3 +154,23 @@ def test_embedded_teacher_command_builds_only_when_missing_or_asked(embedded_tea
     assert capsys.readouterr().out.strip() == str(embedded_teacher) and builds == []
     assert main(["embedded-teacher", "--rebuild"]) == 0
     assert builds == ["built"]
+
+
+def test_what_a_newcomer_hit_gets_one_line_that_points_the_right_way(small_corpus, tmp_path, capsys):
+    # `--out X` on a command of key=value settings: its own usage and the setting it looks like
+    with pytest.raises(SystemExit) as e:
+        main(["run", "configs/demo.yaml", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage: edgedistill run" in err and f"write out={tmp_path / 'x'}" in err
+    # a misspelt model folder is a path, named with finetune's own flag, before any data is read
+    (tmp_path / "runs").mkdir()
+    assert main(["finetune", "--model", str(tmp_path / "runs" / "missing"), "--data", str(small_corpus),
+                 "--out", str(tmp_path / "ft")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "--model" in err and "--teacher" not in err
+    assert not (tmp_path / "ft").exists()
+    # a text file or a truncated file given as a model: its name and what it is, no traceback
+    (tmp_path / "notes.onnx").write_text("not a model")
+    assert main(["quantize", "--model", str(tmp_path / "notes.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "notes.onnx' is not an ONNX model" in err and "Traceback" not in err

@@ -10,13 +10,28 @@ import torch
 from edgedistill.models.teacher import load_teacher
 
 
-def load_backbone(spec: str, seed: int = 0) -> tuple[torch.nn.Module, bool]:
-    """(trainable HF speech model, do_normalize) from a distill --out folder, a student
-    folder, an HF id/path or a builtin:* name."""
+def backbone_source(spec: str) -> str:
+    """The folder or name `load_backbone` reads (a distill --out folder's `student/`), checked
+    without loading weights: a missing or non-speech model fails here, naming `--model`.
+
+    Raises:
+        TeacherNotFoundError, NotASpeechModelError
+    """
+    from edgedistill.models.teacher import BUILTIN_TEACHERS, EMBEDDED_TEACHER, find_speech_config
+
     p = Path(spec)
     if (p / "student" / "config.json").exists():
         spec = str(p / "student")
-    teacher = load_teacher(spec, seed=seed)
+    if spec not in BUILTIN_TEACHERS and spec != EMBEDDED_TEACHER:
+        find_speech_config(spec, flag="--model", what="model")
+    return spec
+
+
+def load_backbone(spec: str, seed: int = 0) -> tuple[torch.nn.Module, bool]:
+    """(trainable HF speech model, do_normalize) from a distill --out folder, a student
+    folder, an HF id/path or a builtin:* name."""
+    spec = backbone_source(spec)
+    teacher = load_teacher(spec, seed=seed, flag="--model", what="model")
     model = teacher.model
     model.requires_grad_(True)
     return model, teacher.do_normalize

@@ -23,6 +23,9 @@ def find_pretrained(name: str, what: str = "teacher", flag: str = "--teacher"):
     from transformers import AutoConfig
 
     local = Path(name).expanduser()
+    if not local.exists() and "/" in name and local.parent.is_dir() and str(local.parent) not in (".", ""):
+        raise TeacherNotFoundError(f"{what} path '{name}' does not exist (its folder '{local.parent}' does): "
+                                   f"check the path given to {flag}")
     if local.is_file():
         raise TeacherNotFoundError(f"{what} '{name}' is a file: pass the folder that holds its "
                                    "config.json (a `save_pretrained` folder)")

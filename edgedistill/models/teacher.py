@@ -330,7 +330,7 @@ def _read_do_normalize(path_or_id: str, model_type: str, **kw) -> bool:
 
 
 def load_teacher(id_or_path: str | nn.Module, *, seed: int = 0,
-                 do_normalize: bool | None = None) -> Teacher:
+                 do_normalize: bool | None = None, flag: str = "--teacher", what: str = "teacher") -> Teacher:
     """Loads a frozen teacher by hub id, local path, builtin name or in-memory model.
 
     Looks in the local Hugging Face cache first, then the hub (unless `HF_HUB_OFFLINE=1`).
@@ -362,10 +362,10 @@ def load_teacher(id_or_path: str | nn.Module, *, seed: int = 0,
     if name.startswith("builtin:"):
         raise TeacherNotFoundError(f"unknown builtin teacher '{name}'; available: "
                                    f"{sorted(BUILTIN_TEACHERS)}")
-    return Teacher(*_from_pretrained(name, do_normalize))
+    return Teacher(*_from_pretrained(name, do_normalize, flag, what))
 
 
-def find_speech_config(name: str, flag: str = "--teacher"):
+def find_speech_config(name: str, flag: str = "--teacher", what: str = "teacher"):
     """(source, from_pretrained kwargs, config) of a speech SSL model by builtin name, folder or
     hub id: one lookup with one clean error for every command.
 
@@ -383,7 +383,7 @@ def find_speech_config(name: str, flag: str = "--teacher"):
             raise TeacherNotFoundError(f"the embedded teacher is not built on this machine yet ({name}): run "
                                        "`edgedistill embedded-teacher` once (about 5 minutes on a CPU); the CLI "
                                        "commands and recipes that use it build it first on their own")
-    src, kw, config = find_pretrained(name, flag=flag)
+    src, kw, config = find_pretrained(name, what=what, flag=flag)
     if getattr(config, "model_type", None) not in TEACHER_MODEL_TYPES:
         raise NotASpeechModelError(f"'{name}' is a '{config.model_type}' model, not a speech SSL model or Whisper "
                                    f"(supported: {', '.join(TEACHER_MODEL_TYPES)}); pass a speech model to {flag}")
@@ -409,8 +409,8 @@ def load_speech_model(src: str | Path, config=None, **kw) -> nn.Module:
     return AutoModel.from_pretrained(src, trust_remote_code=False, **kw)
 
 
-def _from_pretrained(name: str, do_normalize: bool | None):
-    src, kw, config = find_speech_config(name)
+def _from_pretrained(name: str, do_normalize: bool | None, flag: str = "--teacher", what: str = "teacher"):
+    src, kw, config = find_speech_config(name, flag, what)
     model = load_speech_model(src, config, **kw)
     if do_normalize is None:
         do_normalize = _read_do_normalize(src, config.model_type, **kw)

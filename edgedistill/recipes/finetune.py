@@ -34,7 +34,7 @@ from edgedistill.deploy.trained_ranges import RANGES_FILE
 from edgedistill.deploy.quantize import TARGETS
 from edgedistill.training.evaluation import evaluate_model
 from edgedistill.models.multitask import MultiTaskModel
-from edgedistill.models.builders import load_backbone
+from edgedistill.models.builders import backbone_source, load_backbone
 from edgedistill.models.student import freeze_cnn
 from edgedistill.recipes.embedded_teacher import ensure_embedded_teacher
 from edgedistill.training.checkpoint import Checkpointer, restore_training_state, save_training_state
@@ -258,6 +258,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
     if done is not None:
         return done
 
+    backbone_source(cfg.model)  # a missing model fails before the data is read
     # Data: keywords from `data`; speakers from `data` too, or from `sv_data` (interleaved).
     kws_train, sv_train = _tasks(cfg, cfg.train_split)
     kws_val, sv_val = _tasks(cfg, cfg.val_split)

@@ -12,6 +12,10 @@ from pathlib import Path
 META_PREFIX = "edgedistill."
 
 
+class NotAnOnnxModelError(ValueError):
+    """A file that does not parse as ONNX (a text file, a truncated download)."""
+
+
 def decode_metadata(props: dict[str, str]) -> dict:
     """{"edgedistill.labels": '["yes"]', "other": ...} -> {"labels": ["yes"]}: only our keys."""
     return {k[len(META_PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(META_PREFIX)}
@@ -32,5 +36,9 @@ def read_metadata(path: str | Path) -> dict:
     """The edgedistill metadata of an .onnx file (needs the `onnx` package, not onnxruntime)."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError, and whatever a truncated file raises
+        raise NotAnOnnxModelError(f"'{path}' is not an ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}): "
+                         "the file may be truncated or not ONNX; export it again") from exc
     return decode_metadata({p.key: p.value for p in proto.metadata_props})
