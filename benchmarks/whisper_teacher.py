@@ -185,30 +185,29 @@ def hf_state_dict(variables: dict, config) -> dict[str, np.ndarray]:
                 out[f"{hf}.{n}_proj.bias"] = b[i * d:(i + 1) * d]
         linear(f"{hf}.out_proj", f"{ct2}/linear_{2 if fused_kv_only else 1}")
 
+    def layer(hf: str, ct2: str, cross: bool = False):
+        """One pre-LN layer: self-attention, the decoder's cross-attention, the FFN."""
+        attention(f"{hf}.self_attn", f"{ct2}/self_attention", "linear_0")
+        norm(f"{hf}.self_attn_layer_norm", f"{ct2}/self_attention/layer_norm")
+        if cross:
+            linear(f"{hf}.encoder_attn.q_proj", f"{ct2}/attention/linear_0")
+            attention(f"{hf}.encoder_attn", f"{ct2}/attention", "linear_1", fused_kv_only=True)
+            norm(f"{hf}.encoder_attn_layer_norm", f"{ct2}/attention/layer_norm")
+        linear(f"{hf}.fc1", f"{ct2}/ffn/linear_0")
+        linear(f"{hf}.fc2", f"{ct2}/ffn/linear_1")
+        norm(f"{hf}.final_layer_norm", f"{ct2}/ffn/layer_norm")
+
     e, dcd = "model.encoder", "model.decoder"
     linear(f"{e}.conv1", "encoder/conv1")
     linear(f"{e}.conv2", "encoder/conv2")
     out[f"{e}.embed_positions.weight"] = get("encoder/position_encodings/encodings")
     for i in range(config.encoder_layers):
-        c, h = f"encoder/layer_{i}", f"{e}.layers.{i}"
-        attention(f"{h}.self_attn", f"{c}/self_attention", "linear_0")
-        norm(f"{h}.self_attn_layer_norm", f"{c}/self_attention/layer_norm")
-        linear(f"{h}.fc1", f"{c}/ffn/linear_0")
-        linear(f"{h}.fc2", f"{c}/ffn/linear_1")
-        norm(f"{h}.final_layer_norm", f"{c}/ffn/layer_norm")
+        layer(f"{e}.layers.{i}", f"encoder/layer_{i}")
     norm(f"{e}.layer_norm", "encoder/layer_norm")
     out[f"{dcd}.embed_tokens.weight"] = get("decoder/embeddings/weight")
     out[f"{dcd}.embed_positions.weight"] = get("decoder/position_encodings/encodings")
     for i in range(config.decoder_layers):
-        c, h = f"decoder/layer_{i}", f"{dcd}.layers.{i}"
-        attention(f"{h}.self_attn", f"{c}/self_attention", "linear_0")
-        norm(f"{h}.self_attn_layer_norm", f"{c}/self_attention/layer_norm")
-        linear(f"{h}.encoder_attn.q_proj", f"{c}/attention/linear_0")
-        attention(f"{h}.encoder_attn", f"{c}/attention", "linear_1", fused_kv_only=True)
-        norm(f"{h}.encoder_attn_layer_norm", f"{c}/attention/layer_norm")
-        linear(f"{h}.fc1", f"{c}/ffn/linear_0")
-        linear(f"{h}.fc2", f"{c}/ffn/linear_1")
-        norm(f"{h}.final_layer_norm", f"{c}/ffn/layer_norm")
+        layer(f"{dcd}.layers.{i}", f"decoder/layer_{i}", cross=True)
     norm(f"{dcd}.layer_norm", "decoder/layer_norm")
     out["proj_out.weight"] = get("decoder/projection/weight") if "decoder/projection/weight" in variables \
         else out[f"{dcd}.embed_tokens.weight"]
