@@ -164,9 +164,8 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
         for f in files:
             state.update(load_file(f))
         return state
-    for name in ("pytorch_model.bin",):
-        if (folder / name).is_file():
-            return torch.load(folder / name, map_location="cpu", weights_only=True)
+    if (folder / "pytorch_model.bin").is_file():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
     raise FileNotFoundError(f"'{folder}' holds no weights (*.safetensors or pytorch_model.bin)")
 
 

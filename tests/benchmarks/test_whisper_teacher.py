@@ -44,32 +44,29 @@ def write_ct2(model, folder: Path, spec: str = "WhisperSpec") -> Path:
         var[f"{ct2}/bias"] = np.concatenate([sd[f"{hf}.{n}_proj.bias"] if n != "k" else
                                              np.zeros(c.d_model, np.float32) for n in names])
 
+    def layer(t, h, cross=False):
+        fused(f"{t}/self_attention/linear_0", f"{h}.self_attn", "qkv")
+        lin(f"{t}/self_attention/linear_1", f"{h}.self_attn.out_proj")
+        ln(f"{t}/self_attention/layer_norm", f"{h}.self_attn_layer_norm")
+        if cross:
+            lin(f"{t}/attention/linear_0", f"{h}.encoder_attn.q_proj")
+            fused(f"{t}/attention/linear_1", f"{h}.encoder_attn", "kv")
+            lin(f"{t}/attention/linear_2", f"{h}.encoder_attn.out_proj")
+            ln(f"{t}/attention/layer_norm", f"{h}.encoder_attn_layer_norm")
+        lin(f"{t}/ffn/linear_0", f"{h}.fc1")
+        lin(f"{t}/ffn/linear_1", f"{h}.fc2")
+        ln(f"{t}/ffn/layer_norm", f"{h}.final_layer_norm")
+
     lin("encoder/conv1", "model.encoder.conv1")
     lin("encoder/conv2", "model.encoder.conv2")
     var["encoder/position_encodings/encodings"] = sd["model.encoder.embed_positions.weight"]
     for i in range(c.encoder_layers):
-        h, t = f"model.encoder.layers.{i}", f"encoder/layer_{i}"
-        fused(f"{t}/self_attention/linear_0", f"{h}.self_attn", "qkv")
-        lin(f"{t}/self_attention/linear_1", f"{h}.self_attn.out_proj")
-        ln(f"{t}/self_attention/layer_norm", f"{h}.self_attn_layer_norm")
-        lin(f"{t}/ffn/linear_0", f"{h}.fc1")
-        lin(f"{t}/ffn/linear_1", f"{h}.fc2")
-        ln(f"{t}/ffn/layer_norm", f"{h}.final_layer_norm")
+        layer(f"encoder/layer_{i}", f"model.encoder.layers.{i}")
     ln("encoder/layer_norm", "model.encoder.layer_norm")
     var["decoder/embeddings/weight"] = sd["model.decoder.embed_tokens.weight"]
     var["decoder/position_encodings/encodings"] = sd["model.decoder.embed_positions.weight"]
     for i in range(c.decoder_layers):
-        h, t = f"model.decoder.layers.{i}", f"decoder/layer_{i}"
-        fused(f"{t}/self_attention/linear_0", f"{h}.self_attn", "qkv")
-        lin(f"{t}/self_attention/linear_1", f"{h}.self_attn.out_proj")
-        ln(f"{t}/self_attention/layer_norm", f"{h}.self_attn_layer_norm")
-        lin(f"{t}/attention/linear_0", f"{h}.encoder_attn.q_proj")
-        fused(f"{t}/attention/linear_1", f"{h}.encoder_attn", "kv")
-        lin(f"{t}/attention/linear_2", f"{h}.encoder_attn.out_proj")
-        ln(f"{t}/attention/layer_norm", f"{h}.encoder_attn_layer_norm")
-        lin(f"{t}/ffn/linear_0", f"{h}.fc1")
-        lin(f"{t}/ffn/linear_1", f"{h}.fc2")
-        ln(f"{t}/ffn/layer_norm", f"{h}.final_layer_norm")
+        layer(f"decoder/layer_{i}", f"model.decoder.layers.{i}", cross=True)
     ln("decoder/layer_norm", "model.decoder.layer_norm")
     var = {k: v.astype(np.float16) for k, v in var.items()}
     var.update({"encoder/num_heads": np.array(c.encoder_attention_heads, np.int16),
