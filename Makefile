@@ -37,9 +37,16 @@ wheel-check: install
 	cd $(WHEEL_TMP) && HF_HUB_OFFLINE=1 $(WHEEL_TMP)/venv/bin/python $(CURDIR)/.ci/wheel_check.py
 	rm -rf $(WHEEL_TMP)
 
+# The documentation site, strict (a broken link or reference fails), then checked as a reader
+# meets it: every page opens from the index, the API page lists the public API with its docstrings.
+docs: install
+	$(BIN)/pip install -q -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	$(BIN)/python docs/check_site.py site
+
 bench: install
 	$(BIN)/python benchmarks/distill_throughput.py
 	$(BIN)/python benchmarks/latency.py
 	$(BIN)/python benchmarks/arabic_recipe.py
 
-.PHONY: install demo test bench wheel-check
+.PHONY: install demo test bench wheel-check docs

@@ -450,7 +450,7 @@ def time_side_by_side(work: Path, keys: list[str], path: Path, teacher: str, rou
     from edgedistill.deploy.sensitivity import float_nodes_cost
     from edgedistill.recipes.run import RunConfig
     from edgedistill.reporting.machine import machine_info
-    from edgedistill.runtime.latency import time_onnx_side_by_side
+    from edgedistill.evaluation.latency import time_onnx_side_by_side
 
     files, searches = {}, {}  # name: file; name: (the stage that searched it, the search's name there)
     for key in keys:

@@ -39,7 +39,7 @@ def main(argv=None) -> dict:
     import torch
 
     from edgedistill.deploy.onnx import export_onnx
-    from edgedistill.runtime.latency import time_onnx, time_torch
+    from edgedistill.evaluation.latency import time_onnx, time_torch
     from edgedistill.reporting.machine import machine_info, write_report
     from edgedistill.models.multitask import MultiTaskModel
     from edgedistill.models.student import StudentConfig, build_student, count_parameters

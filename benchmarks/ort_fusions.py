@@ -86,7 +86,7 @@ def build_files(teacher_spec: str, students: list[str], tmp: Path, calibration: 
 
 def compare_outputs(path: Path, seconds: float) -> float:
     """Largest absolute difference between the outputs of `path` with and without the fusion."""
-    from edgedistill.runtime.latency import _audio
+    from edgedistill.evaluation.latency import _audio
     from edgedistill.runtime.model import EdgeModel
 
     x = _audio(seconds)
@@ -108,7 +108,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     from edgedistill.reporting.machine import machine_info, write_report
-    from edgedistill.runtime.latency import time_onnx_side_by_side
+    from edgedistill.evaluation.latency import time_onnx_side_by_side
     from edgedistill.runtime.model import SLOW_FUSIONS
 
     ops = [time_op(f, w, t, args.op_runs) for f, w in ((49, 256), (49, 768), (199, 256), (199, 768)) for t in (1, 2)]

@@ -56,7 +56,12 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> n
     """
     if orig_sr == target_sr:
         return audio
-    from scipy.signal import resample_poly
+    try:
+        from scipy.signal import resample_poly
+    except ImportError:
+        raise AudioError(f"the audio is at {orig_sr} Hz and the model needs {target_sr} Hz: resampling it needs "
+                         f"scipy (pip install scipy), or convert the file first, e.g. "
+                         f"`sox in.wav -r {target_sr} out.wav`") from None
 
     ratio = Fraction(target_sr, orig_sr).limit_denominator(1000)
     out = resample_poly(audio, ratio.numerator, ratio.denominator, axis=0)

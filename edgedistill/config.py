@@ -37,6 +37,41 @@ def to_dict(cfg) -> dict:
     return conv(cfg)
 
 
+# How a field may change between a run and its resumption: field metadata "resume", the one
+# declaration read by the run-folder check (`resumable_fields`) and the stages' hash (`stage_spec`).
+BOOKKEEPING = "bookkeeping"  # does not change the result: may change on resume, left out of stage hashes
+RESUMABLE = "resumable"  # changes the result, yet a resumed run may take a new value (steps: train on to it)
+
+
+def resumable_fields(cfg) -> set[str]:
+    """Top-level fields of a config dataclass that may differ between a run and its resumption."""
+    return {f.name for f in dataclasses.fields(cfg) if f.metadata.get("resume") in (BOOKKEEPING, RESUMABLE)}
+
+
+def stage_spec(cfg) -> dict:
+    """`non_default(cfg)` without its `BOOKKEEPING` fields, nested configs likewise: what a
+    stage's hash is taken of (turning on TensorBoard or checkpointing more often redoes nothing)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("resume") == BOOKKEEPING:
+            continue
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            if sub := stage_spec(value):
+                out[f.name] = sub
+        elif f.name in (changed := non_default_field(cfg, f)):
+            out[f.name] = changed[f.name]
+    return out
+
+
+def non_default_field(cfg, f: dataclasses.Field) -> dict:
+    """{name: value} where field `f` of `cfg` differs from its default, else {}."""
+    value = getattr(cfg, f.name)
+    default = f.default if f.default is not dataclasses.MISSING else (
+        f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+    return {f.name: to_dict(value)} if default is dataclasses.MISSING or to_dict(value) != to_dict(default) else {}
+
+
 def non_default(cfg) -> dict:
     """The fields of a config dataclass that differ from its class defaults, nested configs
     likewise (what a stage's hash is taken of: a field added later with a default leaves the
@@ -49,10 +84,7 @@ def non_default(cfg) -> dict:
             if sub:
                 out[f.name] = sub
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
-        if default is dataclasses.MISSING or to_dict(value) != to_dict(default):
-            out[f.name] = to_dict(value)
+        out.update(non_default_field(cfg, f))
     return out
 
 

@@ -211,3 +211,26 @@ def speaker_gate_report(hits, threshold: float, occurrences: int | None = None) 
     if occurrences:
         out["owner_frr_end_to_end"] = 1.0 - sum(own) / occurrences
     return out
+
+
+def calibrate_thresholds(false_alarms, hours: float, keywords: list[str], target_fa_per_hour: float = 0.5,
+                         floor: float = 0.05) -> dict[str, float]:
+    """Per-keyword thresholds that keep the detector's false alarms at `target_fa_per_hour` in
+    all, on `hours` of stream holding none of the `keywords`.
+
+    The rate is shared equally: each keyword may fire `target_fa_per_hour / len(keywords)` times
+    an hour, so at most n = floor(that * hours) of its `false_alarms` (events (keyword, peak
+    score), of a detector run at the low threshold `floor`) may stay above its threshold. The
+    threshold is the smallest that keeps n: just above its (n + 1)-th highest peak, or `floor`
+    where it has n or fewer. Few hours calibrate coarsely: with n = 0 the threshold only has to
+    clear the highest false alarm seen.
+    """
+    if hours <= 0 or target_fa_per_hour <= 0 or not keywords:
+        raise ValueError("calibration needs hours > 0, target_fa_per_hour > 0 and at least one keyword")
+    allowed = int(np.floor(target_fa_per_hour / len(keywords) * hours + 1e-9))
+    out = {}
+    for k in keywords:
+        peaks = sorted((float(s) for kw, s in false_alarms if kw == k), reverse=True)
+        out[k] = float(np.nextafter(peaks[allowed], 1.0)) if len(peaks) > allowed else float(floor)
+        out[k] = min(max(out[k], floor), 1.0)
+    return out

@@ -25,7 +25,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="live keyword detection from the microphone")
     p.add_argument("model", help="the .onnx file")
     p.add_argument("--keywords", help="comma-separated target keywords (default: all)")
-    p.add_argument("--detect-threshold", type=float, default=0.8)
+    p.add_argument("--detect-threshold", type=float, help="one threshold for every keyword (default: the model's "
+                   "calibrated thresholds, else 0.8)")
     p.add_argument("--enroll", action="append", default=[], metavar="NAME=a.wav,b.wav")
     p.add_argument("--only-enrolled", action="store_true")
     p.add_argument("--threads", type=int, default=1)

@@ -174,3 +174,61 @@ def test_what_a_newcomer_hit_gets_one_line_that_points_the_right_way(small_corpu
     assert main(["quantize", "--model", str(tmp_path / "notes.onnx")]) == 2
     err = capsys.readouterr().err
     assert "notes.onnx' is not an ONNX model" in err and "Traceback" not in err
+
+
+def test_every_path_of_a_run_is_checked_first_and_a_recipe_s_paths_are_its_own(small_corpus, tmp_path, monkeypatch,
+                                                                              capsys):
+    """Newcomer item 2: a recipe's relative noise folder, run from elsewhere, once failed seconds
+    into training without naming its key and left a half-made run folder."""
+    from edgedistill.config import load_config
+    from edgedistill.recipes.run import RunConfig, check_run
+
+    project = tmp_path / "project"
+    (project / "noise").mkdir(parents=True)
+    recipe = project / "recipe.yaml"
+    recipe.write_text("finetune:\n  noise: noise\n")
+    monkeypatch.chdir(tmp_path)  # not the recipe's folder
+    cfg = load_config(RunConfig, recipe, [f"data={small_corpus}"])
+    check_run(cfg, recipe)
+    assert cfg.finetune.noise == str(project.resolve() / "noise") and cfg.data == str(small_corpus)
+    # a path that is nowhere: one line naming the key, before the run folder exists
+    assert main(["run", str(recipe), f"out={tmp_path / 'run'}", f"data={small_corpus}",
+                 "finetune.noise=../shared/missing_noise"]) == 2
+    err = capsys.readouterr().err
+    assert "finetune.noise: '../shared/missing_noise' does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_lists_every_key_with_its_default_and_help_and_help_shows_defaults(capsys):
+    """Newcomer item 1: finding `export.kws_budget`, `benchmark.num_trials` or `baseline` took
+    grepping the package."""
+    from edgedistill.config import describe
+    from edgedistill.recipes.run import RunConfig
+
+    assert main(["config", "demo", "distill.steps=7"]) == 0
+    out = capsys.readouterr().out
+    for key, _, help_ in describe(RunConfig):
+        assert f" {key} = " in out and help_ in out
+    assert "* distill.steps = 7  (default: 200000)" in out
+    assert "  baseline = false\n      also fine-tune a student" in out
+    assert main(["config", "finetune", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {"key": "noise_prob", "value": 0.5, "default": 0.5, "help": "chance a training clip gets noise"} in rows
+    with pytest.raises(SystemExit):
+        main(["evaluate-stream", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "stream length in seconds (default: 600.0)" in help_text and "(default: 0)" in help_text
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "edgedistill config RECIPE" in " ".join(capsys.readouterr().out.split())
+
+
+def test_finetune_prints_percentages_as_the_reports_do(small_corpus, tmp_path, capsys):
+    """Newcomer item 5: fine-tuning printed fractions (0.7917) where reports print percentages."""
+    import re
+
+    assert main(["finetune", "--model", "builtin:hubert-tiny", "--data", str(small_corpus), "--out",
+                 str(tmp_path / "ft"), "steps=2", "eval_every=2", "batch_size=4", "num_trials=200"]) == 0
+    captured = capsys.readouterr()
+    assert re.search(r"KWS accuracy \d+\.\d\d%, SV EER (\d+\.\d\d%|n/a)", captured.out), captured.out
+    assert re.search(r"val=acc \d+\.\d% ", captured.err), captured.err[-500:]

@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parents[1] / "edgedistill"
 
 # Lower layers never import higher ones (a module may import its own layer).
 LAYERS = {"errors": 0, "config": 0, "audio": 0, "metrics": 0,
-          "data": 1, "runtime": 2, "models": 2, "reporting": 2,
+          "data": 1, "runtime": 2, "evaluation": 2, "models": 2, "reporting": 2,
           "distill": 3, "training": 3, "deploy": 4, "recipes": 5, "cli": 6, "__main__": 6}
 
 
@@ -43,6 +43,72 @@ def test_no_module_imports_from_a_layer_above_it(path):
     assert not above, f"{me} (layer {mine}) imports from above: {above}"
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PKG).with_suffix("").parts
+    return ".".join(("edgedistill",) + (parts[:-1] if parts[-1] == "__init__" else parts))
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports, at any depth of its code (imports inside
+    functions too). `from a.b import c` is an import of `a.b.c` where that is a module, else of
+    `a.b`. The top-level `edgedistill/__init__.py` (the public API) is left out."""
+    names = {_module_name(p) for p in MODULES}
+    graph = {}
+    for path in MODULES:
+        edges = set()
+        for n in _imports(path):
+            while n not in names and "." in n:
+                n = n.rsplit(".", 1)[0]
+            if n in names:
+                edges.add(n)
+        graph[_module_name(path)] = edges - {_module_name(path)}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 1:
+                return stack[stack.index(n):] + [n]
+            if n not in state and (found := visit(n)):
+                return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_no_import_cycle_even_through_imports_inside_functions():
+    cycle = _cycle(_import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_sees_imports_inside_functions():
+    graph = {"a": {"b"}, "b": {"c"}, "c": set()}
+    assert _cycle(graph) is None
+    graph["c"] = {"a"}  # as an import inside a function of c would
+    assert _cycle(graph) == ["a", "b", "c", "a"]
+    assert "edgedistill.recipes.distill" in _import_graph()["edgedistill.recipes.run"]  # run's are inside functions
+
+
+def test_no_recipe_function_is_much_over_80_lines():
+    """A recipe reads top to bottom: a short entry, then set-up, loop and loss step as functions."""
+    long = {}
+    for path in sorted((PKG / "recipes").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 85:
+                long[f"{path.name}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert not long, f"split these recipe functions: {long}"
+
+
 def test_no_module_is_much_over_400_lines():
     long = {str(p.relative_to(PKG)): n for p in MODULES if (n := len(p.read_text().splitlines())) > 420}
     assert not long, f"split these modules: {long}"
@@ -53,8 +119,8 @@ BLOCKED = ("import sys\nfor m in ('torch', 'transformers', 'accelerate', 'scipy'
 
 
 @pytest.mark.parametrize("module", ["edgedistill.runtime", "edgedistill.runtime.model", "edgedistill.runtime.streaming",
-                                    "edgedistill.runtime.metadata", "edgedistill.runtime.evaluate",
-                                    "edgedistill.runtime.latency", "edgedistill.deploy.quantize", "edgedistill.deploy.calibration",
+                                    "edgedistill.runtime.metadata", "edgedistill.evaluation.scores",
+                                    "edgedistill.evaluation.latency", "edgedistill.deploy.quantize", "edgedistill.deploy.calibration",
                                     "edgedistill.deploy.trained_ranges", "edgedistill.metrics",
                                     "edgedistill.reporting.tables", "edgedistill.reporting.machine"])
 def test_device_and_quantization_modules_import_with_torch_blocked(module):

@@ -121,3 +121,18 @@ def test_stream_report_gives_the_threshold_of_each_operating_point():
     # keeping the false alarm (FA/h 1) catches both; at 0.5 FA/h the threshold rises above it
     assert r["frr_at_1_fa_per_hour"] == 0.0 and r["threshold_at_1_fa_per_hour"] == 0.4
     assert r["frr_at_0.5_fa_per_hour"] == 0.5 and r["threshold_at_0.5_fa_per_hour"] == 0.9
+
+
+def test_calibrated_thresholds_reach_the_target_false_alarm_rate_computed_by_hand():
+    from edgedistill.metrics import calibrate_thresholds
+
+    # 10 h without a keyword; 0.5 FA/h shared by 2 keywords: 0.25 FA/h each, 2.5 in 10 h -> 2 allowed
+    fa = [("a", 0.9), ("a", 0.8), ("a", 0.7), ("a", 0.3), ("b", 0.2)]
+    thr = calibrate_thresholds(fa, hours=10.0, keywords=["a", "b"], target_fa_per_hour=0.5)
+    assert 0.7 < thr["a"] < 0.7 + 1e-9 and thr["b"] == 0.05  # b's single false alarm is under its budget
+    above = [(k, s) for k, s in fa if s >= thr[k]]
+    assert above == [("a", 0.9), ("a", 0.8), ("b", 0.2)] and len(above) / 10.0 <= 0.5
+    # one hour cannot afford a false alarm: the threshold clears the highest one
+    assert calibrate_thresholds(fa, hours=1.0, keywords=["a"], target_fa_per_hour=0.5)["a"] > 0.9
+    with pytest.raises(ValueError):
+        calibrate_thresholds(fa, hours=0.0, keywords=["a"])

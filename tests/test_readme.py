@@ -1,4 +1,6 @@
-"""Every command line quoted in the README runs, as written, in README order.
+"""Every command line quoted in the README and the docs runs, as written, in reading order
+(the README, then the docs pages in the order of mkdocs.yml's nav); a command quoted twice runs
+once. Their Python blocks run too, after the commands, in the folder the commands worked in.
 
 Only what cannot exist here is substituted: hub models and datasets by tiny local ones
 (`SUBSTITUTES`), and long trainings are cut short by `key=value` overrides appended to the
@@ -34,20 +36,60 @@ FAST = {
 }
 
 
+def pages() -> list[Path]:
+    """The README, then every docs page in the order of mkdocs.yml's nav."""
+    import yaml
+
+    def walk(node):
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for v in node.values():
+                yield from walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from walk(v)
+
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    _Loader.add_multi_constructor("", lambda loader, tag, node: None)  # mkdocs' !!python tags, if any
+    nav = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=_Loader)["nav"]
+    docs = [ROOT / "docs" / p for p in walk(nav) if (ROOT / "docs" / p).is_file()]
+    return [ROOT / "README.md", *docs]
+
+
 def readme_commands() -> list[str]:
-    """The lines of the README's bash blocks (continuations joined, comments dropped)."""
-    text = (ROOT / "README.md").read_text()
+    """The lines of the bash blocks of the README and the docs (continuations joined, comments
+    dropped), each once, in reading order."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
-            if words:
-                commands.append(" ".join(words))
+    for page in pages():
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                words = shlex.split(line, comments=True)
+                if words and " ".join(words) not in commands:
+                    commands.append(" ".join(words))
     return commands
 
 
+def python_blocks() -> list[str]:
+    """The Python blocks of the README and the docs, each once, in reading order."""
+    blocks = []
+    for page in pages():
+        blocks += [b for b in re.findall(r"```python\n(.*?)```", page.read_text(), re.S) if b not in blocks]
+    return blocks
+
+
+def test_every_docs_page_is_in_the_nav_and_the_readme_links_resolve():
+    listed = {p.name for p in pages()[1:]}
+    assert listed == {p.name for p in (ROOT / "docs").glob("*.md")}, "add each docs page to mkdocs.yml's nav"
+    for target in re.findall(r"\]\(([^)#]+)\)", (ROOT / "README.md").read_text()):
+        assert (ROOT / target).exists(), target
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 250
+
+
 def test_prose_names_no_command_that_the_blocks_do_not_run():
-    text = (ROOT / "README.md").read_text()
+    text = "\n".join(p.read_text() for p in pages())
     blocks = set(readme_commands())
     for span in re.findall(r"`(edgedistill [^`]*)`", text):
         words = span.split()
@@ -159,3 +201,8 @@ def test_every_readme_command_runs_as_written(embedded_teacher, substitutes, emb
         ran.append(line)
         print(f"README command took {time.perf_counter() - start:.1f} s: {line}")
     assert ran == [c for c in commands if not c.startswith("make ")] and len(ran) >= 15, ran
+    for block in python_blocks():  # the device snippets, on the files the commands made
+        for name in ("clip.wav", "other.wav", "long.wav"):
+            block = block.replace(f'"{name}"', repr(substitutes[name]))
+        res = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=300, cwd=work)
+        assert res.returncode == 0, (block, res.stderr[-2000:])

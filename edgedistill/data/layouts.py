@@ -194,6 +194,33 @@ def stream_noise(spec: str, split: str, folder: str | None = None) -> tuple[str 
     return folder, (noise_for_split(folder, split) if folder else None)
 
 
+_PREFIXED = ("speech_commands", "speech_commands35", "voxceleb")
+
+
+def spec_paths(spec: str) -> list[str]:
+    """The files and folders a data spec names ('embedded' and other names without a path: none)."""
+    spec = str(spec)
+    if SILENCE_SUFFIX in spec:
+        base, _, noise_dir = spec.rpartition(SILENCE_SUFFIX)
+        return spec_paths(base) + [noise_dir]
+    kind, _, path = spec.partition(":")
+    if kind in _PREFIXED and path:
+        return [path]
+    return [] if spec == "embedded" or ":" in spec else [spec]
+
+
+def rebase_spec(spec: str, base: Path) -> str:
+    """`spec` with each relative path it names joined to `base`."""
+    spec = str(spec)
+    if SILENCE_SUFFIX in spec:
+        head, _, noise_dir = spec.rpartition(SILENCE_SUFFIX)
+        return rebase_spec(head, base) + SILENCE_SUFFIX + str(Path(base) / noise_dir)
+    kind, _, path = spec.partition(":")
+    if kind in _PREFIXED and path:
+        return f"{kind}:{Path(base) / path}"
+    return str(Path(base) / spec) if spec_paths(spec) and not Path(spec).is_absolute() else spec
+
+
 def resolve_labelled(spec: str, split: str | None) -> list[Clip]:
     """Clips of `split` from any data spec (see the module docstring)."""
     spec = str(spec)

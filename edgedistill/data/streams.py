@@ -41,7 +41,8 @@ def voiced_span(audio: np.ndarray, frame: int = 320, floor_db: float = 30.0) -> 
 
 def build_stream(clips: list[Clip], targets: list[str], seconds: float, seed: int = 0,
                  target_share: float = 0.3, gap_s: tuple[float, float] = (1.0, 3.0),
-                 noise: list[np.ndarray] | None = None, snr_db: float = 20.0) -> tuple[np.ndarray, list[Occurrence]]:
+                 noise: list[np.ndarray] | None = None, snr_db: float = 20.0,
+                 all_words: bool = False) -> tuple[np.ndarray, list[Occurrence]]:
     """A stream of about `seconds` and its target occurrences, reproducible from `seed`.
 
     Args:
@@ -52,6 +53,8 @@ def build_stream(clips: list[Clip], targets: list[str], seconds: float, seed: in
         noise: background recordings (16 kHz) looped under the whole stream; None: low-passed
             white noise from the seed.
         snr_db: speech-to-noise ratio of the background, from the words' mean power.
+        all_words: list every placed word, not only the targets (training windows label each;
+            the stream itself is the same).
 
     Raises:
         ValueError: no clip of a target keyword, or none of another word.
@@ -73,7 +76,7 @@ def build_stream(clips: list[Clip], targets: list[str], seconds: float, seed: in
         out[t:t + len(audio)] += audio
         a, b = voiced_span(audio)
         power.append(float(np.mean(np.square(audio[a:b], dtype=np.float64))))
-        if is_target:
+        if is_target or all_words:
             truth.append(Occurrence(clip.label, (t + a) / SR, (t + b) / SR, clip.speaker, str(clip.path)))
         t += len(audio) + int(rng.uniform(*gap_s) * SR)
     bg = _background(noise, total, rng)

@@ -125,7 +125,7 @@ def default_workers(processes: int = 1, gpu: bool = True) -> int:
     """Loader workers per training process. On a GPU: the cores this process may use, shared
     among `processes`, less one for the training loop itself, at most 8 (0 on a single core).
     On a CPU: 0, since the training step already uses every core and a worker only competes
-    with it (measured: about 12% slower on 2 cores with one worker)."""
+    with it (benchmarks/results/loader_throughput.md)."""
     import os
 
     if not gpu:

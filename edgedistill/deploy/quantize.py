@@ -4,7 +4,7 @@ Each scheme is a config dataclass registered in `MODES` with its handler (`apply
 torchao's `quantize_(model, config)`: a new scheme is one class, not an `if` on mode names.
 `quantize_model(src, dst, quantize_config("int8", calibration=DATA))`.
 - `int8-dynamic`: MatMul/Gemm weights int8, activations quantized at run time; convs stay
-  float (the default op list's ConvInteger is about 3x slower than fp32 on these models);
+  float (the default op list's ConvInteger is slower than fp32 convs on these models);
 - `int8`: convs static per-channel int8 (QLinearConv, calibrated on real audio, or with a
   quantization-aware model's trained ranges) and MatMuls dynamic: the fast CPU layout;
 - `int8-static`: everything QDQ, calibrated (for accelerators / runtimes that want QDQ);
@@ -95,9 +95,8 @@ class CalibratedScheme(QuantScheme):
     calibration_clips: int = field(default=64, metadata={"help": "clips used for calibration"})
     calibration_samples: int = field(default=16_000, metadata={"help": "samples per calibration clip"})
     calibration_method: str = field(default="percentile", metadata={
-        "help": "minmax, percentile or entropy. Percentile (99.9) is the default: after the CNN's "
-                "GroupNorm, rare outliers stretch MinMax ranges; on the Arabic student MinMax lost "
-                "16 points of KWS accuracy, percentile 1"})
+        "help": "minmax, percentile or entropy. Percentile is the default: after the CNN's "
+                "GroupNorm, rare outliers stretch MinMax ranges and cost accuracy"})
     calibration_percentile: float = field(default=99.9, metadata={"help": "percentile for calibration_method=percentile"})
 
     def __post_init__(self):
@@ -177,7 +176,7 @@ def _dynamic_matmul(src: Path, dst: Path, cfg: QuantScheme, s: dict) -> None:
 @dataclass
 class Int8Dynamic(QuantScheme):
     """MatMul/Gemm weights int8, activations quantized at run time; convs stay float (the
-    default op list's ConvInteger is about 3x slower than fp32 on these models)."""
+    default op list's ConvInteger is slower than fp32 convs on these models)."""
 
     mode: ClassVar[str] = "int8-dynamic"
     marks: ClassVar[set[str]] = {"DynamicQuantizeMatMul", "MatMulInteger", "DynamicQuantizeLinear"}

@@ -65,7 +65,7 @@ def sensitivity_search(src: str | Path, dst: str | Path, cfg: QuantScheme, clips
     `kept_float` (node names), `float_latency` (what they cost: `float_nodes_cost`, None when
     none is kept), `node_gains`, and the final `kws_accuracy_change` / `sv_eer_change`.
     """
-    from edgedistill.runtime.evaluate import compare, evaluate_onnx
+    from edgedistill.evaluation.scores import compare, evaluate_onnx
 
     per_metric = kws_budget is not None or eer_budget is not None
     limit = 1.0 if per_metric else budget
@@ -182,7 +182,7 @@ def float_nodes_cost(src: str | Path, dst: str | Path, cfg: QuantScheme, seconds
     """What the nodes a quantized file keeps in float cost in latency: `dst` and `src` quantized
     with `cfg` and every node in int8, timed side by side (batch 1, `seconds` of audio, `threads`).
     Returns {"p50_ms", "all_int8_p50_ms", "cost_ms", "seconds", "threads", "rounds"}."""
-    from edgedistill.runtime.latency import time_onnx_side_by_side
+    from edgedistill.evaluation.latency import time_onnx_side_by_side
 
     with tempfile.TemporaryDirectory() as tmp:
         every = Path(tmp) / "every_node_int8.onnx"

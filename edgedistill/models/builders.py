@@ -17,12 +17,12 @@ def backbone_source(spec: str) -> str:
     Raises:
         TeacherNotFoundError, NotASpeechModelError
     """
-    from edgedistill.models.teacher import BUILTIN_TEACHERS, EMBEDDED_TEACHER, find_speech_config
+    from edgedistill.models.teacher import BUILTIN_TEACHERS, find_speech_config
 
     p = Path(spec)
     if (p / "student" / "config.json").exists():
         spec = str(p / "student")
-    if spec not in BUILTIN_TEACHERS and spec != EMBEDDED_TEACHER:
+    if spec not in BUILTIN_TEACHERS:
         find_speech_config(spec, flag="--model", what="model")
     return spec
 

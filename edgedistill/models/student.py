@@ -6,11 +6,11 @@ Presets scale with the teacher (numbers for HuBERT Base, 12 x 768, FFN 3072):
 - `deep`: all layers at half width (12 x 384, FFN 1536, 6 heads) -> 26,871,936;
 - `wide`: a quarter of the layers at full width (3 x 768) -> 30,579,072;
 - `edge`: `distilhubert` with the thin CNN below (FitHuBERT-style channel widths): the
-  device preset, about half of distilhubert's CPU latency; distilled with a FitHuBERT-style
+  device preset (its latency against distilhubert's: benchmarks/results/latency.md); distilled with a FitHuBERT-style
   hint on its CNN by default (`DistillConfig.cnn_hint_weight`);
 - `custom`: set the shape yourself.
 `thin_cnn=True` swaps the CNN for FitHuBERT-style widths (c/4, c/2 x 4, c, c; 128-256-...-512
-for HuBERT): the 512-channel CNN is about 72% of DistilHuBERT's compute.
+for HuBERT): the 512-channel CNN is most of DistilHuBERT's compute.
 All presets drop the feature-projection LayerNorm, SpecAugment and layerdrop, as DistilHuBERT.
 """
 

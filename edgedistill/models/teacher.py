@@ -380,9 +380,10 @@ def find_speech_config(name: str, flag: str = "--teacher", what: str = "teacher"
     if name == EMBEDDED_TEACHER:
         name = str(embedded_teacher_path())
         if not embedded_teacher_built():
-            raise TeacherNotFoundError(f"the embedded teacher is not built on this machine yet ({name}): run "
-                                       "`edgedistill embedded-teacher` once (about 5 minutes on a CPU); the CLI "
-                                       "commands and recipes that use it build it first on their own")
+            raise TeacherNotFoundError(f"the embedded teacher is not built on this machine yet ({name}): build "
+                                       "it once with `edgedistill embedded-teacher` (the `edgedistill` commands that "
+                                       "name it build it first on their own; from Python, distill(), finetune() and "
+                                       "run() do not)")
     src, kw, config = find_pretrained(name, what=what, flag=flag)
     if getattr(config, "model_type", None) not in TEACHER_MODEL_TYPES:
         raise NotASpeechModelError(f"'{name}' is a '{config.model_type}' model, not a speech SSL model or Whisper "

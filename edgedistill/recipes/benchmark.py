@@ -21,8 +21,8 @@ from edgedistill.data.trials import official_trials, sv_unscored_reason
 from edgedistill.reporting import plots
 from edgedistill.reporting.machine import machine_info, write_report
 from edgedistill.reporting.tables import stream_section, variant_table
-from edgedistill.runtime.evaluate import evaluate_onnx, evaluate_stream
-from edgedistill.runtime.latency import time_onnx
+from edgedistill.evaluation.scores import evaluate_onnx, evaluate_stream
+from edgedistill.evaluation.latency import time_onnx
 
 
 @dataclass
@@ -112,6 +112,7 @@ def benchmark(variants: list[tuple[str, str, int]], out: Path, data: str, stage:
     md += ["", f"Training ran on {report['train_threads']} torch thread(s): accuracy and EER of trained models "
            "depend on the thread count (floating-point sums run in another order), latency on the CPU."]
     md += ["", *[f"![{name}]({Path(p).relative_to(out)})" for name, p in made.items()]]
+    md += [x for w in unplotted(made, training_logs or {}, streams) for x in ("", w)]
     write_report(out / "report", report, md)
     return report
 
@@ -166,4 +167,15 @@ def _plots(out: Path, entries: list[dict], reps: dict, streams: dict, logs: dict
     if streams:
         made["streaming FRR vs FA/h"] = plots.plot_stream_det({n: r["curve"] for n, r in streams.items()},
                                                                folder / "stream_det.png")
-    return {k: str(v) for k, v in made.items()}
+    return {k: str(v) for k, v in made.items() if v is not None}
+
+
+def unplotted(made: dict, logs: dict, streams: dict) -> list[str]:
+    """What the report has no plot of, and why, in words."""
+    why = []
+    if logs and "training curves" not in made:
+        why.append("No training curves: no stage logged a loss (a run shorter than `log_every` steps logs none).")
+    if streams and "streaming FRR vs FA/h" not in made:
+        why.append("No streaming plot: no variant fired above any threshold on the stream, so there is no "
+                   "miss / false-alarm trade-off to draw.")
+    return why

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgedistill.config import MIXED_PRECISIONS
+from edgedistill.config import BOOKKEEPING, MIXED_PRECISIONS, RESUMABLE
 from edgedistill.distill.heads import OBJECTIVES
 from edgedistill.distill.text import UNITS
 from edgedistill.models.student import StudentConfig
 from edgedistill.models.teacher import TEACHER_PRECISIONS
 
-# Fields that may change between a run and its resumption without changing the result.
-_RESUMABLE = {"log_every", "save_every", "keep_checkpoints", "num_workers", "log_with", "steps", "compile"}
 
 
 @dataclass
@@ -49,8 +47,8 @@ class DistillConfig:
     text_layers: list[int] | None = field(default=None, metadata={
         "help": "student layer of each text unit's auxiliary head (null: spread evenly, finest shallowest)"})
     text_weight: float = field(default=0.1, metadata={
-        "help": "weight of the text alignment losses (0.1: per transcribed clip, their gradient into a "
-                "HuBERT-shaped student was about 7x the layer-wise loss's at weight 1)"})
+        "help": "weight of the text alignment losses (below 1: per transcribed clip, their gradient into "
+                "a HuBERT-shaped student is several times the layer-wise loss's at weight 1)"})
     global_weight: float = field(default=1.0, metadata={"help": "utterance (global) alignment weight"})
     local_weight: float = field(default=1.0, metadata={"help": "token / word (local) alignment weight"})
     contrastive_weight: float = field(default=0.0, metadata={
@@ -61,7 +59,7 @@ class DistillConfig:
     monotonic_weight: float = field(default=1.0, metadata={"help": "monotonic alignment prior weight"})
     frequency_prior: bool = field(default=True, metadata={
         "help": "down-weight tokens frequent in the training transcripts (1 / log(e + count))"})
-    steps: int = field(default=200_000, metadata={"help": "optimizer steps"})
+    steps: int = field(default=200_000, metadata={"resume": RESUMABLE, "help": "optimizer steps"})
     batch_size: int = field(default=24, metadata={"help": "clips per step per process"})
     max_samples: int = field(default=250_000, metadata={
         "help": "random crop length in samples (250,000 = 15.6 s at 16 kHz)"})
@@ -86,18 +84,18 @@ class DistillConfig:
         "help": "folder of cached teacher targets: the first run writes it (one teacher pass, fixed crops), "
                 "later epochs and runs read it instead of running the teacher; about 0.83 GB per hour of "
                 "audio for 3 HuBERT Base layers. null: the teacher runs every step"})
-    compile: bool = field(default=False, metadata={
+    compile: bool = field(default=False, metadata={"resume": BOOKKEEPING,
         "help": "torch.compile the student's CNN, transformer and heads (minutes of compilation first)"})
     cpu: bool = field(default=False, metadata={"help": "train on the CPU even if a GPU is there"})
-    num_workers: int | None = field(default=None, metadata={
+    num_workers: int | None = field(default=None, metadata={"resume": BOOKKEEPING,
         "help": "data-loader worker processes per training process; null: on a GPU the process's cores less "
                 "one, at most 8, on a CPU 0 (benchmarks/loader_throughput.py measures what one worker decodes)"})
     seed: int = field(default=0, metadata={"help": "seed of init, data order, crops and dropout"})
-    log_with: str | None = field(default=None, metadata={
+    log_with: str | None = field(default=None, metadata={"resume": BOOKKEEPING,
         "help": "also log to an accelerate tracker: 'tensorboard' (in OUT/tensorboard), 'wandb', ..."})
-    log_every: int = field(default=10, metadata={"help": "steps between log lines"})
-    save_every: int = field(default=1000, metadata={"help": "steps between checkpoints"})
-    keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept on disk"})
+    log_every: int = field(default=10, metadata={"resume": BOOKKEEPING, "help": "steps between log lines"})
+    save_every: int = field(default=1000, metadata={"resume": BOOKKEEPING, "help": "steps between checkpoints"})
+    keep_checkpoints: int = field(default=2, metadata={"resume": BOOKKEEPING, "help": "checkpoints kept on disk"})
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:

@@ -46,17 +46,17 @@ def build_embedded_teacher(dest: str | Path | None = None, overrides: list[str] 
     if cfg.teacher != TRAIN_TEACHER or cfg.teacher_training.data:
         raise ConfigError(f"the embedded teacher is trained on the recipe's `data` (teacher: {TRAIN_TEACHER}, "
                           "no teacher_training.data); remove those overrides")
-    teacher = plan(cfg)["teacher"]
+    teacher = plan(cfg).teacher
     tt = cfg.teacher_training
     log.info("building the embedded teacher into %s: a %d x %d HuBERT trained on %s at 1 torch thread (repeatable), "
-             "about 5 minutes on 2 cores at the recipe's size; interrupted, it resumes", dest, tt.layers, tt.hidden, cfg.data)
+             "interrupted, it resumes", dest, tt.layers, tt.hidden, cfg.data)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # repeatable: the same weights at every run on this machine type
     try:
         summary = train_teacher(teacher)
     finally:
         torch.set_num_threads(threads)
-    src = Path(teacher["finetune"].out) / "model" / "backbone"
+    src = Path(teacher.finetune.out) / "model" / "backbone"
     tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -67,7 +67,7 @@ def build_embedded_teacher(dest: str | Path | None = None, overrides: list[str] 
     provenance = {
         "command": command, "recipe": recipe.name, "data": cfg.data,
         "teacher_training": non_default(cfg.teacher_training),
-        "finetune": {k: v for k, v in non_default(teacher["finetune"]).items() if k not in ("model", "out")},
+        "finetune": {k: v for k, v in non_default(teacher.finetune).items() if k not in ("model", "out")},
         "steps_done": summary["steps_done"], "best_step": summary["best_step"],
         "stopped_early": summary.get("stopped_early"),
         "val": {k: summary["val"].get(k) for k in ("clips", "speakers", "kws_accuracy", "sv_eer")},
@@ -96,5 +96,14 @@ def ensure_embedded_teacher(name: str | None) -> None:
 
     if name != EMBEDDED_TEACHER or embedded_teacher_built():
         return
-    log.info("the embedded teacher is not built on this machine yet: building it first, once")
-    build_embedded_teacher()
+    import fcntl
+
+    from edgedistill.models.teacher import embedded_teacher_path
+
+    lock_path = embedded_teacher_path().with_suffix(".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:  # processes of one launch, or runs side by side: one builds
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not embedded_teacher_built():
+            log.info("the embedded teacher is not built on this machine yet: building it first, once")
+            build_embedded_teacher()

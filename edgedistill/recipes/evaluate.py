@@ -29,7 +29,7 @@ def evaluate(model_dir: str, data: str, split: str | None, out: str | None = Non
     clips = resolve_labelled(data, split)
     trials = official_trials(data, clips, split)
     if str(model_dir).endswith(".onnx"):
-        from edgedistill.runtime.evaluate import evaluate_onnx
+        from edgedistill.evaluation.scores import evaluate_onnx
 
         full = evaluate_onnx(model_dir, clips, num_trials, seed, clip_samples, trials=trials)
         report = {k: v for k, v in full.items() if not isinstance(v, np.ndarray)}

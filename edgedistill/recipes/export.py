@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedistill.config import ConfigError
+from edgedistill.config import BOOKKEEPING, ConfigError
 from edgedistill.data.layouts import resolve_labelled
 from edgedistill.deploy.kit import write_device_kit
 from edgedistill.deploy.onnx import claim_export_folder, export_onnx
@@ -47,7 +47,7 @@ class ExportStage:
         "help": "the teacher's quantized files get the student's sensitivity search too (the same "
                 "quantization and budget, where kws_budget / eer_budget are set); false: plain "
                 "post-training, every node quantized"})
-    search_cache: bool = field(default=True, metadata={
+    search_cache: bool = field(default=True, metadata={"resume": BOOKKEEPING,
         "help": "keep the sensitivity search's measurements in the cache folder ($EDGEDISTILL_CACHE/search, "
                 "by float file, scheme, clips, trials and seed): runs that search the same teacher measure it "
                 "once, and runs side by side share the work; false: in the stage folder until the search ends"})
@@ -113,7 +113,7 @@ def quantize_file(float_path: str | Path, out_dir: str | Path, cfg: QuantScheme,
     the summary); with `eval_data`, the float and quantized task metrics side by side; with
     `sensitivity` (a budget on accuracy lost + EER gained), nodes kept in float until it is met
     (each measurement kept in the cache folder: see `sensitivity_search`'s `shared`)."""
-    from edgedistill.runtime.evaluate import compare, evaluate_onnx
+    from edgedistill.evaluation.scores import compare, evaluate_onnx
 
     name = Path(float_path).stem.replace(".fp32", "")
     dst = Path(out_dir) / f"{name}.{cfg.mode}.onnx"
@@ -134,10 +134,11 @@ def quantize_file(float_path: str | Path, out_dir: str | Path, cfg: QuantScheme,
           f"({100 * result['file_bytes'] / result['float_file_bytes']:.0f}% of fp32)")
     if "evaluation" in result:
         ev = result["evaluation"]
-        print(f"  KWS accuracy {ev['float'].get('kws_accuracy', float('nan')):.4f} -> "
-              f"{ev['quantized'].get('kws_accuracy', float('nan')):.4f}, SV EER "
-              f"{ev['float'].get('sv_eer', float('nan')):.4f} -> {ev['quantized'].get('sv_eer', float('nan')):.4f}, "
-              f"top-1 agreement {ev['change']['top1_agreement']:.4f}")
+        print(f"  KWS accuracy {100 * ev['float'].get('kws_accuracy', float('nan')):.2f}% -> "
+              f"{100 * ev['quantized'].get('kws_accuracy', float('nan')):.2f}%, SV EER "
+              f"{100 * ev['float'].get('sv_eer', float('nan')):.2f}% -> "
+              f"{100 * ev['quantized'].get('sv_eer', float('nan')):.2f}%, "
+              f"top-1 agreement {100 * ev['change']['top1_agreement']:.2f}%")
     (Path(out_dir) / f"{name}.{cfg.mode}.json").write_text(json.dumps(result, indent=1, default=float))
     return result
 
@@ -150,8 +151,10 @@ def sensitivity_sentence(result: dict) -> str:
                   "points vs fp32")
         return (f"sensitivity: {'within budget' if result['budget_met'] else 'BUDGET MISSED'}: {change}, {kept}")
     if result["budget_met"]:
-        return f"sensitivity: cost {result['cost_final']:.4f} within budget {result['budget']:.4f}, {kept}"
-    return (f"sensitivity: BUDGET MISSED: cost {result['cost_final']:.4f} > budget {result['budget']:.4f} "
+        return (f"sensitivity: cost {100 * result['cost_final']:.2f} points within budget "
+                f"{100 * result['budget']:.2f}, {kept}")
+    return (f"sensitivity: BUDGET MISSED: cost {100 * result['cost_final']:.2f} points > budget "
+            f"{100 * result['budget']:.2f} "
             f"with {kept} (every helpful node excluded): the quantized model loses more than asked; "
             "keep the float model, raise the budget, or fine-tune with quantization in mind")
 

@@ -18,7 +18,7 @@ def model_card(report: dict, recipe: dict, num_keywords: int, version: str, teac
         recipe: the run's config as a dict (`to_dict(RunConfig)`).
         num_keywords: labels of the KWS head.
         version: edgedistill's version.
-        teacher_steps: the pretrained teacher's fine-tuning steps (`plan(cfg)["teacher"]["finetune"].steps`).
+        teacher_steps: the pretrained teacher's fine-tuning steps (`plan(cfg).teacher.finetune.steps`).
         teacher_about: what the pretrained teacher is, where its name does not say (the embedded one).
     """
     students = [e for e in report["variants"] if e["variant"].startswith("student")]

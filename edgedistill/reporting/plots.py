@@ -19,18 +19,18 @@ def _plt():
 
 
 def plot_tradeoff(entries: list[dict], path: str | Path) -> Path:
-    """KWS accuracy and SV EER against file size and against latency, one point per variant."""
+    """KWS accuracy and SV EER against file size and against latency, one point per variant: a
+    colour per variant, named in the legend (labels written next to close points overlap)."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = plt.get_cmap("tab10" if len(entries) <= 10 else "tab20")
     for ax, key, xlabel in ((axes[0], "file_bytes", "model file (MB)"), (axes[1], "latency_ms_p50", "latency p50 (ms)")):
-        for e in entries:
+        for i, e in enumerate(entries):
             x = e[key] / 1e6 if key == "file_bytes" else e[key]
             if e.get("kws_accuracy") is not None:
-                ax.scatter(x, 100 * e["kws_accuracy"], marker="o", color="tab:blue")
-                ax.annotate(e["variant"], (x, 100 * e["kws_accuracy"]), fontsize=8, xytext=(4, 4),
-                            textcoords="offset points")
+                ax.scatter(x, 100 * e["kws_accuracy"], marker="o", color=colours(i))
             if e.get("sv_eer") is not None:
-                ax.scatter(x, 100 * (1 - e["sv_eer"]), marker="s", color="tab:orange")
+                ax.scatter(x, 100 * (1 - e["sv_eer"]), marker="s", color=colours(i))
         from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
         ax.set_xscale("log")  # ticks at 1-2-5 steps: labels even when the points span less than a decade
@@ -43,9 +43,12 @@ def plot_tradeoff(entries: list[dict], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].set_title("Accuracy vs size")
     axes[1].set_title("Accuracy vs latency")
-    axes[0].scatter([], [], marker="o", color="tab:blue", label="KWS accuracy")
-    axes[0].scatter([], [], marker="s", color="tab:orange", label="SV 100 - EER")
-    axes[0].legend(loc="center left", fontsize=8)
+    axes[0].scatter([], [], marker="o", color="grey", label="KWS accuracy")
+    axes[0].scatter([], [], marker="s", color="grey", label="SV 100 - EER")
+    axes[0].legend(loc="best", fontsize=8)
+    for i, e in enumerate(entries):
+        axes[1].scatter([], [], marker="o", color=colours(i), label=e["variant"])
+    axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -81,15 +84,19 @@ def plot_det(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path)
     return Path(path)
 
 
-def plot_stream_det(curves: dict[str, dict], path: str | Path) -> Path:
+def plot_stream_det(curves: dict[str, dict], path: str | Path) -> Path | None:
     """Continuous listening: false-reject rate against false alarms per hour (log x), one line
-    per variant; `curves` maps a name to `stream_report(...)["curve"]`."""
+    per variant; `curves` maps a name to `stream_report(...)["curve"]`. None (and no file) where
+    no variant has two points to draw (no event above any threshold): never an empty plot."""
+    curves = {n: c for n, c in curves.items() if len(c["fa_per_hour"]) >= 2}
+    if not curves:
+        return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name, c in curves.items():
         fa = np.maximum(np.asarray(c["fa_per_hour"], float), 0.05)  # 0 FA/h drawn at the axis floor
         order = np.argsort(fa)
-        ax.step(fa[order], 100 * np.asarray(c["frr"], float)[order], where="post", label=name)
+        ax.step(fa[order], 100 * np.asarray(c["frr"], float)[order], where="post", label=name, marker=".")
     for rate in (0.5, 1.0, 2.0):
         ax.axvline(rate, color="k", lw=0.6, ls=":")
     ax.set_xscale("log")
@@ -124,15 +131,23 @@ def plot_confusion(matrix, labels: list[str], path: str | Path, title: str = "KW
     return Path(path)
 
 
-def plot_training(logs: dict[str, str | Path], path: str | Path) -> Path:
-    """Training loss of each stage (from its train_log.jsonl) and validation metrics where logged."""
+def plot_training(logs: dict[str, str | Path], path: str | Path) -> Path | None:
+    """Training loss of each stage (from its train_log.jsonl) and validation metrics where logged.
+    A stage with no logged loss gets no panel; None (and no file) where no stage has one. A log
+    of a few points is drawn with markers (a single point would be an invisible line)."""
+    stages = {}
+    for name, file in logs.items():
+        rows = [json.loads(x) for x in Path(file).read_text().splitlines() if x.strip()] if Path(file).exists() else []
+        if any("loss" in r for r in rows):
+            stages[name] = rows
+    if not stages:
+        return None
     plt = _plt()
-    stages = {k: Path(v) for k, v in logs.items() if Path(v).exists()}
-    fig, axes = plt.subplots(1, max(1, len(stages)), figsize=(4.2 * max(1, len(stages)), 3.6), squeeze=False)
-    for ax, (name, file) in zip(axes[0], stages.items()):
-        rows = [json.loads(x) for x in file.read_text().splitlines() if x.strip()]
+    fig, axes = plt.subplots(1, len(stages), figsize=(4.2 * len(stages), 3.6), squeeze=False)
+    for ax, (name, rows) in zip(axes[0], stages.items()):
         train = [r for r in rows if "loss" in r]
-        ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="training loss")
+        ax.plot([r["step"] for r in train], [r["loss"] for r in train], ".-" if len(train) < 20 else "-",
+                label="training loss")
         val = [r for r in rows if r.get("val_kws_accuracy") is not None]
         if val:
             ax2 = ax.twinx()

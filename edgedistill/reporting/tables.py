@@ -50,16 +50,25 @@ def variant_table(entries: list[dict], columns: tuple[str, ...] | None = None) -
 
 
 def stream_table(rows: dict[str, dict]) -> list[str]:
-    """Markdown rows of streaming results ({variant: `runtime.evaluate.evaluate_stream` report})."""
+    """Markdown rows of streaming results ({variant: `evaluation.scores.evaluate_stream` report})."""
     md = ["| variant | FRR @ 0.5 FA/h | FRR @ 1 FA/h | FRR @ 2 FA/h | latency median / p90 s | ms / hop (p99) "
           "| core share | owner accepted | impostor accepted |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         gate = r.get("speaker_gate") or {}
-        md.append(f"| {name} | {pct(r['frr_at_0.5_fa_per_hour'])} | {pct(r['frr_at_1_fa_per_hour'])} | "
-                  f"{pct(r['frr_at_2_fa_per_hour'])} | {r['latency_s_median']:.2f} / {r['latency_s_p90']:.2f} | "
+        frr = {rate: pct(r[f"frr_at_{rate:g}_fa_per_hour"]) if measurable(r, rate) else "n/a" for rate in (0.5, 1, 2)}
+        latency = (f"{r['latency_s_median']:.2f} / {r['latency_s_p90']:.2f}" if r["latency_s_median"] == r["latency_s_median"]
+                   else "- (no hit)")
+        md.append(f"| {name} | {frr[0.5]} | {frr[1]} | {frr[2]} | {latency} | "
                   f"{r['mean_ms']:.1f} ({r['p99_ms']:.1f}) | {pct(r['core_share'])} | "
                   f"{pct(gate.get('owner_acceptance'))} | {pct(gate.get('impostor_acceptance'))} |")
     return md
+
+
+def measurable(r: dict, rate: float) -> bool:
+    """Whether a stream of `r["seconds"]` can measure misses at `rate` false alarms per hour: one
+    false alarm in it must not already exceed the rate (else the figure is misses at no false
+    alarm at all, not at that rate)."""
+    return r["seconds"] / 3600 >= 1 / rate
 
 
 def stream_note(r: dict, split: str, data: str) -> str:
@@ -69,6 +78,12 @@ def stream_note(r: dict, split: str, data: str) -> str:
             f"background at {r['snr_db']:g} dB SNR), targets {', '.join(r['targets'])}: {r['occurrences']} "
             f"occurrences among the other words; detector hop {r['hop_ms']:.0f} ms, onnxruntime {r['threads']} "
             "thread(s). FRR at a fixed number of false alarms per hour; latency from the end of the word.")
+    short = [rate for rate in (0.5, 1, 2) if not measurable(r, rate)]
+    if short:
+        note += (f" **This stream is too short for {', '.join(f'{x:g}' for x in short)} FA/h:** one false alarm in "
+                 f"{r['seconds'] / 60:g} min is already {3600 / r['seconds']:.0f} FA/h, so those cells are n/a. "
+                 f"{1 / min(short):g} h of stream is the least that measures {min(short):g} FA/h, and a figure "
+                 "worth comparing needs about 10 h (stream.seconds).")
     if "owner_acceptance" in gate:
         note += (f" Speaker gating: each of the {r['enrolled_speakers']} speakers enrolled from a few non-target "
                  "clips left out of the stream; 'owner accepted' = keyword hits (at the 1 FA/h threshold) accepted "

@@ -2,9 +2,9 @@
 
 - `model`: `EdgeModel`, one exported model (keyword, speaker embedding, verification);
 - `streaming`: `Detector`, keyword events along a continuous stream;
-- `metadata`: what an exported file carries;
-- `evaluate`, `latency`: scoring and timing an exported file on labelled clips (used on the
-  training machine; not shipped in the device kit).
+- `metadata`: what an exported file carries.
+
+Scoring and timing files on the training machine live in `edgedistill.evaluation`.
 
 `edgedistill.runtime.{__init__, model, streaming, metadata}` and `edgedistill.audio` are
 copied into every device kit (`edgedistill export`).

@@ -27,9 +27,8 @@ from edgedistill.runtime.metadata import decode_metadata
 
 MAX_SECONDS = 30.0
 # onnxruntime graph rewrites left off by default: its CPU SkipLayerNormalization kernel (what
-# SkipLayerNormFusion makes of a residual Add + LayerNormalization) runs about 4-6x slower than
-# the two ops it replaces at every shape tried (onnxruntime 1.32, x86, 1 and 2 threads;
-# `python benchmarks/ort_fusions.py`), a tenth of a small student's int8 latency.
+# SkipLayerNormFusion makes of a residual Add + LayerNormalization) is slower than the two ops it
+# replaces at every shape tried (benchmarks/results/ort_fusions.md).
 SLOW_FUSIONS = ("SkipLayerNormFusion",)
 
 
@@ -80,7 +79,7 @@ class EdgeModel:
     """
 
     def __init__(self, path: str | os.PathLike, threads: int = 1, providers: list[str] | None = None,
-                 max_seconds: float = MAX_SECONDS, disabled_fusions=SLOW_FUSIONS):
+                 max_seconds: float = MAX_SECONDS, disabled_fusions: tuple[str, ...] = SLOW_FUSIONS):
         path = Path(path)
         if path.is_dir():
             found = sorted(p.name for p in path.glob("*.onnx"))
@@ -110,6 +109,9 @@ class EdgeModel:
         self.min_samples = int(self.metadata.get("min_samples", 400))
         self.labels: list[str] = list(self.metadata.get("labels") or [])
         self.threshold: float | None = self.metadata.get("sv_threshold")
+        # Keyword thresholds calibrated at a target false-alarm rate ({label: threshold}; empty
+        # where the file has none): the streaming Detector's defaults.
+        self.keyword_thresholds: dict[str, float] = dict(self.metadata.get("keyword_thresholds") or {})
         self.speakers: dict[str, np.ndarray] = {}
         self.max_samples = int(max_seconds * self.sample_rate)
         if "max_samples" in self.metadata:  # a model with a fixed longest input (Whisper's 30 s)

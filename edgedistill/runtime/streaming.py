@@ -30,9 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgedistill.audio import AudioError
-from edgedistill.runtime.model import softmax
+from edgedistill.runtime.model import EdgeModel, softmax
 
-NEVER_FIRE = ("_silence_", "_unknown_")
+NEVER_FIRE = ("_silence_", "_unknown_", "_background_")
+DEFAULT_THRESHOLD = 0.8  # where a keyword has no calibrated threshold in the model
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,11 @@ class Event:
     speaker_scores: dict[str, float] | None = None
 
     def as_dict(self) -> dict:
+        """JSON-able: `speaker` only where the gate accepted the voice; `best_match` is the closest
+        enrolled speaker either way (None without enrolment)."""
         return {"time_s": round(self.start_s, 3), "end_s": round(self.end_s, 3), "keyword": self.keyword,
-                "score": round(self.score, 4), "speaker": self.speaker,
+                "score": round(self.score, 4), "speaker": self.speaker if self.accepted else None,
+                "best_match": self.speaker,
                 "speaker_score": None if self.speaker_score is None else round(self.speaker_score, 4),
                 "accepted": self.accepted}
 
@@ -70,9 +74,12 @@ class Detector:
 
     Args:
         model: an `edgedistill.runtime.EdgeModel` of a multi-task export.
-        keywords: target labels, as {label: threshold} or a list (each with `threshold`);
-            default every label except `_silence_` / `_unknown_`, which never fire.
-        threshold: the default threshold of a keyword's smoothed posterior (0..1).
+        keywords: target labels, as {label: threshold} or a list; default: the keywords the
+            model's thresholds were calibrated for (`EdgeModel.keyword_thresholds`), else every
+            label except `_silence_` / `_unknown_` / `_background_`, which never fire.
+        threshold: one threshold of a keyword's smoothed posterior (0..1) for every keyword of
+            a list; default: each keyword's calibrated threshold where the model carries one
+            (chosen at a target false-alarm rate), else 0.8.
         window_s: analysis window in seconds (default 1.0, the training clip length).
         hop_s: evaluation period in seconds (default 0.1 = 100 ms).
         smooth_hops: hops the posteriors are averaged over.
@@ -84,16 +91,19 @@ class Detector:
         sv_threshold: speaker acceptance threshold (default: the model's, chosen on validation).
     """
 
-    def __init__(self, model, keywords: dict[str, float] | list[str] | None = None, threshold: float = 0.8,
+    def __init__(self, model: EdgeModel, keywords: dict[str, float] | list[str] | None = None,
+                 threshold: float | None = None,
                  window_s: float = 1.0, hop_s: float = 0.1, smooth_hops: int = 3, refractory_s: float = 1.0,
                  max_wait_hops: int = 3, only_enrolled: bool = False, sv_threshold: float | None = None):
         model._need("keyword_logits")
         self.model, self.sr = model, model.sample_rate
         labels = list(model.labels)
+        calibrated = dict(getattr(model, "keyword_thresholds", None) or {})
         if keywords is None:
-            keywords = [k for k in labels if k not in NEVER_FIRE]
+            keywords = list(calibrated) or [k for k in labels if k not in NEVER_FIRE]
         if not isinstance(keywords, dict):
-            keywords = {k: threshold for k in keywords}
+            keywords = {k: threshold if threshold is not None else calibrated.get(k, DEFAULT_THRESHOLD)
+                        for k in keywords}
         unknown = [k for k in keywords if k not in labels]
         if unknown:
             raise ValueError(f"keyword(s) {unknown} are not labels of this model; it knows {labels}")
@@ -130,7 +140,7 @@ class Detector:
         self._quiet_until: dict[str, int] = {}    # keyword -> first sample it may fire again
         self._armed = {name: True for _, name, _ in self.targets}  # False from an event until the score drops
 
-    def push(self, chunk, sample_rate: int | None = None) -> list[Event]:
+    def push(self, chunk: np.ndarray, sample_rate: int | None = None) -> list[Event]:
         """Feeds audio; returns the events completed by it (in time order).
 
         Args:

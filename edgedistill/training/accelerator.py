@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from edgedistill.config import ConfigError, save_config, to_dict
+from edgedistill.config import ConfigError, resumable_fields, save_config, to_dict
 from edgedistill.training.checkpoint import Checkpointer
 
 
@@ -80,10 +80,10 @@ _RUN_FILES = ("config.yaml", "checkpoints", "summary.json", "student", "heads", 
 
 
 def claim_run_folder(accelerator, cfg, out: Path, resume: bool, ckpt: Checkpointer, command: str,
-                     resumable: set[str], overwrite: bool = False) -> None:
+                     overwrite: bool = False) -> None:
     """Refuses to overwrite a run (without --resume) or to resume with a changed config;
-    writes `config.yaml`. Fields in `resumable` (and `out`: a run folder may be moved) may change
-    between a run and its resumption.
+    writes `config.yaml`. The fields `resumable_fields(cfg)` names (their metadata says so) and
+    `out` (a run folder may be moved) may change between a run and its resumption.
 
     A folder holding any run (checkpoints, or the results of a finished one whose checkpoints
     were pruned) is only written with `resume` (the same run) or `overwrite` (its old results
@@ -105,7 +105,7 @@ def claim_run_folder(accelerator, cfg, out: Path, resume: bool, ckpt: Checkpoint
             import yaml
 
             before, now = yaml.safe_load(saved.read_text()), to_dict(cfg)
-            changed = [k for k in now if k not in resumable | _ALWAYS_RESUMABLE and before.get(k) != now[k]]
+            changed = [k for k in now if k not in resumable_fields(cfg) | _ALWAYS_RESUMABLE and before.get(k) != now[k]]
             if changed:
                 raise ConfigError(f"cannot resume '{out}': config fields {changed} differ from the "
                                   "saved run; use the saved config.yaml, a new --out, or --overwrite")

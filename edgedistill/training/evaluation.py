@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from edgedistill.data.labelled import IGNORE, LabelledAudio, collate_labelled
 from edgedistill.data.manifest import Clip
-from edgedistill.runtime.evaluate import task_metrics
+from edgedistill.evaluation.scores import task_metrics
 
 ARRAYS = ("probs", "embeddings", "trial_scores", "trial_targets")  # left out of the PyTorch report
 
@@ -39,7 +39,7 @@ def evaluate_model(model, clips: list[Clip], num_samples: int = 16_000, batch_si
                    num_trials: int = 20_000, seed: int = 0, device="cpu", progress: bool = False,
                    trials: np.ndarray | None = None) -> dict:
     """KWS and SV metrics of a PyTorch `MultiTaskModel` on `clips`: the same as the ONNX
-    evaluation (`runtime.evaluate.task_metrics`, without its arrays), with PyTorch outputs."""
+    evaluation (`evaluation.scores.task_metrics`, without its arrays), with PyTorch outputs."""
     probs, emb = embed_clips(model, clips, num_samples, batch_size, device, progress)
     report = task_metrics(probs, emb, clips, model.labels, trials, num_trials, seed,
                           sv_threshold=model.spec.get("sv_threshold"))

@@ -21,20 +21,11 @@ from edgedistill.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Config fields that do not change a stage's result: left out of its hash, so turning on
-# TensorBoard, checkpointing more often to resume a long run closer to where it stopped, or
-# keeping the sensitivity search's measurements elsewhere does not redo finished stages.
-NOT_HASHED = {"log_with", "log_every", "save_every", "keep_checkpoints", "search_cache"}
-
 
 def spec_hash(spec) -> str:
-    """A short hash of a JSON-able spec, `NOT_HASHED` keys left out at every depth."""
-    def strip(o):
-        if isinstance(o, dict):
-            return {k: strip(v) for k, v in o.items() if k not in NOT_HASHED}
-        return o
-
-    return hashlib.sha256(json.dumps(strip(spec), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A short hash of a JSON-able spec (built with `config.stage_spec`, which leaves out the
+    fields that do not change a result)."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def run_stage(name: str, folder: Path, spec: dict, fn: Callable[[], dict], overwrite: bool = False) -> dict:

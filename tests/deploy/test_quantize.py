@@ -3,7 +3,7 @@ import onnx
 import pytest
 
 from edgedistill.data.layouts import resolve_labelled
-from edgedistill.runtime.evaluate import compare, evaluate_onnx
+from edgedistill.evaluation.scores import compare, evaluate_onnx
 from edgedistill.deploy.quantize import MODES, TARGETS, detect_target, quantize_config, quantize_model
 
 

@@ -6,7 +6,7 @@ import onnx
 from edgedistill.data.layouts import resolve_labelled
 from edgedistill.deploy.quantize import quantize_config, quantize_model
 from edgedistill.deploy.sensitivity import sensitivity_search
-from edgedistill.runtime.evaluate import compare  # the real ones, whatever a test patches
+from edgedistill.evaluation.scores import compare  # the real ones, whatever a test patches
 
 
 def test_sensitivity_search_recovers_int8_accuracy(exported, embedded_corpus, tmp_path):
@@ -31,7 +31,7 @@ def test_a_missed_sensitivity_budget_is_said_in_words(exported, embedded_corpus,
     """Defect: a budget of 0.01 ended at a cost of 0.0687, shown only in the JSON."""
     import json
 
-    import edgedistill.runtime.evaluate as oe
+    import edgedistill.evaluation.scores as oe
     import edgedistill.deploy.sensitivity as q
     from edgedistill.cli import main
 
@@ -41,7 +41,7 @@ def test_a_missed_sensitivity_budget_is_said_in_words(exported, embedded_corpus,
     monkeypatch.setattr(q, "quantizable_nodes", lambda path, mode: ["node_a", "node_b"])
     assert main(["quantize", "--model", str(exported[0]), "--out", str(tmp_path), "--quantize", "int8-dynamic",
                  "--eval-data", str(embedded_corpus), "--sensitivity", "0.01"]) == 0
-    assert "BUDGET MISSED: cost 0.0500 > budget 0.0100" in capsys.readouterr().out
+    assert "BUDGET MISSED: cost 5.00 points > budget 1.00" in capsys.readouterr().out
     report = json.loads((tmp_path / "model.int8-dynamic.json").read_text())
     assert report["budget_met"] is False and report["cost_final"] > report["budget"]
     kept, = (tmp_path / "cache" / "search").glob("*.json")  # a stopped search resumes from its measurements
@@ -56,7 +56,7 @@ def _search_over(table: dict, exported, embedded_corpus, tmp_path, monkeypatch, 
     from dataclasses import replace
 
     import edgedistill.deploy.sensitivity as q
-    import edgedistill.runtime.evaluate as oe
+    import edgedistill.evaluation.scores as oe
 
     seen = []
 
@@ -217,7 +217,7 @@ def test_a_budget_is_held_against_the_reference_float_file(exported, embedded_co
     import shutil
     from pathlib import Path
 
-    import edgedistill.runtime.evaluate as oe
+    import edgedistill.evaluation.scores as oe
 
     evaluated, real = [], oe.evaluate_onnx
     monkeypatch.setattr(oe, "evaluate_onnx", lambda path, *a, **k: evaluated.append(Path(path)) or real(path, *a, **k))

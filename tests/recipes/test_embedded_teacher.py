@@ -82,3 +82,24 @@ def test_the_reference_provenance_is_the_shipped_recipe_s():
     assert ref["data"] == recipe.data and ref["teacher_training"] == non_default(recipe.teacher_training)
     assert ref["torch_threads"] == 1 and len(ref["sha256"]) == 64
     assert ref["val"]["kws_accuracy"] > 0.9  # it learned the keywords: a teacher worth distilling
+
+
+def test_the_recipes_never_build_it_and_say_which_command_does(monkeypatch, tmp_path):
+    """distill(), finetune() and run() load the embedded teacher; only the CLI builds it. Not
+    built, each fails at once naming the command, and writes no run folder."""
+    import edgedistill.recipes.embedded_teacher as mod
+    from edgedistill.models.teacher import TeacherNotFoundError
+    from edgedistill.recipes.distill import distill
+    from edgedistill.recipes.distill_config import DistillConfig
+    from edgedistill.recipes.finetune import FinetuneConfig, finetune
+    from edgedistill.recipes.run import RunConfig, run
+
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))  # a machine that has not built it
+    monkeypatch.setattr(mod, "build_embedded_teacher", lambda: pytest.fail("a recipe built the teacher"))
+    calls = [lambda: distill(DistillConfig(teacher="embedded", out=str(tmp_path / "d"))),
+             lambda: finetune(FinetuneConfig(model="embedded", out=str(tmp_path / "f"))),
+             lambda: run(RunConfig(teacher="embedded", out=str(tmp_path / "r")))]
+    for call in calls:
+        with pytest.raises(TeacherNotFoundError, match="`edgedistill embedded-teacher`"):
+            call()
+    assert not any((tmp_path / d).exists() for d in ("d", "f", "r"))

@@ -39,19 +39,19 @@ def _sentinel(key: str, value):
     raise AssertionError(f"no sentinel for {key}={value!r}")
 
 
-def _reached(stages: dict, key: str):
+def _reached(stages, key: str):
     """Where a recipe key ends up in the run's stage configs (`plan`)."""
-    top = {"out": lambda: stages["distill"].out, "data": lambda: stages["finetune"].data,
-           "distill_data": lambda: stages["distill"].data, "teacher": lambda: stages["distill"].teacher,
-           "baseline": lambda: stages["baseline"] is not None}
+    top = {"out": lambda: stages.distill.out, "data": lambda: stages.finetune.data,
+           "distill_data": lambda: stages.distill.data, "teacher": lambda: stages.distill.teacher,
+           "baseline": lambda: stages.baseline is not None}
     if key in top:
         return top[key]()
     stage, *path = key.split(".")
     if stage == "teacher_training":
         trained = path[0] in ("steps", "eval_every", "patience", "val_split")
-        node = stages["teacher"]["cycles"][0] if trained else stages["teacher"]["init"]  # its first training
+        node = stages.teacher.cycles[0] if trained else stages.teacher.init  # its first training
     else:
-        node = stages[stage]
+        node = getattr(stages, stage)
     for part in path:
         node = getattr(node, part)
     return node
@@ -112,9 +112,9 @@ def test_teacher_cycles_chain_from_backbone_to_backbone_with_fresh_heads_and_end
     # (on the run's data; with a corpus of its own: tests/recipes/test_run.py)
     cfg = load_config(RunConfig, recipe_path("demo"), ["out=runs/x", "teacher=train", "teacher_training.cycles=3",
                                                        "teacher_training.steps=700", "finetune.steps=250"])
-    cycles = plan(cfg)["teacher"]["cycles"]
+    cycles = plan(cfg).teacher.cycles
     assert [Path(c.out).name for c in cycles] == ["cycle1", "cycle2", "ft"]
-    assert plan(cfg)["teacher"]["finetune"] == cycles[-1] and plan(cfg)["distill"].teacher == "runs/x/teacher/ft/model/backbone"
+    assert plan(cfg).teacher.finetune == cycles[-1] and plan(cfg).distill.teacher == "runs/x/teacher/ft/model/backbone"
     assert cycles[0].model == "runs/x/teacher/init" and cycles[0].steps == 700 and cycles[0].patience == 3
     # each later cycle: the backbone before it (a backbone folder: the multi-task model gets new heads),
     # the student's fine-tuning length, its own seed, one validation at its end
@@ -123,16 +123,16 @@ def test_teacher_cycles_chain_from_backbone_to_backbone_with_fresh_heads_and_end
     assert len({c.seed for c in cycles}) == 3 and not any(c.freeze_cnn for c in cycles)
     cfg = load_config(RunConfig, recipe_path("demo"), ["out=runs/x", "teacher=train", "teacher_training.cycles=2",
                                                        "teacher_training.cycle_steps=90"])
-    assert plan(cfg)["teacher"]["cycles"][1].steps == 90
+    assert plan(cfg).teacher.cycles[1].steps == 90
     one = plan(load_config(RunConfig, recipe_path("demo"), ["out=runs/x", "teacher=train",
-                                                            "teacher_training.cycles=1"]))["teacher"]
-    assert one["cycles"] == [one["finetune"]] and one["finetune"].out == "runs/x/teacher/ft"
+                                                            "teacher_training.cycles=1"])).teacher
+    assert one.cycles == [one.finetune] and one.finetune.out == "runs/x/teacher/ft"
 
 
 def test_the_from_scratch_baseline_trains_its_random_cnn_whatever_the_students_fine_tuning_freezes():
     stages = plan(load_config(RunConfig, recipe_path("arabic_speech_commands"), ["out=runs/x"]))
-    assert stages["finetune"].freeze_cnn is None and stages["baseline"].freeze_cnn is False  # None: frozen
-    assert stages["baseline"].model == "runs/x/baseline/init" and stages["baseline"].steps == stages["finetune"].steps
+    assert stages.finetune.freeze_cnn is None and stages.baseline.freeze_cnn is False  # None: frozen
+    assert stages.baseline.model == "runs/x/baseline/init" and stages.baseline.steps == stages.finetune.steps
 
 
 @pytest.mark.parametrize("student", ["distill.student.preset=edge", "distill.student.thin_cnn=true",
@@ -141,14 +141,14 @@ def test_the_from_scratch_baseline_trains_its_random_cnn_whatever_the_students_f
 def test_a_student_cnn_that_is_not_the_teachers_trains_in_fine_tuning_and_gets_the_hint_unless_told(student):
     recipe = recipe_path("arabic_speech_commands")
     stages = plan(load_config(RunConfig, recipe, ["out=runs/x", student, "qat=true"]))
-    assert stages["finetune"].freeze_cnn is False and stages["qat"].freeze_cnn is False
-    assert stages["distill"].cnn_hint_weight == 1.0  # written in: the distill stage's config says so
-    assert plan(load_config(RunConfig, recipe, ["out=runs/x", student, "finetune.freeze_cnn=true"]))["finetune"].freeze_cnn
+    assert stages.finetune.freeze_cnn is False and stages.qat.freeze_cnn is False
+    assert stages.distill.cnn_hint_weight == 1.0  # written in: the distill stage's config says so
+    assert plan(load_config(RunConfig, recipe, ["out=runs/x", student, "finetune.freeze_cnn=true"])).finetune.freeze_cnn
     assert plan(load_config(RunConfig, recipe, ["out=runs/x", student, "distill.cnn_hint_weight=0"])
-                )["distill"].cnn_hint_weight == 0
+                ).distill.cnn_hint_weight == 0
 
 
 def test_the_teachers_own_cnn_gets_no_hint_and_its_distill_config_stays_as_before_the_hint():
     stages = plan(load_config(RunConfig, recipe_path("arabic_speech_commands"), ["out=runs/x"]))
-    assert stages["distill"].cnn_hint_weight is None and stages["distill"].hint_weight() == 0
-    assert "cnn_hint_weight" not in non_default(stages["distill"])  # finished runs' stage hashes unchanged
+    assert stages.distill.cnn_hint_weight is None and stages.distill.hint_weight() == 0
+    assert "cnn_hint_weight" not in non_default(stages.distill)  # finished runs' stage hashes unchanged

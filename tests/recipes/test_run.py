@@ -55,7 +55,7 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_teacher, embedded_corpus
     config = load_yaml((out / "teacher" / "ft" / "config.yaml").read_text())
     assert config["model"] == "embedded" and config["data"] == str(embedded_corpus)
     assert json.loads((out / "teacher" / "ft" / "summary.json").read_text())["steps_done"] == 50
-    assert load_yaml((out / "distill" / "config.yaml").read_text())["teacher"] == "embedded"
+    assert load_yaml((out / "distill" / "config.yaml").read_text()).teacher == "embedded"
     assert "`embedded` (a 4 x 64 HuBERT built by edgedistill from its recipe" in (out / "export" / "README.md").read_text()
     # the student's fine-tuning freezes the CNN here (finetune.freeze_cnn=null): it stays as distilled,
     # while the teacher's own fine-tuning (the student's recipe) leaves the built weights untouched
@@ -147,7 +147,7 @@ def test_a_teacher_trained_in_the_run_on_a_corpus_of_its_own(embedded_corpus, sm
     config = load_yaml((out / "teacher" / "ft" / "config.yaml").read_text())
     assert config["model"] == f"{pretrain}/model/backbone" and config["data"] == str(embedded_corpus)
     assert json.loads((out / "teacher" / "ft" / "summary.json").read_text())["steps_done"] == 50
-    assert load_yaml((out / "distill" / "config.yaml").read_text())["teacher"] == f"{pretrain}/model/backbone"
+    assert load_yaml((out / "distill" / "config.yaml").read_text()).teacher == f"{pretrain}/model/backbone"
     assert str(small_corpus) in (out / "export" / "README.md").read_text()
 
 
@@ -180,13 +180,13 @@ def test_a_teacher_trained_on_its_own_data_stands_in_for_a_pretrained_model(smal
     # and every student stage read the run's data, and the student distils from the pretrained model
     cfg = load_config(RunConfig, "configs/demo.yaml", ["teacher=train", f"teacher_training.data={small_corpus}"])
     p = plan(cfg)
-    assert [c.data for c in p["teacher"]["cycles"]] == [str(small_corpus), cfg.data]
-    assert p["distill"].data == p["finetune"].data == cfg.data
-    assert p["distill"].teacher == f"{p['teacher']['cycles'][0].out}/model/backbone"
-    assert p["teacher"]["cycles"][1].model == p["distill"].teacher
-    assert p["teacher"]["names"] == ["teacher pretraining", "teacher fine-tuning"]  # the training plot's curves
+    assert [c.data for c in p.teacher.cycles] == [str(small_corpus), cfg.data]
+    assert p.distill.data == p.finetune.data == cfg.data
+    assert p.distill.teacher == f"{p.teacher.cycles[0].out}/model/backbone"
+    assert p.teacher.cycles[1].model == p.distill.teacher
+    assert p.teacher.names == ["teacher pretraining", "teacher fine-tuning"]  # the training plot's curves
     # an upper bound: on the run's data the teacher gets the student's steps there, validated more often
-    ft = p["teacher"]["cycles"][1]
+    ft = p.teacher.cycles[1]
     assert ft.steps == cfg.distill.steps + cfg.finetune.steps and ft.eval_every == cfg.teacher_training.eval_every
     assert (ft.backbone_lr, ft.head_lr, ft.batch_size) == (cfg.finetune.backbone_lr, cfg.finetune.head_lr,
                                                            cfg.finetune.batch_size)
@@ -194,22 +194,22 @@ def test_a_teacher_trained_on_its_own_data_stands_in_for_a_pretrained_model(smal
     # validated as the student is; where the student distils on other audio, only its fine-tuning counts
     for teacher in ("embedded", "org/hub-model"):
         hub = load_config(RunConfig, "configs/demo.yaml", [f"teacher={teacher}"])
-        assert plan(hub)["teacher"]["finetune"] == dataclasses.replace(
+        assert plan(hub).teacher.finetune == dataclasses.replace(
             cfg.finetune, model=teacher, data=cfg.data, out="runs/demo/teacher/ft",
             steps=cfg.distill.steps + cfg.finetune.steps)
-        assert plan(hub)["teacher"]["cycles"] == [plan(hub)["teacher"]["finetune"]]
-        assert plan(hub)["distill"].teacher == teacher and plan(hub)["teacher"]["init"] is None
+        assert plan(hub).teacher.cycles == [plan(hub).teacher.finetune]
+        assert plan(hub).distill.teacher == teacher and plan(hub).teacher.init is None
     other = load_config(RunConfig, "configs/demo.yaml", [f"distill_data={small_corpus}"])
-    assert plan(other)["teacher"]["finetune"].steps == cfg.finetune.steps
+    assert plan(other).teacher.finetune.steps == cfg.finetune.steps
     # without its own data, the teacher trains on the run's data and is distilled as trained
     p = plan(load_config(RunConfig, "configs/demo.yaml", ["teacher=train"]))
-    assert [c.data for c in p["teacher"]["cycles"]] == [cfg.data]
-    assert p["distill"].teacher == f"{p['teacher']['finetune'].out}/model/backbone"
-    assert p["teacher"]["names"] == ["teacher"]
+    assert [c.data for c in p.teacher.cycles] == [cfg.data]
+    assert p.distill.teacher == f"{p.teacher.finetune.out}/model/backbone"
+    assert p.teacher.names == ["teacher"]
     p = plan(load_config(RunConfig, "configs/demo.yaml", ["teacher=train", "teacher_training.cycles=2",
                                                           f"teacher_training.data={small_corpus}"]))
-    assert p["teacher"]["names"] == ["teacher pretraining cycle 1", "teacher pretraining cycle 2", "teacher fine-tuning"]
-    assert len(p["teacher"]["cycles"]) == 3
+    assert p.teacher.names == ["teacher pretraining cycle 1", "teacher pretraining cycle 2", "teacher fine-tuning"]
+    assert len(p.teacher.cycles) == 3
 
 
 @pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
@@ -297,5 +297,5 @@ def test_a_whisper_teachers_students_get_the_cnn_hint_and_a_trained_cnn(tmp_path
     whisper = plan(load_config(RunConfig, None, [f"teacher={tmp_path / 'whisper'}", f"out={tmp_path / 'a'}"]))
     hubert = plan(load_config(RunConfig, None, [f"teacher={tmp_path / 'hubert'}", f"out={tmp_path / 'b'}"]))
     # distilhubert copies a HuBERT teacher's CNN, but a Whisper teacher has none to give
-    assert whisper["distill"].cnn_hint_weight == 1.0 and whisper["finetune"].freeze_cnn is False
-    assert hubert["distill"].cnn_hint_weight is None and hubert["finetune"].freeze_cnn is None
+    assert whisper.distill.cnn_hint_weight == 1.0 and whisper.finetune.freeze_cnn is False
+    assert hubert.distill.cnn_hint_weight is None and hubert.finetune.freeze_cnn is None

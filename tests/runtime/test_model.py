@@ -136,9 +136,9 @@ def test_infer_script_prints_one_line_for_bad_input(exported, tmp_path):
 
     kit = tmp_path / "kit"
     write_device_kit(kit)
-    sf.write(tmp_path / "8k.wav", np.zeros(8000, np.float32), 8000)
-    for args in ([str(exported[0]), str(tmp_path / "8k.wav")], [str(exported[0]), str(tmp_path / "none.wav")],
-                 [str(tmp_path), str(tmp_path / "8k.wav")]):
+    sf.write(tmp_path / "short.wav", np.zeros(100, np.float32), 16_000)  # shorter than one frame of the CNN
+    for args in ([str(exported[0]), str(tmp_path / "short.wav")], [str(exported[0]), str(tmp_path / "none.wav")],
+                 [str(tmp_path), str(tmp_path / "short.wav")]):
         out = subprocess.run([sys.executable, str(kit / "infer.py"), *args], capture_output=True, text=True)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("infer.py: error:")

@@ -173,7 +173,10 @@ def test_infer_script_streams_a_long_recording(exported, embedded_corpus, tmp_pa
     assert summary["events"] == len(lines) - 1 >= 1 and summary["hops"] > 0 and 0 < summary["core_share"] < 1
     assert summary["audio_s"] == pytest.approx(len(x) / SR, abs=1e-3)
     first = lines[0]
-    assert {"time_s", "end_s", "keyword", "score", "speaker", "accepted"} <= first.keys() and first["speaker"] == "me"
+    assert {"time_s", "end_s", "keyword", "score", "speaker", "accepted"} <= first.keys() and first["best_match"] == "me"
+    # a voice the gate rejects is not named as the speaker (newcomer item 5)
+    assert all(e["speaker"] == (e["best_match"] if e["accepted"] else None) for e in lines[:-1])
+    assert summary["thresholds"] == {k: 0.3 for k in summary["keywords"]} and summary["sv_threshold"] > -1
 
 
 def test_evaluate_stream_command_writes_the_report_and_plot(exported, embedded_corpus, tmp_path, capsys):
@@ -213,3 +216,77 @@ def test_events_carry_the_score_against_every_enrolled_speaker(exported, embedde
         assert set(e.speaker_scores) == set(speakers)
         assert e.speaker == max(e.speaker_scores, key=e.speaker_scores.get)
         assert e.speaker_score == e.speaker_scores[e.speaker]
+
+
+def test_the_kit_takes_stereo_and_44k_files_and_says_what_it_did(exported, embedded_corpus, tmp_path):
+    """Newcomer item 4: the kit answered a stereo file with "pass downmix=True" (it has no such
+    flag) and a 44.1 kHz file with a resampling that needs scipy, which its requirements lacked."""
+    from edgedistill.audio import resample
+    from edgedistill.data.manifest import load_clip, read_manifest
+    from edgedistill.deploy.kit import write_device_kit
+
+    kit = tmp_path / "kit"
+    write_device_kit(kit)
+    assert any(line.startswith("scipy") for line in (kit / "requirements.txt").read_text().splitlines())
+    clip = read_manifest(embedded_corpus, split="test")[0]
+    mono = load_clip(clip)
+    sf.write(tmp_path / "mono.wav", mono, SR)
+    wide = resample(mono, SR, 44_100)
+    sf.write(tmp_path / "stereo44k.wav", np.stack([wide, wide], axis=1), 44_100)
+
+    def infer(*args, block_scipy=False):
+        code = ("import runpy, sys\n" + ("sys.modules['scipy'] = None\n" if block_scipy else "")
+                + f"sys.argv = {[str(kit / 'infer.py'), *map(str, args)]!r}\n"
+                + f"runpy.run_path({str(kit / 'infer.py')!r}, run_name='__main__')")
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+    one = infer(exported[0], tmp_path / "mono.wav", "--json")
+    two = infer(exported[0], tmp_path / "stereo44k.wav", "--json")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    assert "has 2 channels: averaged into one" in two.stderr and "44100 Hz: resampled to 16000 Hz" in two.stderr
+    assert json.loads(two.stdout)["clips"][0]["keyword"] == json.loads(one.stdout)["clips"][0]["keyword"]
+    # without scipy: one line saying what to install or how to convert, no traceback
+    out = infer(exported[0], tmp_path / "stereo44k.wav", block_scipy=True)
+    assert out.returncode == 2 and "needs scipy (pip install scipy)" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_evaluate_stream_answers_a_keyword_typo_in_one_line(exported, embedded_corpus, capsys):
+    """Newcomer item 4: `--keywords yes,stopp` ended in a 16-line traceback."""
+    from edgedistill.cli import main
+
+    assert main(["evaluate-stream", "--model", str(exported[0]), "--data", str(embedded_corpus), "--split", "test",
+                 "--keywords", "yes,stopp", "--seconds", "60"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "stopp" in err and "did you mean 'stop'?" in err
+
+
+def test_calibrated_thresholds_travel_in_the_file_and_are_the_detector_s_defaults(exported, embedded_corpus, tmp_path):
+    import shutil
+
+    from edgedistill.deploy.kit import write_device_kit
+    from edgedistill.deploy.onnx import set_keyword_thresholds
+    from edgedistill.errors import ExportError
+
+    path = tmp_path / "model.onnx"
+    shutil.copy(exported[0], path)
+    assert EdgeModel(path).keyword_thresholds == {}
+    meta = set_keyword_thresholds(path, {"yes": 0.6}, target_fa_per_hour=0.5, hours=10.0)
+    assert meta["keyword_thresholds_at"] == {"target_fa_per_hour": 0.5, "hours": 10.0}
+    model = EdgeModel(path)
+    assert model.keyword_thresholds == {"yes": 0.6} and model.labels  # the rest of the metadata is kept
+    assert [(k, t) for _, k, t in Detector(model).targets] == [("yes", 0.6)]
+    assert [(k, t) for _, k, t in Detector(model, ["yes", "stop"]).targets] == [("yes", 0.6), ("stop", 0.8)]
+    assert [(k, t) for _, k, t in Detector(model, ["yes"], threshold=0.3).targets] == [("yes", 0.3)]
+    with pytest.raises(ExportError, match="not labels"):
+        set_keyword_thresholds(path, {"yess": 0.5})
+    # the kit uses them without being told
+    kit = tmp_path / "kit"
+    write_device_kit(kit)
+    from edgedistill.data.manifest import load_clip, read_manifest
+
+    clips = read_manifest(embedded_corpus, split="test")[:3]
+    sf.write(tmp_path / "long.wav", np.concatenate([load_clip(c) for c in clips]), SR)
+    out = subprocess.run([sys.executable, str(kit / "infer.py"), str(path), "--stream", str(tmp_path / "long.wav")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1])["summary"]["thresholds"] == {"yes": 0.6}

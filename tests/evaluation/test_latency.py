@@ -1,6 +1,6 @@
 import pytest
 
-from edgedistill.runtime import latency
+from edgedistill.evaluation import latency
 
 
 def test_side_by_side_times_every_model_in_interleaved_rounds(exported, monkeypatch):

@@ -173,3 +173,30 @@ def _enrolment(clips: list[Clip], targets: list[str], per_speaker: int, seed: in
     used = {i for idx in chosen.values() for i in idx}
     return ({spk: [clips[i] for i in idx] for spk, idx in chosen.items()},
             [c for i, c in enumerate(clips) if i not in used])
+
+
+def false_alarms(path, clips: list[Clip], keywords: list[str], seconds: float, seed: int = 0, floor: float = 0.05,
+                 hop_s: float = 0.1, threads: int = 1, noise=None, snr_db: float = 20.0) -> tuple[list, float]:
+    """The detector's events on a stream of `clips` holding none of the `keywords` (other words
+    and background only), at the low threshold `floor`: ([(keyword, peak score)], hours of
+    stream). What thresholds are calibrated on (`metrics.calibrate_thresholds`)."""
+    from edgedistill.data.streams import build_stream
+    from edgedistill.runtime.model import EdgeModel
+    from edgedistill.runtime.streaming import Detector
+
+    others = [c for c in clips if c.label not in keywords]
+    if not any(c.label is not None and not c.label.startswith("_") for c in others):
+        raise ValueError(f"no clip of a word other than {keywords}: the stream needs other words to be target-free")
+    model = EdgeModel(path, threads=threads)
+    # every clip of the stream is a non-target word: `keywords` are named as the targets the
+    # builder would place, and target_share=0 places none of them
+    audio, truth = build_stream(others + [c for c in clips if c.label in keywords][:1], keywords, seconds, seed,
+                                target_share=0.0, noise=noise, snr_db=snr_db)
+    assert not truth, "a calibration stream must hold no keyword"
+    det = Detector(model, {k: floor for k in keywords}, hop_s=hop_s,
+                   sv_threshold=model.threshold if model.threshold is not None else 0.0)
+    events = []
+    for i in range(0, len(audio), det.hop):
+        events += det.push(audio[i:i + det.hop])
+    events += det.flush()
+    return [(e.keyword, e.score) for e in events], len(audio) / model.sample_rate / 3600

@@ -1,0 +1,54 @@
+"""Detection windows: labelled as the device's detector should answer them."""
+
+import numpy as np
+
+from edgedistill.data.streams import build_stream
+from edgedistill.data.windows import (BACKGROUND, Word, add_false_alarms, label_windows, window_label, window_starts,
+                                      words_of)
+
+W, HOP, TAIL = 16_000, 1_600, 1_600 + 4_000
+
+
+def test_a_window_holding_a_whole_target_word_at_a_device_hop_position_is_that_keyword():
+    yes = Word("yes", 20_000, 28_000)
+    assert window_label(12_800, W, [yes], {"yes"}, TAIL) == "yes"  # ends 800 samples before the window's end
+    # part of the word only: its start is cut off, or it has not ended yet
+    assert window_label(22_400, W, [yes], {"yes"}, TAIL) == BACKGROUND
+    assert window_label(11_200, W, [yes], {"yes"}, TAIL) == BACKGROUND  # ends early, not at a device position
+    assert window_label(4_800, W, [yes], {"yes"}, TAIL) == BACKGROUND
+    # another word, whole, is not a keyword; two words: the target's label where it is whole at the end
+    other = Word("no", 13_000, 19_000)
+    assert window_label(12_800, W, [other], {"yes"}, TAIL) == BACKGROUND
+    assert window_label(12_800, W, [other, yes], {"yes"}, TAIL) == "yes"
+    assert window_label(0, W, [], {"yes"}, TAIL) == BACKGROUND  # noise alone
+
+
+def test_every_hop_of_a_stream_gets_a_label_and_the_positives_are_the_hops_that_see_the_word_whole():
+    words = [Word("yes", 20_000, 28_000), Word("no", 40_000, 47_000)]
+    starts, labels = label_windows(64_000, words, ["yes"], W, HOP, TAIL)
+    assert list(starts) == list(window_starts(64_000, W, HOP)) and starts[-1] == 64_000 - W
+    positive = [int(s) for s, lab in zip(starts, labels) if lab == "yes"]
+    assert positive and all(s <= 20_000 and s + W >= 28_000 and s + W - TAIL <= 28_000 for s in positive)
+    # the hops whose window holds 20,000..28,000 with 28,000 in its last TAIL samples: starts 12,000..17,600
+    assert positive == [12_800, 14_400, 16_000, 17_600]
+    assert set(labels) == {"yes", BACKGROUND}
+
+
+def test_false_alarms_come_back_as_background_windows_but_never_over_a_whole_target():
+    words = [Word("yes", 20_000, 28_000)]
+    starts, labels = label_windows(64_000, words, ["yes"], W, HOP, TAIL)
+    # a planted detector fired at 50,000 (noise) and at 28,800 (on the word itself: a hit, not a false alarm)
+    more, more_labels, added = add_false_alarms(starts, labels, [50_000, 28_800], W, words, ["yes"], TAIL)
+    assert added == 1 and int(more[-1]) == 50_000 - W and more_labels[-1] == BACKGROUND
+    assert len(more) == len(starts) + 1
+
+
+def test_a_training_stream_can_list_every_word_and_stays_the_same_stream(small_corpus):
+    from edgedistill.data.manifest import read_manifest
+
+    clips = read_manifest(small_corpus, split="train")
+    audio, targets_only = build_stream(clips, ["yes"], 20, seed=3)
+    same, every = build_stream(clips, ["yes"], 20, seed=3, all_words=True)
+    assert np.array_equal(audio, same) and len(every) > len(targets_only)
+    assert [o for o in every if o.keyword == "yes"] == targets_only
+    assert all(w.end > w.start for w in words_of(every))
