@@ -6,9 +6,11 @@ two words, a word's edge, noise alone. Here a window of a stream built from trai
 (`edgedistill.data.streams.build_stream`, `all_words=True`) is labelled as the detector should
 answer it:
 
-- a target keyword, where the window holds that word's whole voiced span and the word ends in
-  the window's last `tail` samples (where hops of `hop` place a word's end before the detector
-  sees it whole and fires);
+- a target keyword, where the window holds that word's whole voiced span (up to `slack` samples
+  of its onset: a span measured over a clip's own background can fill a 1 s clip, which a 1 s
+  window at 100 ms hops would then never hold whole) and the word ends in the window's last
+  `tail` samples (where hops of `hop` place a word's end before the detector sees it whole and
+  fires);
 - `BACKGROUND` ("no keyword") otherwise: part of a target word, other words, several words, or
   noise alone.
 
@@ -38,12 +40,14 @@ def words_of(occurrences) -> list[Word]:
     return [Word(o.keyword, int(round(o.t0 * 16_000)), int(round(o.t1 * 16_000))) for o in occurrences]
 
 
-def window_label(start: int, window: int, words: list[Word], targets: set[str] | list[str], tail: int) -> str:
+def window_label(start: int, window: int, words: list[Word], targets: set[str] | list[str], tail: int,
+                 slack: int = 0) -> str:
     """The label of the window [start, start + window) of a stream holding `words`: the target
-    keyword whose whole voiced span it holds, ending in its last `tail` samples (the latest
-    ending one if several), else `BACKGROUND`."""
+    keyword whose voiced span it holds (all but at most `slack` samples of its onset), ending
+    in its last `tail` samples (the latest ending one if several), else `BACKGROUND`."""
     stop = start + window
-    whole = [w for w in words if w.label in targets and w.start >= start and w.end <= stop and w.end >= stop - tail]
+    whole = [w for w in words if w.label in targets and w.start >= start - slack and w.end <= stop
+             and w.end >= stop - tail]
     return max(whole, key=lambda w: w.end).label if whole else BACKGROUND
 
 
@@ -56,23 +60,84 @@ def window_starts(total: int, window: int, hop: int) -> np.ndarray:
 
 
 def label_windows(total: int, words: list[Word], targets: list[str], window: int, hop: int,
-                  tail: int | None = None) -> tuple[np.ndarray, list[str]]:
+                  tail: int | None = None, slack: int | None = None) -> tuple[np.ndarray, list[str]]:
     """(starts, labels) of every device-hop window of a stream. `tail` defaults to the hop plus
-    a quarter of the window: the word's end may fall anywhere in the last part of the window."""
+    a quarter of the window (the word's end may fall anywhere in the last part of the window),
+    `slack` to a fifth of the window."""
     tail = hop + window // 4 if tail is None else tail
+    slack = window // 5 if slack is None else slack
     starts = window_starts(total, window, hop)
     targets = set(targets)
-    return starts, [window_label(int(s), window, words, targets, tail) for s in starts]
+    return starts, [window_label(int(s), window, words, targets, tail, slack) for s in starts]
 
 
 def add_false_alarms(starts: np.ndarray, labels: list[str], fired_ends: list[int], window: int,
-                     words: list[Word], targets: list[str], tail: int) -> tuple[np.ndarray, list[str], int]:
+                     words: list[Word], targets: list[str], tail: int, slack: int = 0) -> tuple[np.ndarray, list[str], int]:
     """Hard negatives: the windows ending where a detector fired (`fired_ends`, samples of the
     stream) that hold no whole target word join the windows as `BACKGROUND`. Returns (starts,
     labels, windows added)."""
     extra = [e - window for e in fired_ends if e - window >= 0]
-    extra = [s for s in extra if window_label(s, window, words, set(targets), tail) == BACKGROUND]
+    extra = [s for s in extra if window_label(s, window, words, set(targets), tail, slack) == BACKGROUND]
     if not extra:
         return starts, labels, 0
     return (np.concatenate([starts, np.asarray(extra, dtype=np.int64)]), labels + [BACKGROUND] * len(extra),
             len(extra))
+
+
+class StreamWindows:
+    """Labelled device-hop windows of training streams, as a dataset: items (audio [window],
+    keyword id, `IGNORE`) addressed by (index, seed) like `labelled.LabelledAudio`'s, with a
+    random gain. Built once from the training clips (`build_stream(all_words=True)`, `streams`
+    streams of `seconds` each, seeded; noise at an SNR drawn from `snr_db` per stream).
+
+    `is_background` marks the `BACKGROUND` windows: a sampler balances those against the
+    keyword windows (how the "no keyword" class is weighted).
+    """
+
+    def __init__(self, clips, targets: list[str], label_ids: dict[str, int], window: int = 16_000, hop: int = 1_600,
+                 seconds: float = 120.0, streams: int = 10, seed: int = 0, noise: list | None = None,
+                 snr_db: tuple[float, float] = (5.0, 20.0), gain_db: tuple[float, float] = (-6.0, 6.0)):
+        from edgedistill.data.streams import build_stream
+
+        rng = np.random.default_rng([seed, 7])
+        self.window, self.gain_db, self.audio, rows = window, gain_db, [], []
+        for k in range(streams):
+            audio, occ = build_stream(clips, targets, seconds, seed=int(rng.integers(2**31)), noise=noise,
+                                      snr_db=float(rng.uniform(*snr_db)), all_words=True)
+            starts, labels = label_windows(len(audio), words_of(occ), targets, window, hop)
+            self.audio.append(audio)
+            rows += [(k, int(s), label_ids[lab]) for s, lab in zip(starts, labels)]
+        if not rows:
+            raise ValueError(f"training streams of {seconds:g} s are shorter than one window ({window} samples)")
+        self.rows = rows
+        self.is_background = np.array([lab == label_ids[BACKGROUND] for _, _, lab in rows])
+        self.labels = [lab for _, _, lab in rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, item):
+        from edgedistill.data.labelled import IGNORE
+
+        idx, seed = item if isinstance(item, tuple) else (item, None)
+        k, start, label = self.rows[idx]
+        audio = self.audio[k][start:start + self.window]
+        if seed is not None:
+            audio = audio * np.float32(10 ** (np.random.default_rng(seed).uniform(*self.gain_db) / 20))
+        return np.clip(audio, -1.0, 1.0).astype(np.float32), label, IGNORE
+
+
+class ClipsAndWindows:
+    """The clips' dataset followed by the windows' (indices past the clips are windows)."""
+
+    def __init__(self, clips, windows: StreamWindows):
+        self.clips, self.windows = clips, windows
+
+    def __len__(self) -> int:
+        return len(self.clips) + len(self.windows)
+
+    def __getitem__(self, item):
+        idx, seed = item if isinstance(item, tuple) else (item, None)
+        n = len(self.clips)
+        return self.clips[(idx, seed) if seed is not None else idx] if idx < n else \
+            self.windows[(idx - n, seed) if seed is not None else idx - n]

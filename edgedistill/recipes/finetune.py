@@ -32,6 +32,7 @@ from edgedistill.data.labelled import IGNORE, BalancedSampler, LabelledAudio, co
 from edgedistill.data.layouts import noise_for_split, resolve_labelled, silence_folder
 from edgedistill.data.manifest import AUDIO_EXTENSIONS, Clip, ManifestError
 from edgedistill.data.trials import sv_unscored_reason
+from edgedistill.data.windows import BACKGROUND, ClipsAndWindows, StreamWindows
 from edgedistill.deploy.qat import fold_qat, prepare_qat, qat_ranges
 from edgedistill.deploy.trained_ranges import RANGES_FILE
 from edgedistill.models.builders import backbone_source, load_backbone
@@ -186,6 +187,11 @@ def _data(cfg: FinetuneConfig) -> _Data:
     kws_train, sv_train = _tasks(cfg, cfg.train_split)
     kws_val, sv_val = _tasks(cfg, cfg.val_split)
     labels = sorted({c.label for c in kws_train})
+    if cfg.detect_keywords:  # a detector: every window without a whole target word is "no keyword"
+        missing = [k for k in cfg.detect_keywords if k not in labels]
+        if missing:
+            raise ConfigError(f"detect_keywords {missing} are not labels of {cfg.data}: choose among {labels}")
+        labels = sorted(set(labels) | {BACKGROUND})
     spk_source = sv_train if cfg.sv_data else kws_train
     speakers = sorted({c.speaker for c in spk_source if c.speaker is not None})
     if cfg.sv_weight and len(speakers) < 2:
@@ -219,6 +225,17 @@ def _loader(cfg: FinetuneConfig, data: _Data, rank: int) -> tuple[DataLoader, Ba
                             cfg.noise_prob if cfg.noise else 0.0)
     balance = [k if k != IGNORE else s for k, s in zip(data.kw_ids, data.spk_ids)]
     sources = [0] * len(data.kws_train) + [1] * len(data.sv_train)
+    if cfg.detect_keywords:
+        # Windows are a source of their own (half the draws without sv_data), balanced between
+        # keyword windows and background windows: how the "no keyword" class is weighted.
+        windows = StreamWindows(data.kws_train, cfg.detect_keywords, {lab: i for i, lab in enumerate(data.labels)},
+                                cfg.clip_samples, seconds=cfg.detect_stream_s / 10, streams=10, seed=cfg.seed,
+                                noise=noise, snr_db=cfg.snr_db)
+        log.info("detection windows: %d from %.0f s of training stream, %d of them a target keyword",
+                 len(windows), cfg.detect_stream_s, int((~windows.is_background).sum()))
+        dataset = ClipsAndWindows(dataset, windows)
+        balance += [10**6 + int(b) for b in windows.is_background]
+        sources += [2] * len(windows)
     sampler = BalancedSampler(balance, len(data.clips), seed=cfg.seed * 1009 + rank, source_ids=sources)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_labelled,
                         num_workers=cfg.num_workers, drop_last=True, generator=torch.Generator().manual_seed(cfg.seed))

@@ -60,6 +60,13 @@ class FinetuneConfig:
         "help": "folder of background-noise audio to mix in while training"})
     noise_prob: float = field(default=0.5, metadata={"help": "chance a training clip gets noise"})
     snr_db: tuple[float, float] = field(default=(5.0, 20.0), metadata={"help": "noise SNR range in dB"})
+    detect_keywords: list[str] = field(default_factory=list, metadata={
+        "help": "train for detection on a stream: windows of these target keywords, cut at the device's 100 ms hops "
+                "from streams of the training clips, join the clips, and every other window (part of a word, other "
+                "words, noise) is a '_background_' class; half the draws are windows, half of those background "
+                "(empty: clips only)"})
+    detect_stream_s: float = field(default=1200.0, metadata={
+        "help": "seconds of training stream the detection windows are cut from (10 streams, seeded, noise at snr_db)"})
     eval_every: int = field(default=200, metadata={"help": "steps between validations"})
     patience: int = field(default=0, metadata={
         "help": "early stopping: stop when the validation score has not improved for this many validations "
@@ -105,5 +112,7 @@ class FinetuneConfig:
             raise ValueError("noise_prob must be in [0, 1]")
         if self.patience < 0 or self.min_steps < 0:
             raise ValueError("patience and min_steps must be >= 0")
+        if self.detect_stream_s < 10:
+            raise ValueError("detect_stream_s must be >= 10 (ten training streams of at least a second each)")
         if self.min_steps > self.steps:
             raise ValueError(f"min_steps {self.min_steps} > steps {self.steps}: raise steps (the most it may train)")

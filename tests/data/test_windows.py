@@ -21,11 +21,16 @@ def test_a_window_holding_a_whole_target_word_at_a_device_hop_position_is_that_k
     assert window_label(12_800, W, [other], {"yes"}, TAIL) == BACKGROUND
     assert window_label(12_800, W, [other, yes], {"yes"}, TAIL) == "yes"
     assert window_label(0, W, [], {"yes"}, TAIL) == BACKGROUND  # noise alone
+    # a word as long as the window: held whole only with some slack at its onset
+    long = Word("yes", 20_000, 36_000)
+    assert window_label(20_800, W, [long], {"yes"}, TAIL) == BACKGROUND
+    assert window_label(20_800, W, [long], {"yes"}, TAIL, slack=3_200) == "yes"
+    assert window_label(24_000, W, [long], {"yes"}, TAIL, slack=3_200) == BACKGROUND  # 4,000 samples cut
 
 
 def test_every_hop_of_a_stream_gets_a_label_and_the_positives_are_the_hops_that_see_the_word_whole():
     words = [Word("yes", 20_000, 28_000), Word("no", 40_000, 47_000)]
-    starts, labels = label_windows(64_000, words, ["yes"], W, HOP, TAIL)
+    starts, labels = label_windows(64_000, words, ["yes"], W, HOP, TAIL, slack=0)
     assert list(starts) == list(window_starts(64_000, W, HOP)) and starts[-1] == 64_000 - W
     positive = [int(s) for s, lab in zip(starts, labels) if lab == "yes"]
     assert positive and all(s <= 20_000 and s + W >= 28_000 and s + W - TAIL <= 28_000 for s in positive)
@@ -36,7 +41,7 @@ def test_every_hop_of_a_stream_gets_a_label_and_the_positives_are_the_hops_that_
 
 def test_false_alarms_come_back_as_background_windows_but_never_over_a_whole_target():
     words = [Word("yes", 20_000, 28_000)]
-    starts, labels = label_windows(64_000, words, ["yes"], W, HOP, TAIL)
+    starts, labels = label_windows(64_000, words, ["yes"], W, HOP, TAIL, slack=0)
     # a planted detector fired at 50,000 (noise) and at 28,800 (on the word itself: a hit, not a false alarm)
     more, more_labels, added = add_false_alarms(starts, labels, [50_000, 28_800], W, words, ["yes"], TAIL)
     assert added == 1 and int(more[-1]) == 50_000 - W and more_labels[-1] == BACKGROUND

@@ -162,3 +162,42 @@ def test_early_stopping_ends_when_the_validation_score_stalls(corpus, tmp_path):
     # early stopping may not end before the student's steps, which must fit in `steps`
     with pytest.raises(ConfigError, match="min_steps 500 > steps 400"):
         _cfg(corpus, tmp_path / "x", "steps=400", "min_steps=500")
+
+
+def test_detection_training_adds_background_windows_cut_from_training_streams(small_corpus, tmp_path, caplog):
+    import logging
+
+    from edgedistill.data.windows import BACKGROUND
+    from edgedistill.models.multitask import MultiTaskModel
+
+    caplog.set_level(logging.INFO, logger="edgedistill")
+    s = finetune(_cfg(small_corpus, tmp_path / "det", "steps=4", "eval_every=4", "num_trials=200",
+                      "batch_size=8", "detect_keywords=[yes]", "detect_stream_s=30"))
+    assert BACKGROUND in s["labels"] and s["finished"]
+    assert "detection windows:" in caplog.text
+    model = MultiTaskModel.from_pretrained(tmp_path / "det" / "model")
+    assert BACKGROUND in model.spec["labels"]
+    with pytest.raises(ConfigError, match="detect_keywords \\['yess'\\] are not labels"):
+        finetune(_cfg(small_corpus, tmp_path / "bad", "detect_keywords=[yess]"))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_detection_windows_are_half_the_draws_and_half_of_those_background(small_corpus):
+    import numpy as np
+
+    from edgedistill.data.labelled import BalancedSampler
+    from edgedistill.data.manifest import read_manifest
+    from edgedistill.data.windows import BACKGROUND, StreamWindows
+
+    clips = read_manifest(small_corpus, split="train")
+    labels = sorted({c.label for c in clips} | {BACKGROUND})
+    windows = StreamWindows(clips, ["yes"], {lab: i for i, lab in enumerate(labels)}, seconds=20, streams=2)
+    assert 0 < (~windows.is_background).sum() < len(windows)
+    balance = list(range(len(clips))) + [10**6 + int(b) for b in windows.is_background]
+    sampler = BalancedSampler(balance, 4000, source_ids=[0] * len(clips) + [2] * len(windows))
+    drawn = np.array([i for i, _ in sampler])
+    is_window = drawn >= len(clips)
+    assert 0.45 < is_window.mean() < 0.55
+    assert 0.45 < windows.is_background[drawn[is_window] - len(clips)].mean() < 0.55
+    audio, label, speaker = windows[(0, 123)]
+    assert audio.shape == (16_000,) and speaker == -1 and label == windows.labels[0]

@@ -55,7 +55,7 @@ def test_demo_recipe_end_to_end_at_a_tiny_size(embedded_teacher, embedded_corpus
     config = load_yaml((out / "teacher" / "ft" / "config.yaml").read_text())
     assert config["model"] == "embedded" and config["data"] == str(embedded_corpus)
     assert json.loads((out / "teacher" / "ft" / "summary.json").read_text())["steps_done"] == 50
-    assert load_yaml((out / "distill" / "config.yaml").read_text()).teacher == "embedded"
+    assert load_yaml((out / "distill" / "config.yaml").read_text())["teacher"] == "embedded"
     assert "`embedded` (a 4 x 64 HuBERT built by edgedistill from its recipe" in (out / "export" / "README.md").read_text()
     # the student's fine-tuning freezes the CNN here (finetune.freeze_cnn=null): it stays as distilled,
     # while the teacher's own fine-tuning (the student's recipe) leaves the built weights untouched
@@ -147,7 +147,7 @@ def test_a_teacher_trained_in_the_run_on_a_corpus_of_its_own(embedded_corpus, sm
     config = load_yaml((out / "teacher" / "ft" / "config.yaml").read_text())
     assert config["model"] == f"{pretrain}/model/backbone" and config["data"] == str(embedded_corpus)
     assert json.loads((out / "teacher" / "ft" / "summary.json").read_text())["steps_done"] == 50
-    assert load_yaml((out / "distill" / "config.yaml").read_text()).teacher == f"{pretrain}/model/backbone"
+    assert load_yaml((out / "distill" / "config.yaml").read_text())["teacher"] == f"{pretrain}/model/backbone"
     assert str(small_corpus) in (out / "export" / "README.md").read_text()
 
 
