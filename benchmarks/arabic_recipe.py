@@ -225,7 +225,7 @@ def main(argv=None) -> dict:
     searched = {line[len("- teacher "):].split(":")[0] for rep in reports.values() for line in rep.get("notes", [])
                 if line.startswith("- teacher ")}  # the teacher's modes quantized with the students' search
     result["goals"] = goals(rows, summary, teacher_capped=capped, side_by_side=sbs, shapes=shape_latency(),
-                            teacher_searched=searched)
+                            teacher_searched=searched, teacher_trained_here=pretrained == "train")
     if pretrained != "train":
         result["goals"] += pretrained_goals(rows, summary)
     md += ["", "## What the numbers say", "", *result["goals"]]
@@ -247,7 +247,8 @@ def main(argv=None) -> dict:
 
 
 def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: bool = False,
-          side_by_side: dict | None = None, shapes: dict | None = None, teacher_searched=()) -> list[str]:
+          side_by_side: dict | None = None, shapes: dict | None = None, teacher_searched=(),
+          teacher_trained_here: bool = True) -> list[str]:
     """The issue's goals checked in words, from the first seed's rows: the teacher bounds every
     student (KWS accuracy and EER, fp32; with the seeds' mean and spread where there are several, and
     why: when `teacher_capped`, it stopped at its step cap still improving, else each margin against
@@ -289,11 +290,13 @@ def goals(rows: list[dict], seeds: list[dict] | None = None, teacher_capped: boo
                 what[-1] += f"; over {s['seeds']} seeds {100 * s['eer_mean']:.2f} +- {100 * s['eer_std']:.2f}%"
             beaten.append(f"{r['variant']} ({', '.join(what)})")
         if beaten:
-            why = (" Why: the teacher stopped at its step cap (`teacher_training.steps`, set by the CPU time a "
-                   "session has) while still improving on its held-out validation, and each student starts from "
-                   "the teacher's weights and trains further on the same labelled clips (distillation, then "
-                   "fine-tuning), so the cap, not the compression, is what the students pass; a longer cap is the "
-                   "fix where there is time." if teacher_capped
+            cap = ("stopped at its step cap (`teacher_training.steps`, set by the CPU time a session has) while "
+                   "still improving on its held-out validation" if teacher_trained_here else
+                   "was still improving at the last step of its fine-tuning (a pretrained teacher is fine-tuned for "
+                   "the steps the student gets on this data: distillation plus fine-tuning)")
+            why = (f" Why: the teacher {cap}, and each student starts from the teacher's weights and trains further "
+                   "on the same labelled clips (distillation, then fine-tuning), so the cap, not the compression, is "
+                   "what the students pass; more teacher steps are the fix where there is time." if teacher_capped
                    else noise_words(margins, over.get(TEACHER_SPREAD), over))
             lines.append("- Teacher as an upper bound: **broken** by " + "; ".join(beaten) + "." + why)
         else:

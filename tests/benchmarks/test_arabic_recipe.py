@@ -159,6 +159,10 @@ def test_the_goals_are_checked_in_words():
     text = goals(rows, seeds, teacher_capped=True)
     assert "over 3 seeds 91.00 +- 2.00% (+1.00 points, within one standard deviation of the teacher)" in text[0]
     assert "Why: the teacher stopped at its step cap" in text[0]
+    # a pretrained teacher has no teacher_training cap: its fine-tuning's last step is the cap
+    text = goals(rows, seeds, teacher_capped=True, teacher_trained_here=False)
+    assert "Why: the teacher was still improving at the last step of its fine-tuning" in text[0]
+    assert "teacher_training" not in text[0]
     # not capped: each margin against the one teacher's own spread over the seeds' draws
     # with seeds, a student is judged on the means, against the larger of its and the teacher's spread
     spread = {"variant": "teacher fp32 (the one teacher)", "seeds": 3, "kws_mean": 0.90, "kws_std": 0.06,
