@@ -81,34 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=32)
     e.set_defaults(func=commands._evaluate)
 
+    def stream_args(q, split: str, split_help: str, model_help: str):
+        """The options of a command that builds a stream from labelled clips and runs a model over it."""
+        q.add_argument("--model", required=True, help=model_help)
+        q.add_argument("--data", required=True, help="labelled clips: manifest, folder, embedded, speech_commands:DIR")
+        q.add_argument("--split", default=split, help=split_help)
+        q.add_argument("--keywords", required=True, help="comma-separated target keywords")
+        q.add_argument("--seed", type=int, default=0, help="seed of the stream")
+        q.add_argument("--snr-db", type=float, default=20.0, help="background noise level")
+        q.add_argument("--noise", help="folder of background recordings under the stream (their part for the split); "
+                                       "default: the data's +silence= folder, else synthetic noise")
+        q.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+
     es = sub.add_parser("evaluate-stream", help="continuous listening: FRR at fixed false alarms per hour")
-    es.add_argument("--model", required=True, help="an exported .onnx model (the file you deploy)")
-    es.add_argument("--data", required=True, help="labelled clips: manifest, folder, embedded, speech_commands:DIR")
-    es.add_argument("--split", default="test", help="split the stream is built from")
-    es.add_argument("--keywords", required=True, help="comma-separated target keywords")
+    stream_args(es, "test", "split the stream is built from", "an exported .onnx model (the file you deploy)")
     es.add_argument("--seconds", type=float, default=600.0, help="stream length in seconds")
-    es.add_argument("--seed", type=int, default=0, help="seed of the stream")
-    es.add_argument("--snr-db", type=float, default=20.0, help="background noise level")
-    es.add_argument("--noise", help="folder of background recordings under the stream (their part for the split); "
-                                    "default: the data's +silence= folder, else synthetic noise")
     es.add_argument("--enroll-clips", type=int, default=3,
                     help="enrol every speaker from this many non-target clips (left out of the stream) and "
                          "report speaker-gating figures; 0: no enrolment")
-    es.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
     es.add_argument("--out", help="folder for stream_report.json/.md and the FRR vs FA/h plot")
     es.set_defaults(func=commands._evaluate_stream)
 
     cal = sub.add_parser("calibrate", help="keyword thresholds at a target false-alarm rate, written into the .onnx")
-    cal.add_argument("--model", required=True, help="an exported .onnx model (rewritten with the thresholds)")
-    cal.add_argument("--data", required=True, help="labelled clips: manifest, folder, embedded, speech_commands:DIR")
-    cal.add_argument("--split", default="val", help="split the keyword-free stream is built from (not the report's)")
-    cal.add_argument("--keywords", required=True, help="comma-separated target keywords")
+    stream_args(cal, "val", "split the keyword-free stream is built from (not the report's)",
+                "an exported .onnx model (rewritten with the thresholds)")
     cal.add_argument("--hours", type=float, default=10.0, help="hours of keyword-free stream")
     cal.add_argument("--target-fa-per-hour", type=float, default=0.5, help="false alarms per hour, all keywords")
-    cal.add_argument("--seed", type=int, default=0, help="seed of the stream")
-    cal.add_argument("--snr-db", type=float, default=20.0, help="background noise level")
-    cal.add_argument("--noise", help="folder of background recordings (default: the data's +silence= folder)")
-    cal.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
     cal.set_defaults(func=commands._calibrate)
 
     from edgedistill.deploy.quantize import MODES  # torch-free

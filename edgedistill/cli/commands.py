@@ -72,7 +72,7 @@ def _evaluate(args) -> int:
 
 
 def _evaluate_stream(args) -> int:
-    from edgedistill.data.layouts import resolve_labelled, stream_noise
+    from edgedistill.data.layouts import check_keywords, resolve_labelled, stream_noise
     from edgedistill.reporting.machine import machine_info, write_report
     from edgedistill.reporting.tables import stream_note, stream_table
     from edgedistill.evaluation.scores import evaluate_stream
@@ -83,7 +83,7 @@ def _evaluate_stream(args) -> int:
                           "(edgedistill export writes it)")
     targets = [k for k in args.keywords.split(",") if k]
     clips = resolve_labelled(args.data, args.split)
-    _check_keywords(targets, {c.label for c in clips} - {None}, f"the '{args.split}' split of {args.data}")
+    check_keywords(targets, clips, f"the '{args.split}' split of {args.data}")
     noise_dir, noise = stream_noise(args.data, args.split, args.noise)
     r = evaluate_stream(args.model, clips, targets, args.seconds, args.seed,
                         threads=args.threads, snr_db=args.snr_db, noise=noise, enroll_clips=args.enroll_clips)
@@ -104,26 +104,10 @@ def _evaluate_stream(args) -> int:
     return 0
 
 
-def _check_keywords(targets: list[str], labels: set[str], where: str) -> None:
-    """--keywords that are not labels: one line naming them, the closest label, and the choices."""
-    import difflib
-
-    unknown = [k for k in targets if k not in labels]
-    if not targets or unknown:
-        close = {k: difflib.get_close_matches(k, sorted(labels), n=1) for k in unknown}
-        hint = "; ".join(f"'{k}': did you mean '{c[0]}'?" for k, c in close.items() if c)
-        raise ConfigError(f"--keywords {','.join(unknown) or '(none)'}: not keywords of {where}"
-                          + (f" ({hint})" if hint else "") + f"; choose among {','.join(sorted(labels))}")
-
-
 def _calibrate(args) -> int:
     from edgedistill.recipes.calibrate import calibrate
 
     targets = [k for k in args.keywords.split(",") if k]
-    from edgedistill.data.layouts import resolve_labelled
-
-    _check_keywords(targets, {c.label for c in resolve_labelled(args.data, args.split)} - {None},
-                    f"the '{args.split}' split of {args.data}")
     r = calibrate(args.model, args.data, args.split, targets, args.hours, args.target_fa_per_hour, args.seed,
                   args.threads, args.noise, args.snr_db)
     print(f"{args.model}: thresholds at {r['target_fa_per_hour']:g} false alarms per hour over "
@@ -281,7 +265,7 @@ def _config(args) -> int:
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v):
+        if isinstance(v, dict) and v:
             out.update(_flatten(v, f"{prefix}{k}."))
         out[f"{prefix}{k}"] = v
     return out

@@ -197,6 +197,22 @@ def stream_noise(spec: str, split: str, folder: str | None = None) -> tuple[str 
 _PREFIXED = ("speech_commands", "speech_commands35", "voxceleb")
 
 
+def check_keywords(targets: list[str], clips: list[Clip], where: str) -> None:
+    """Target keywords that are not labels of `clips` (or none at all): a `ConfigError` naming
+    them, the closest label, and the choices."""
+    import difflib
+
+    from edgedistill.config import ConfigError
+
+    labels = sorted({c.label for c in clips} - {None})
+    unknown = [k for k in targets if k not in labels]
+    if not targets or unknown:
+        close = {k: difflib.get_close_matches(k, labels, n=1) for k in unknown}
+        hint = "; ".join(f"'{k}': did you mean '{c[0]}'?" for k, c in close.items() if c)
+        raise ConfigError(f"--keywords {','.join(unknown) or '(none)'}: not keywords of {where}"
+                          + (f" ({hint})" if hint else "") + f"; choose among {','.join(labels)}")
+
+
 def spec_paths(spec: str) -> list[str]:
     """The files and folders a data spec names ('embedded' and other names without a path: none)."""
     spec = str(spec)

@@ -138,6 +138,5 @@ class ClipsAndWindows:
 
     def __getitem__(self, item):
         idx, seed = item if isinstance(item, tuple) else (item, None)
-        n = len(self.clips)
-        return self.clips[(idx, seed) if seed is not None else idx] if idx < n else \
-            self.windows[(idx - n, seed) if seed is not None else idx - n]
+        source, idx = (self.clips, idx) if idx < len(self.clips) else (self.windows, idx - len(self.clips))
+        return source[idx if seed is None else (idx, seed)]

@@ -137,10 +137,7 @@ def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float 
         raise ValueError(f"a {seconds:g} s stream holds no target keyword: make it longer")
     det = Detector(model, {k: threshold for k in targets}, hop_s=hop_s,
                    sv_threshold=model.threshold if model.threshold is not None else 0.0)
-    events, step = [], det.hop
-    for i in range(0, len(audio), step):
-        events += det.push(audio[i:i + step])
-    events += det.flush()
+    events = run_detector(det, audio)
     occ = [(o.keyword, o.t0, o.t1) for o in truth]
     report = stream_report(events, occ, len(audio) / model.sample_rate, tolerance_s)
     report.update(det.stats(), targets=list(targets), seed=seed, seconds=len(audio) / model.sample_rate,
@@ -156,6 +153,14 @@ def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float 
             n_occ = sum(o.speaker in enrolled for o in truth)
             report["speaker_gate"] = speaker_gate_report(hits, model.threshold, n_occ)
     return report
+
+
+def run_detector(det, audio) -> list:
+    """Every event of a `Detector` over a whole recording, fed a hop at a time, then flushed."""
+    events = []
+    for i in range(0, len(audio), det.hop):
+        events += det.push(audio[i:i + det.hop])
+    return events + det.flush()
 
 
 def _enrolment(clips: list[Clip], targets: list[str], per_speaker: int, seed: int):
@@ -195,8 +200,4 @@ def false_alarms(path, clips: list[Clip], keywords: list[str], seconds: float, s
     assert not truth, "a calibration stream must hold no keyword"
     det = Detector(model, {k: floor for k in keywords}, hop_s=hop_s,
                    sv_threshold=model.threshold if model.threshold is not None else 0.0)
-    events = []
-    for i in range(0, len(audio), det.hop):
-        events += det.push(audio[i:i + det.hop])
-    events += det.flush()
-    return [(e.keyword, e.score) for e in events], len(audio) / model.sample_rate / 3600
+    return [(e.keyword, e.score) for e in run_detector(det, audio)], len(audio) / model.sample_rate / 3600

@@ -14,8 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from edgedistill.config import ConfigError
-from edgedistill.data.layouts import resolve_labelled, stream_noise
+from edgedistill.data.layouts import check_keywords, resolve_labelled, stream_noise
 from edgedistill.deploy.onnx import set_keyword_thresholds
 from edgedistill.evaluation.scores import false_alarms
 from edgedistill.metrics import calibrate_thresholds
@@ -29,10 +28,7 @@ def calibrate(model: str | Path, data: str, split: str, keywords: list[str], hou
     """Calibrates and writes the thresholds of `keywords` into `model` (an exported .onnx);
     returns {"thresholds", "false_alarms", "hours", ...}."""
     clips = resolve_labelled(data, split)
-    labels = {c.label for c in clips}
-    missing = [k for k in keywords if k not in labels]
-    if not keywords or missing:
-        raise ConfigError(f"--keywords {','.join(missing) or '(none)'}: not keywords of the '{split}' split of {data}")
+    check_keywords(keywords, clips, f"the '{split}' split of {data}")
     noise_dir, recordings = stream_noise(data, split, noise)
     log.info("calibrating %s on %.1f h of the '%s' split's other words (seed %d)", ", ".join(keywords), hours,
              split, seed)
