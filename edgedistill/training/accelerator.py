@@ -3,13 +3,14 @@ and what it does at every log step: `TrainLog`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 import torch
 
-from edgedistill.config import ConfigError, resumable_fields, save_config, to_dict
+from edgedistill.config import ConfigError, non_default_field, resumable_fields, save_config, to_dict
 from edgedistill.training.checkpoint import Checkpointer
 
 
@@ -105,7 +106,10 @@ def claim_run_folder(accelerator, cfg, out: Path, resume: bool, ckpt: Checkpoint
             import yaml
 
             before, now = yaml.safe_load(saved.read_text()), to_dict(cfg)
-            changed = [k for k in now if k not in resumable_fields(cfg) | _ALWAYS_RESUMABLE and before.get(k) != now[k]]
+            # a field the saved run predates counts as its default (added later, it left that run alone)
+            defaults = {f.name: non_default_field(cfg, f) for f in dataclasses.fields(cfg)}
+            changed = [k for k in now if k not in resumable_fields(cfg) | _ALWAYS_RESUMABLE
+                       and (before[k] != now[k] if k in before else bool(defaults.get(k)))]
             if changed:
                 raise ConfigError(f"cannot resume '{out}': config fields {changed} differ from the "
                                   "saved run; use the saved config.yaml, a new --out, or --overwrite")

@@ -142,6 +142,25 @@ def test_existing_run_is_never_overwritten_and_resume_checks_the_config(small_co
         distill(_cfg(small_corpus, out, "steps=4", "lr=0.1"), resume=True)
 
 
+def test_a_run_saved_before_a_field_existed_resumes_while_that_field_keeps_its_default(small_corpus, tmp_path):
+    """Defect: a field added to the config after a run started (detect_keywords) blocked its
+    resumption although the resumed run left it at its default."""
+    import yaml
+
+    out = tmp_path / "run"
+    distill(_cfg(small_corpus, out, "steps=2", "save_every=2"))
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["seed"]  # as if `seed` had been added to DistillConfig after this run began
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    distill(_cfg(small_corpus, out, "steps=4", "save_every=2"), resume=True)
+    assert json.loads((out / "summary.json").read_text())["steps_done"] == 4
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["seed"]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(ConfigError, match=r"\[.seed.\] differ"):
+        distill(_cfg(small_corpus, out, "steps=6", "seed=5"), resume=True)
+
+
 def test_shared_teacher_cnn_keeps_the_student_cnn_fixed(small_corpus, tmp_path):
     out = tmp_path / "run"
     distill(_cfg(small_corpus, out, "steps=4", "reuse_teacher_cnn=true", "objective=layer-to-layer"))
