@@ -4,12 +4,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch is pinned first so pip takes the local CPU build instead of a multi-GB CUDA one.
 TORCH ?= torch==2.13.0
+# openWakeWord's feature graphs, for the peer row of the streaming benchmark and its tests only
+# (never a runtime dependency): --no-deps, as its own dependencies include tflite-runtime.
+PEER ?= openwakeword==0.5.1
 
 $(BIN)/edgedistill: pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps "$(PEER)"
 	touch $@
 
 install: $(BIN)/edgedistill

@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "edgedistill"
 # Lower layers never import higher ones (a module may import its own layer).
 LAYERS = {"errors": 0, "config": 0, "audio": 0, "metrics": 0,
           "data": 1, "runtime": 2, "evaluation": 2, "models": 2, "reporting": 2,
-          "distill": 3, "training": 3, "deploy": 4, "recipes": 5, "cli": 6, "__main__": 6}
+          "distill": 3, "training": 3, "deploy": 4, "peers": 4, "recipes": 5, "cli": 6, "__main__": 6}
 
 
 def _layer(module: str) -> int | None:

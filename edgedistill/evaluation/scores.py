@@ -19,7 +19,8 @@ from edgedistill.metrics import kws_report, sv_report
 def run_onnx(model, clips: list[Clip], num_samples: int = 16_000, batch_size: int = 16,
              threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(KWS probabilities [n, classes], embeddings [n, dim]) of `clips`; `model` is an
-    `EdgeModel` or the path of one."""
+    `EdgeModel` or the path of one. Embeddings are None for a model without a speaker output
+    (a keyword-only peer)."""
     from edgedistill.runtime.model import EdgeModel, softmax
 
     if not isinstance(model, EdgeModel):
@@ -31,8 +32,8 @@ def run_onnx(model, clips: list[Clip], num_samples: int = 16_000, batch_size: in
             batch.append(fit_length(load_clip(c), num_samples))
         out = model.run(np.stack(batch))
         probs.append(softmax(out["keyword_logits"]))
-        embs.append(out["speaker_embedding"])
-    return np.concatenate(probs), np.concatenate(embs)
+        embs.append(out.get("speaker_embedding"))
+    return np.concatenate(probs), None if embs[0] is None else np.concatenate(embs)
 
 
 def evaluate_onnx(path, clips: list[Clip], num_trials: int = 20_000, seed: int = 0,
@@ -59,7 +60,8 @@ def task_metrics(probs: np.ndarray, emb: np.ndarray, clips: list[Clip], labels: 
     """KWS and SV metrics from a model's outputs on `clips`, the same for PyTorch and ONNX.
 
     Args:
-        probs: KWS probabilities [n, classes]; emb: L2-normalised speaker embeddings [n, dim].
+        probs: KWS probabilities [n, classes]; emb: L2-normalised speaker embeddings [n, dim]
+            (None: a keyword-only model, no SV metrics).
         clips: the clips they came from. KWS is scored on the clips that have a keyword (all
             must be among `labels`), SV on those that have a speaker (a `_silence_` crop has none).
         trials: [n, 3] rows (i, j, target) into `clips` (e.g. an official list); None: draw
@@ -78,9 +80,9 @@ def task_metrics(probs: np.ndarray, emb: np.ndarray, clips: list[Clip], labels: 
         report.update(kws_accuracy=k["accuracy"], kws_mean_frr_at_far0_01=k["mean_frr_at_far0.01"],
                       kws_confusion=k["confusion"], kws_labels=k["labels"], kws_frr_at_far0_01=k["frr_at_far0.01"],
                       clips_per_label=dict(Counter(clips[i].label for i in kw)))
-    if trials is None:
+    if trials is None and emb is not None:
         trials = trials_for_clips(clips, num_trials, seed)
-    if trials is not None:
+    if trials is not None and emb is not None:
         scores = cosine_scores(emb, trials)
         s = sv_report(scores, trials[:, 2])
         report.update(sv_eer=s["eer"], sv_eer_threshold=s["eer_threshold"], sv_min_dcf=s["min_dcf_p0.01"],
@@ -129,7 +131,11 @@ def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float 
     from edgedistill.runtime.streaming import Detector
 
     model = EdgeModel(path, threads=threads)
+    # The enrolment clips leave the stream whether or not the model can verify speakers: a
+    # keyword-only model (the openWakeWord peer) hears the very stream the others hear.
     enrolled, pool = _enrolment(clips, targets, enroll_clips, seed)
+    if "speaker_embedding" not in model.outputs:
+        enrolled = {}
     for spk, chosen in enrolled.items():
         model.enroll(spk, [load_clip(c) for c in chosen])
     audio, truth = build_stream(pool, targets, seconds, seed, noise=noise, snr_db=snr_db)
@@ -142,6 +148,8 @@ def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float 
     report = stream_report(events, occ, len(audio) / model.sample_rate, tolerance_s)
     report.update(det.stats(), targets=list(targets), seed=seed, seconds=len(audio) / model.sample_rate,
                   snr_db=snr_db, threads=threads, enrolled_speakers=len(enrolled))
+    if enroll_clips > 0 and "speaker_embedding" not in model.outputs:
+        report["speaker_gate"] = {"unscored": "the model has no speaker output"}
     if enrolled:
         if model.threshold is None:
             report["speaker_gate"] = {"unscored": "the model carries no SV threshold"}

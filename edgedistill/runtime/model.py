@@ -158,6 +158,10 @@ class EdgeModel:
         return np.ascontiguousarray(audio, dtype=np.float32)
 
     def _check_length(self, n: int, name: str) -> None:
+        if n > self.max_samples and "max_samples" in self.metadata and self.max_samples == int(self.metadata["max_samples"]):
+            raise AudioError(f"{name} is {n / self.sample_rate:.2f} s long; this model's input is at most "
+                             f"{self.max_samples / self.sample_rate:g} s (fixed by its design): cut it into windows "
+                             "of that length, or run a streaming detector (edgedistill.runtime.Detector) over it")
         if n > self.max_samples:
             raise AudioError(f"{name} is {n / self.sample_rate:.1f} s long; one call takes at most "
                              f"{self.max_samples / self.sample_rate:g} s (attention memory grows with the "
