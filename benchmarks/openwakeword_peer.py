@@ -31,7 +31,8 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, help="head training steps (default: the config's)")
     p.add_argument("--split", default="val", help="split of the clip metrics and the stream")
     p.add_argument("--keywords", default="ok,start,stop", help="the stream's target keywords")
-    p.add_argument("--seconds", type=float, default=3600.0, help="stream length")
+    p.add_argument("--seconds", type=float, default=3600.0, help="keyword stream length")
+    p.add_argument("--negative-hours", type=float, default=10.0, help="hours of keyword-free stream for false alarms")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config (as for finetune)")
     args = p.parse_args(argv)
 
@@ -42,7 +43,7 @@ def main(argv=None) -> dict:
     from edgedistill.recipes.finetune_config import FinetuneConfig
     from edgedistill.recipes.peer import train_openwakeword_peer
     from edgedistill.reporting.machine import machine_info, write_report
-    from edgedistill.reporting.tables import pct, stream_table
+    from edgedistill.reporting.tables import detection_note, detection_table, pct, stream_table
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
     work = Path(args.work)
@@ -54,9 +55,11 @@ def main(argv=None) -> dict:
         clips_file.write_text(json.dumps({k: r[k] for k in ("clips", "speakers", "kws_accuracy")}, indent=1))
     clip_metrics = json.loads(clips_file.read_text())
     stream_dir = work / "stream"
-    if not (stream_dir / "stream_report.json").is_file():
+    report_file = stream_dir / "stream_report.json"
+    if not report_file.is_file() or "detection" not in json.loads(report_file.read_text()):
         cmd = ["evaluate-stream", "--model", str(model), "--data", cfg.data, "--split", args.split,
-               "--keywords", args.keywords, "--seconds", f"{args.seconds:g}", "--out", str(stream_dir)]
+               "--keywords", args.keywords, "--seconds", f"{args.seconds:g}",
+               "--negative-hours", f"{args.negative_hours:g}", "--out", str(stream_dir)]
         print("edgedistill " + " ".join(cmd), flush=True)
         if cli(cmd) != 0:
             raise SystemExit("evaluate-stream failed; run this script again to resume")
@@ -72,7 +75,8 @@ def main(argv=None) -> dict:
           f"{summary['steps']} steps of {summary['batch_size']} on the batches of `{args.config}` "
           f"({' '.join(args.overrides) or 'as saved'}). Clip KWS accuracy on the {args.split} split: "
           f"{pct(clip_metrics['kws_accuracy'])} ({clip_metrics['clips']} clips). No speaker output.", "",
-          *stream_table({"openWakeWord peer (fp32)": stream}), "",
+          *stream_table({"openWakeWord peer (fp32)": stream}), "", detection_note(stream), "",
+          *detection_table({"openWakeWord peer (fp32)": stream}), "",
           f"Machine: {result['machine'].get('cpu', '?')}; onnxruntime threads: {stream.get('threads')}.", "",
           "Command:", "", f"    {command}"]
     write_report(Path(args.out), result, md)

@@ -29,6 +29,8 @@ Definitions:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -233,4 +235,105 @@ def calibrate_thresholds(false_alarms, hours: float, keywords: list[str], target
         peaks = sorted((float(s) for kw, s in false_alarms if kw == k), reverse=True)
         out[k] = float(np.nextafter(peaks[allowed], 1.0)) if len(peaks) > allowed else float(floor)
         out[k] = min(max(out[k], floor), 1.0)
+    return out
+
+
+def _poisson_cdf(k: int, lam: float) -> float:
+    """P(X <= k) for X ~ Poisson(lam), summed in log space."""
+    if lam <= 0:
+        return 1.0
+    terms = [i * math.log(lam) - lam - math.lgamma(i + 1) for i in range(k + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p)."""
+    if p <= 0:
+        return 1.0
+    if p >= 1:
+        return 1.0 if k >= n else 0.0
+    logc = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p)
+            + (n - i) * math.log1p(-p) for i in range(k + 1)]
+    top = max(logc)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in logc))
+
+
+def _solve(f, lo: float, hi: float, target: float, increasing: bool) -> float:
+    """x in [lo, hi] with f(x) = target for a monotone f, by bisection (60 halvings)."""
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if (f(mid) < target) == increasing:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def poisson_interval(k: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Garwood) two-sided interval of a Poisson mean from an observed count `k`."""
+    a = (1 - confidence) / 2
+    hi_bound = k + 10 * math.sqrt(k + 1) + 10
+    lo = 0.0 if k == 0 else _solve(lambda m: 1 - _poisson_cdf(k - 1, m), 0.0, hi_bound, a, True)
+    hi = _solve(lambda m: _poisson_cdf(k, m), 0.0, hi_bound, a, False)
+    return lo, hi
+
+
+def binomial_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided interval of a proportion from `k` of `n`."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    a = (1 - confidence) / 2
+    lo = 0.0 if k == 0 else _solve(lambda p: 1 - _binomial_cdf(k - 1, n, p), 0.0, 1.0, a, True)
+    hi = 1.0 if k == n else _solve(lambda p: _binomial_cdf(k, n, p), 0.0, 1.0, a, False)
+    return lo, hi
+
+
+def detection_report(events, truth, negatives, negative_hours: float, tolerance_s: float = 0.5,
+                     fa_rates: tuple[float, ...] = (0.5, 1.0, 2.0), floor: float = 0.0) -> dict:
+    """Misses at fixed false alarms per hour, measured apart (as openWakeWord and microWakeWord
+    do): false alarms on `negative_hours` of stream holding no target keyword, misses on a
+    stream of target words, each with a 95% interval.
+
+    For each rate r the threshold is the lowest that keeps the negative stream's false alarms
+    at n = floor(r * hours) or fewer (just above its (n + 1)-th highest peak; `floor`, the
+    detector's own threshold, where it has n or fewer); FRR is the share of `truth` without a hit
+    among the `events` at or above it. Intervals: Clopper-Pearson for FRR (misses of
+    occurrences), Garwood (Poisson) for the false-alarm count, divided by the hours.
+
+    Args:
+        events: (keyword, start_s, end_s, score) of the detector on the keyword stream.
+        truth: (keyword, t0_s, t1_s) occurrences of that stream.
+        negatives: peak scores (or (keyword, score)) of the detector's events on the negative stream.
+    """
+    if negative_hours <= 0 or not truth:
+        raise ValueError("detection_report needs negative hours > 0 and at least one occurrence")
+    ev = [_event_tuple(e) for e in events]
+    neg = np.sort([float(s[1] if isinstance(s, (tuple, list)) else s) for s in negatives])[::-1]
+    out: dict = {"occurrences": len(truth), "negative_hours": negative_hours, "negative_events": int(neg.size)}
+    for rate in fa_rates:
+        allowed = int(np.floor(rate * negative_hours + 1e-9))
+        thr = float(np.nextafter(neg[allowed], np.inf)) if neg.size > allowed else float(floor)
+        kept = [e for e in ev if e[3] >= thr]
+        m = match_events(kept, truth, tolerance_s)
+        misses, fas = len(m["misses"]), int(np.sum(neg >= thr))
+        lat = np.array([kept[i][2] - truth[j][2] for i, j in m["hits"]])
+        out[f"at_{rate:g}_fa_per_hour"] = {
+            "threshold": thr, "frr": misses / len(truth), "misses": misses,
+            "frr_ci95": list(binomial_interval(misses, len(truth))),
+            "false_alarms": fas, "fa_per_hour": fas / negative_hours,
+            "fa_per_hour_ci95": [x / negative_hours for x in poisson_interval(fas)],
+            "keyword_stream_false_alarms": len(m["false_alarms"]),
+            "latency_s_median": float(np.median(lat)) if lat.size else float("nan"),
+            "latency_s_p90": float(np.percentile(lat, 90)) if lat.size else float("nan")}
+    grid = np.unique(np.concatenate([neg, [e[3] for e in ev], [np.inf]]))
+    if grid.size > 200:
+        grid = np.unique(np.quantile(grid[np.isfinite(grid)], np.linspace(0, 1, 200)).tolist() + [np.inf])
+    curve = {"threshold": [], "frr": [], "fa_per_hour": []}
+    for t in grid:
+        m = match_events([e for e in ev if e[3] >= t], truth, tolerance_s)
+        curve["threshold"].append(float(t))
+        curve["frr"].append(len(m["misses"]) / len(truth))
+        curve["fa_per_hour"].append(float(np.sum(neg >= t)) / negative_hours)
+    out["curve"] = curve
     return out

@@ -136,3 +136,40 @@ def test_calibrated_thresholds_reach_the_target_false_alarm_rate_computed_by_han
     assert calibrate_thresholds(fa, hours=1.0, keywords=["a"], target_fa_per_hour=0.5)["a"] > 0.9
     with pytest.raises(ValueError):
         calibrate_thresholds(fa, hours=0.0, keywords=["a"])
+
+
+def test_intervals_match_published_values():
+    from edgedistill.metrics import binomial_interval, poisson_interval
+
+    # Garwood intervals (e.g. Ulm 1990 tables): 0 -> (0, 3.689), 1 -> (0.0253, 5.572), 10 -> (4.795, 18.39)
+    for k, (lo, hi) in {0: (0.0, 3.689), 1: (0.0253, 5.572), 10: (4.795, 18.390)}.items():
+        got = poisson_interval(k)
+        assert abs(got[0] - lo) < 1e-3 and abs(got[1] - hi) < 1e-3, (k, got)
+    # Clopper-Pearson: 0/10 -> (0, 0.3085), 5/10 -> (0.1871, 0.8129), 10/10 -> (0.6915, 1)
+    for (k, n), (lo, hi) in {(0, 10): (0.0, 0.3085), (5, 10): (0.1871, 0.8129), (10, 10): (0.6915, 1.0)}.items():
+        got = binomial_interval(k, n)
+        assert abs(got[0] - lo) < 1e-3 and abs(got[1] - hi) < 1e-3, (k, n, got)
+
+
+def test_detection_report_counts_false_alarms_on_the_negative_stream_by_hand():
+    from edgedistill.metrics import detection_report
+
+    truth = [("go", 1.0, 1.5), ("go", 10.0, 10.5), ("go", 20.0, 20.5), ("go", 30.0, 30.5)]
+    events = [("go", 0.8, 1.8, 0.9), ("go", 9.8, 10.8, 0.6), ("go", 19.9, 20.9, 0.3),  # hits at 0.9 / 0.6 / 0.3
+              ("go", 40.0, 41.0, 0.95)]                                                 # a false alarm here
+    negatives = [("go", s) for s in (0.99, 0.7, 0.5, 0.4, 0.2)]
+    r = detection_report(events, truth, negatives, negative_hours=2.0, floor=0.1)
+    # 0.5 FA/h over 2 h allows 1 false alarm: threshold just above 0.7 -> hits 0.9 only: 3 misses of 4
+    half = r["at_0.5_fa_per_hour"]
+    assert half["false_alarms"] == 1 and half["misses"] == 3 and 0.7 < half["threshold"] < 0.7001
+    assert half["keyword_stream_false_alarms"] == 1  # the 0.95 event, counted apart
+    # 1 FA/h allows 2: just above 0.5 -> hits 0.9 and 0.6: 2 misses
+    one = r["at_1_fa_per_hour"]
+    assert one["false_alarms"] == 2 and one["misses"] == 2 and one["fa_per_hour"] == 1.0
+    lo, hi = one["frr_ci95"]
+    assert lo < 0.5 < hi and one["fa_per_hour_ci95"][0] < 1.0 < one["fa_per_hour_ci95"][1]
+    # 2 FA/h allows 4: just above 0.2 -> hits 0.9, 0.6, 0.3: 1 miss
+    assert r["at_2_fa_per_hour"]["misses"] == 1 and r["at_2_fa_per_hour"]["false_alarms"] == 4
+    # fewer false alarms than allowed: the detector's own floor is the threshold
+    assert detection_report(events, truth, negatives, 20.0, floor=0.1)["at_0.5_fa_per_hour"]["threshold"] == 0.1
+    assert r["curve"]["frr"][-1] == 1.0 and r["curve"]["fa_per_hour"][-1] == 0.0

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--enroll-clips", type=int, default=3,
                     help="enrol every speaker from this many non-target clips (left out of the stream) and "
                          "report speaker-gating figures; 0: no enrolment")
+    es.add_argument("--negative-hours", type=float, default=0.0,
+                    help="also count false alarms on this many hours of a second stream with no target word and "
+                         "report misses at fixed FA/h with 95%% intervals (10 h gives figures worth comparing); "
+                         "0: the keyword stream alone")
     es.add_argument("--out", help="folder for stream_report.json/.md and the FRR vs FA/h plot")
     es.set_defaults(func=commands._evaluate_stream)
 

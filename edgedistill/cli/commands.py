@@ -74,7 +74,7 @@ def _evaluate(args) -> int:
 def _evaluate_stream(args) -> int:
     from edgedistill.data.layouts import check_keywords, resolve_labelled, stream_noise
     from edgedistill.reporting.machine import machine_info, write_report
-    from edgedistill.reporting.tables import stream_note, stream_table
+    from edgedistill.reporting.tables import detection_note, detection_table, stream_note, stream_table
     from edgedistill.evaluation.scores import evaluate_stream
     from edgedistill.reporting.plots import plot_stream_det
 
@@ -86,15 +86,19 @@ def _evaluate_stream(args) -> int:
     check_keywords(targets, clips, f"the '{args.split}' split of {args.data}")
     noise_dir, noise = stream_noise(args.data, args.split, args.noise)
     r = evaluate_stream(args.model, clips, targets, args.seconds, args.seed,
-                        threads=args.threads, snr_db=args.snr_db, noise=noise, enroll_clips=args.enroll_clips)
+                        threads=args.threads, snr_db=args.snr_db, noise=noise, enroll_clips=args.enroll_clips,
+                        negative_hours=args.negative_hours)
     r.update(model=str(args.model), data=str(args.data), split=args.split, machine=machine_info(),
              noise=noise_dir, command=" ".join(["edgedistill"] + sys.argv[1:]))
     md = ["# Continuous listening", "", f"`{r['command']}`", "", stream_note(r, args.split, args.data), "",
           *stream_table({Path(args.model).name: r})]
+    if "detection" in r:
+        md += ["", detection_note(r), "", *detection_table({Path(args.model).name: r})]
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        plot = plot_stream_det({Path(args.model).name: r["curve"]}, out / "frr_vs_fa_per_hour.png")
+        plot = plot_stream_det({Path(args.model).name: r["detection"]["curve"] if "detection" in r else r["curve"]},
+                               out / "frr_vs_fa_per_hour.png")
         r["plot"] = str(plot) if plot else None
         md += ["", f"![FRR vs FA/h]({plot.name})" if plot else
                "No plot: the model fired above no threshold on the stream (no miss / false-alarm trade-off to draw)."]

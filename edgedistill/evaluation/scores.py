@@ -113,7 +113,8 @@ def compare(base: dict, other: dict) -> dict:
 
 def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float = 600.0, seed: int = 0,
                     threshold: float = 0.05, hop_s: float = 0.1, threads: int = 1, noise=None,
-                    snr_db: float = 20.0, tolerance_s: float = 0.5, enroll_clips: int = 0) -> dict:
+                    snr_db: float = 20.0, tolerance_s: float = 0.5, enroll_clips: int = 0,
+                    negative_hours: float = 0.0) -> dict:
     """Continuous-listening metrics of an exported model on a stream built from `clips`
     (`edgedistill.data.streams.build_stream`, reproducible from `seed`).
 
@@ -124,9 +125,15 @@ def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float 
     the 1 FA/h threshold give the speaker-gating figures (`metrics.speaker_gate_report`).
     Returns `stream_report` plus the per-hop cost (`mean_ms`, `p99_ms`, `core_share` at
     `threads`), the stream's seed and length, and `speaker_gate` when enrolled.
+
+    With `negative_hours`, false alarms are also counted on that many hours of a second stream
+    of the same clips holding no target (`false_alarms`, seed + 1), and `detection` holds misses
+    at fixed false alarms per hour measured apart, with 95% intervals
+    (`metrics.detection_report`): the figures to compare detectors by. One hour of dense words
+    rests 1 FA/h on a single event.
     """
     from edgedistill.data.streams import build_stream
-    from edgedistill.metrics import match_events, speaker_gate_report, stream_report
+    from edgedistill.metrics import detection_report, match_events, speaker_gate_report, stream_report
     from edgedistill.runtime.model import EdgeModel
     from edgedistill.runtime.streaming import Detector
 
@@ -148,6 +155,11 @@ def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float 
     report = stream_report(events, occ, len(audio) / model.sample_rate, tolerance_s)
     report.update(det.stats(), targets=list(targets), seed=seed, seconds=len(audio) / model.sample_rate,
                   snr_db=snr_db, threads=threads, enrolled_speakers=len(enrolled))
+    if negative_hours > 0:
+        neg, hours, made_of = false_alarms(path, pool, targets, negative_hours * 3600, seed + 1, floor=threshold,
+                                           hop_s=hop_s, threads=threads, noise=noise, snr_db=snr_db)
+        report["detection"] = detection_report(events, occ, neg, hours, tolerance_s, floor=threshold)
+        report["detection"]["negative_stream"] = {"seed": seed + 1, "snr_db": snr_db, **made_of}
     if enroll_clips > 0 and "speaker_embedding" not in model.outputs:
         report["speaker_gate"] = {"unscored": "the model has no speaker output"}
     if enrolled:
@@ -189,10 +201,19 @@ def _enrolment(clips: list[Clip], targets: list[str], per_speaker: int, seed: in
 
 
 def false_alarms(path, clips: list[Clip], keywords: list[str], seconds: float, seed: int = 0, floor: float = 0.05,
-                 hop_s: float = 0.1, threads: int = 1, noise=None, snr_db: float = 20.0) -> tuple[list, float]:
+                 hop_s: float = 0.1, threads: int = 1, noise=None, snr_db: float = 20.0,
+                 piece_s: float = 3600.0) -> tuple[list, float, dict]:
     """The detector's events on a stream of `clips` holding none of the `keywords` (other words
     and background only), at the low threshold `floor`: ([(keyword, peak score)], hours of
-    stream). What thresholds are calibrated on (`metrics.calibrate_thresholds`)."""
+    stream, what the stream is made of). What thresholds are calibrated on
+    (`metrics.calibrate_thresholds`) and false alarms per hour are measured on
+    (`metrics.detection_report`).
+
+    A long stream is built and heard in pieces of at most `piece_s` (piece k seeded
+    [seed, k]; the first with `seed` itself), the detector reset between them, so memory stays
+    that of one piece. The composition: words placed, distinct recordings among them, how often a
+    recording recurs on average, pieces.
+    """
     from edgedistill.data.streams import build_stream
     from edgedistill.runtime.model import EdgeModel
     from edgedistill.runtime.streaming import Detector
@@ -201,11 +222,22 @@ def false_alarms(path, clips: list[Clip], keywords: list[str], seconds: float, s
     if not any(c.label is not None and not c.label.startswith("_") for c in others):
         raise ValueError(f"no clip of a word other than {keywords}: the stream needs other words to be target-free")
     model = EdgeModel(path, threads=threads)
-    # every clip of the stream is a non-target word: `keywords` are named as the targets the
-    # builder would place, and target_share=0 places none of them
-    audio, truth = build_stream(others + [c for c in clips if c.label in keywords][:1], keywords, seconds, seed,
-                                target_share=0.0, noise=noise, snr_db=snr_db)
-    assert not truth, "a calibration stream must hold no keyword"
     det = Detector(model, {k: floor for k in keywords}, hop_s=hop_s,
                    sv_threshold=model.threshold if model.threshold is not None else 0.0)
-    return [(e.keyword, e.score) for e in run_detector(det, audio)], len(audio) / model.sample_rate / 3600
+    events, total, placed = [], 0, []
+    pieces = max(1, int(np.ceil(seconds / piece_s - 1e-9)))
+    for k in range(pieces):
+        length = min(piece_s, seconds - k * piece_s)
+        # every clip of the stream is a non-target word: `keywords` are named as the targets the
+        # builder would place, and target_share=0 places none of them
+        audio, words = build_stream(others + [c for c in clips if c.label in keywords][:1], keywords, length,
+                                    seed if k == 0 else int(np.random.default_rng([seed, k]).integers(2**31)),
+                                    target_share=0.0, noise=noise, snr_db=snr_db, all_words=True)
+        assert not any(w.keyword in keywords for w in words), "a keyword-free stream must hold no keyword"
+        det.reset()
+        events += [(e.keyword, e.score) for e in run_detector(det, audio)]
+        total += len(audio)
+        placed += [w.path for w in words]
+    made_of = {"words": len(placed), "distinct_recordings": len(set(placed)),
+               "mean_recurrence": len(placed) / max(1, len(set(placed))), "pieces": pieces}
+    return events, total / model.sample_rate / 3600, made_of

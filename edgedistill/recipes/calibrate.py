@@ -32,8 +32,8 @@ def calibrate(model: str | Path, data: str, split: str, keywords: list[str], hou
     noise_dir, recordings = stream_noise(data, split, noise)
     log.info("calibrating %s on %.1f h of the '%s' split's other words (seed %d)", ", ".join(keywords), hours,
              split, seed)
-    fa, got_hours = false_alarms(model, clips, keywords, hours * 3600, seed, threads=threads, noise=recordings,
-                                 snr_db=snr_db)
+    fa, got_hours, _ = false_alarms(model, clips, keywords, hours * 3600, seed, threads=threads,
+                                    noise=recordings, snr_db=snr_db)
     thresholds = calibrate_thresholds(fa, got_hours, keywords, target_fa_per_hour)
     at = {"target_fa_per_hour": target_fa_per_hour, "hours": round(got_hours, 3), "data": str(data),
           "split": split, "seed": seed, "snr_db": snr_db, "noise": noise_dir}

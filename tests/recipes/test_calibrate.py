@@ -23,7 +23,7 @@ def test_calibrate_writes_thresholds_that_keep_the_stream_under_the_target(expor
     assert {k for _, k, _ in Detector(model).targets} == {"yes", "stop"}
     # on the same stream, the events at or above the thresholds stay within the budget: 20 FA/h
     # shared by 2 keywords over 0.05 h allows floor(0.5) = 0 of each
-    fa, hours = false_alarms(path, resolve_labelled(str(embedded_corpus), "val"), ["yes", "stop"], 0.05 * 3600)
+    fa, hours, _ = false_alarms(path, resolve_labelled(str(embedded_corpus), "val"), ["yes", "stop"], 0.05 * 3600)
     assert sum(s >= thr[k] for k, s in fa) / hours <= 20
     # a typo: one line, nothing written
     assert main(["calibrate", "--model", str(path), "--data", str(embedded_corpus), "--keywords", "yess"]) == 2

@@ -200,6 +200,26 @@ def test_evaluate_stream_command_writes_the_report_and_plot(exported, embedded_c
     assert "runs the exported .onnx file" in capsys.readouterr().err
 
 
+def test_evaluate_stream_measures_false_alarms_apart_on_a_keyword_free_stream(exported, embedded_corpus, tmp_path):
+    from edgedistill.cli import main
+
+    out = tmp_path / "detect"
+    assert main(["evaluate-stream", "--model", str(exported[0]), "--data", str(embedded_corpus), "--split", "test",
+                 "--keywords", "yes,stop", "--seconds", "60", "--negative-hours", "0.05", "--enroll-clips", "0",
+                 "--out", str(out)]) == 0
+    r = json.loads((out / "stream_report.json").read_text())
+    d = r["detection"]
+    assert abs(d["negative_hours"] - 0.05) < 0.01 and d["occurrences"] == r["occurrences"]
+    neg = d["negative_stream"]
+    assert neg["words"] > 20 and neg["distinct_recordings"] <= neg["words"] and neg["seed"] == 1
+    for rate in (0.5, 1, 2):
+        a = d[f"at_{rate:g}_fa_per_hour"]
+        assert a["frr_ci95"][0] <= a["frr"] <= a["frr_ci95"][1]
+        assert a["false_alarms"] <= rate * d["negative_hours"] + 1e-9  # the threshold keeps the rate
+    md = (out / "stream_report.md").read_text()
+    assert "measured apart" in md and "misses @ 1 FA/h" in md
+
+
 def test_events_carry_the_score_against_every_enrolled_speaker(exported, embedded_corpus):
     from edgedistill.data.manifest import load_clip, read_manifest
 
