@@ -11,7 +11,9 @@ answer it:
   window at 100 ms hops would then never hold whole) and the word ends in the window's last
   `tail` samples (where hops of `hop` place a word's end before the detector sees it whole and
   fires);
-- `BACKGROUND` ("no keyword") otherwise: part of a target word, other words, several words, or
+- another word the model knows, where the window holds it whole at such a position (what a
+  clip of that word looks like: its clip says so too);
+- `BACKGROUND` ("no keyword") otherwise: part of a word, several words cut at the edges, or
   noise alone.
 
 numpy only.
@@ -41,14 +43,21 @@ def words_of(occurrences) -> list[Word]:
 
 
 def window_label(start: int, window: int, words: list[Word], targets: set[str] | list[str], tail: int,
-                 slack: int = 0) -> str:
+                 slack: int = 0, others: set[str] | frozenset = frozenset()) -> str:
     """The label of the window [start, start + window) of a stream holding `words`: the target
     keyword whose voiced span it holds (all but at most `slack` samples of its onset), ending
-    in its last `tail` samples (the latest ending one if several), else `BACKGROUND`."""
+    in its last `tail` samples (the latest ending one if several); else, likewise, a word of
+    `others` (non-target labels the model knows: such a window is what a clip of that word
+    looks like, and labelling it "no keyword" would contradict the clip's own label); else
+    `BACKGROUND`."""
     stop = start + window
-    whole = [w for w in words if w.label in targets and w.start >= start - slack and w.end <= stop
-             and w.end >= stop - tail]
-    return max(whole, key=lambda w: w.end).label if whole else BACKGROUND
+
+    def whole(names):
+        return [w for w in words if w.label in names and w.start >= start - slack and w.end <= stop
+                and w.end >= stop - tail]
+
+    found = whole(targets) or whole(others)
+    return max(found, key=lambda w: w.end).label if found else BACKGROUND
 
 
 def window_starts(total: int, window: int, hop: int) -> np.ndarray:
@@ -60,15 +69,16 @@ def window_starts(total: int, window: int, hop: int) -> np.ndarray:
 
 
 def label_windows(total: int, words: list[Word], targets: list[str], window: int, hop: int,
-                  tail: int | None = None, slack: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """(starts, labels) of every device-hop window of a stream. `tail` defaults to the hop plus
-    a quarter of the window (the word's end may fall anywhere in the last part of the window),
-    `slack` to a fifth of the window."""
+                  tail: int | None = None, slack: int | None = None,
+                  others: set[str] | frozenset = frozenset()) -> tuple[np.ndarray, list[str]]:
+    """(starts, labels) of every device-hop window of a stream (`window_label`). `tail` defaults
+    to the hop plus a quarter of the window (the word's end may fall anywhere in the last part
+    of the window), `slack` to a fifth of the window."""
     tail = hop + window // 4 if tail is None else tail
     slack = window // 5 if slack is None else slack
     starts = window_starts(total, window, hop)
     targets = set(targets)
-    return starts, [window_label(int(s), window, words, targets, tail, slack) for s in starts]
+    return starts, [window_label(int(s), window, words, targets, tail, slack, others) for s in starts]
 
 
 def add_false_alarms(starts: np.ndarray, labels: list[str], fired_ends: list[int], window: int,
@@ -90,8 +100,10 @@ class StreamWindows:
     random gain. Built once from the training clips (`build_stream(all_words=True)`, `streams`
     streams of `seconds` each, seeded; noise at an SNR drawn from `snr_db` per stream).
 
-    `is_background` marks the `BACKGROUND` windows: a sampler balances those against the
-    keyword windows (how the "no keyword" class is weighted).
+    A window holding a whole non-target word at a device position keeps that word's label (as
+    its clip does); `kind` is 0 for a target window, 1 for `BACKGROUND`, 2 for another word: a
+    sampler balances the three (how the "no keyword" class is weighted); `is_background` marks
+    the `BACKGROUND` windows.
     """
 
     def __init__(self, clips, targets: list[str], label_ids: dict[str, int], window: int = 16_000, hop: int = 1_600,
@@ -100,17 +112,21 @@ class StreamWindows:
         from edgedistill.data.streams import build_stream
 
         rng = np.random.default_rng([seed, 7])
+        others = frozenset(label_ids) - {BACKGROUND} - set(targets)
         self.window, self.gain_db, self.audio, rows = window, gain_db, [], []
         for k in range(streams):
             audio, occ = build_stream(clips, targets, seconds, seed=int(rng.integers(2**31)), noise=noise,
                                       snr_db=float(rng.uniform(*snr_db)), all_words=True)
-            starts, labels = label_windows(len(audio), words_of(occ), targets, window, hop)
+            starts, labels = label_windows(len(audio), words_of(occ), targets, window, hop, others=others)
             self.audio.append(audio)
             rows += [(k, int(s), label_ids[lab]) for s, lab in zip(starts, labels)]
         if not rows:
             raise ValueError(f"training streams of {seconds:g} s are shorter than one window ({window} samples)")
         self.rows = rows
         self.is_background = np.array([lab == label_ids[BACKGROUND] for _, _, lab in rows])
+        target_ids = {label_ids[t] for t in targets}
+        self.kind = np.array([0 if lab in target_ids else 1 if b else 2
+                              for (_, _, lab), b in zip(rows, self.is_background)], dtype=np.int64)
         self.labels = [lab for _, _, lab in rows]
 
     def __len__(self) -> int:

@@ -226,15 +226,15 @@ def _loader(cfg: FinetuneConfig, data: _Data, rank: int) -> tuple[DataLoader, Ba
     balance = [k if k != IGNORE else s for k, s in zip(data.kw_ids, data.spk_ids)]
     sources = [0] * len(data.kws_train) + [1] * len(data.sv_train)
     if cfg.detect_keywords:
-        # Windows are a source of their own (half the draws without sv_data), balanced between
-        # keyword windows and background windows: how the "no keyword" class is weighted.
+        # Windows are a source of their own (half the draws without sv_data), a third each of
+        # target windows, background windows and other words' windows: how "no keyword" is weighted.
         windows = StreamWindows(data.kws_train, cfg.detect_keywords, {lab: i for i, lab in enumerate(data.labels)},
                                 cfg.clip_samples, seconds=cfg.detect_stream_s / 10, streams=10, seed=cfg.seed,
                                 noise=noise, snr_db=cfg.snr_db)
-        log.info("detection windows: %d from %.0f s of training stream, %d of them a target keyword",
-                 len(windows), cfg.detect_stream_s, int((~windows.is_background).sum()))
+        log.info("detection windows: %d from %.0f s of training stream: %d a target keyword, %d another word, "
+                 "%d background", len(windows), cfg.detect_stream_s, *(int((windows.kind == k).sum()) for k in (0, 2, 1)))
         dataset = ClipsAndWindows(dataset, windows)
-        balance += [10**6 + int(b) for b in windows.is_background]
+        balance += [10**6 + int(k) for k in windows.kind]
         sources += [2] * len(windows)
     sampler = BalancedSampler(balance, len(data.clips), seed=cfg.seed * 1009 + rank, source_ids=sources)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_labelled,

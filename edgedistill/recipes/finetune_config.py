@@ -62,8 +62,9 @@ class FinetuneConfig:
     snr_db: tuple[float, float] = field(default=(5.0, 20.0), metadata={"help": "noise SNR range in dB"})
     detect_keywords: list[str] = field(default_factory=list, metadata={
         "help": "train for detection on a stream: windows of these target keywords, cut at the device's 100 ms hops "
-                "from streams of the training clips, join the clips, and every other window (part of a word, other "
-                "words, noise) is a '_background_' class; half the draws are windows, half of those background "
+                "from streams of the training clips, join the clips; a window holding another word whole at such a "
+                "position keeps that word's label, every other window (part of a word, noise) is a '_background_' "
+                "class; half the draws are windows, a third of those each target, background and other words "
                 "(empty: clips only)"})
     detect_stream_s: float = field(default=1200.0, metadata={
         "help": "seconds of training stream the detection windows are cut from (10 streams, seeded, noise at snr_db)"})

@@ -21,6 +21,14 @@ def test_a_window_holding_a_whole_target_word_at_a_device_hop_position_is_that_k
     assert window_label(12_800, W, [other], {"yes"}, TAIL) == BACKGROUND
     assert window_label(12_800, W, [other, yes], {"yes"}, TAIL) == "yes"
     assert window_label(0, W, [], {"yes"}, TAIL) == BACKGROUND  # noise alone
+    # a word the model knows keeps its own label where it is whole at a device position (as its
+    # clip does); cut, or unknown to the model, it is background; a whole target wins
+    no = Word("no", 20_000, 27_000)
+    assert window_label(12_800, W, [no], {"yes"}, TAIL, others={"no"}) == "no"
+    assert window_label(12_800, W, [other], {"yes"}, TAIL, others={"no"}) == BACKGROUND  # ends early
+    assert window_label(21_000, W, [no], {"yes"}, TAIL, others={"no"}) == BACKGROUND  # its onset cut
+    assert window_label(12_800, W, [no], {"yes"}, TAIL, others={"up"}) == BACKGROUND
+    assert window_label(12_800, W, [Word("no", 22_000, 28_500), yes], {"yes"}, TAIL, others={"no"}) == "yes"
     # a word as long as the window: held whole only with some slack at its onset
     long = Word("yes", 20_000, 36_000)
     assert window_label(20_800, W, [long], {"yes"}, TAIL) == BACKGROUND

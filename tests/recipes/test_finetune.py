@@ -182,7 +182,7 @@ def test_detection_training_adds_background_windows_cut_from_training_streams(sm
     assert not (tmp_path / "bad").exists()
 
 
-def test_detection_windows_are_half_the_draws_and_half_of_those_background(small_corpus):
+def test_detection_windows_are_half_the_draws_a_third_each_target_background_other_words(small_corpus):
     import numpy as np
 
     from edgedistill.data.labelled import BalancedSampler
@@ -192,12 +192,16 @@ def test_detection_windows_are_half_the_draws_and_half_of_those_background(small
     clips = read_manifest(small_corpus, split="train")
     labels = sorted({c.label for c in clips} | {BACKGROUND})
     windows = StreamWindows(clips, ["yes"], {lab: i for i, lab in enumerate(labels)}, seconds=20, streams=2)
-    assert 0 < (~windows.is_background).sum() < len(windows)
-    balance = list(range(len(clips))) + [10**6 + int(b) for b in windows.is_background]
-    sampler = BalancedSampler(balance, 4000, source_ids=[0] * len(clips) + [2] * len(windows))
+    assert set(windows.kind) == {0, 1, 2}  # target, background, another word
+    assert all(windows.labels[i] == labels.index("yes") for i in np.flatnonzero(windows.kind == 0))
+    assert all(windows.labels[i] not in (labels.index("yes"), labels.index(BACKGROUND))
+               for i in np.flatnonzero(windows.kind == 2))
+    balance = list(range(len(clips))) + [10**6 + int(k) for k in windows.kind]
+    sampler = BalancedSampler(balance, 6000, source_ids=[0] * len(clips) + [2] * len(windows))
     drawn = np.array([i for i, _ in sampler])
     is_window = drawn >= len(clips)
     assert 0.45 < is_window.mean() < 0.55
-    assert 0.45 < windows.is_background[drawn[is_window] - len(clips)].mean() < 0.55
+    kinds = windows.kind[drawn[is_window] - len(clips)]
+    assert all(0.28 < (kinds == k).mean() < 0.38 for k in (0, 1, 2))
     audio, label, speaker = windows[(0, 123)]
     assert audio.shape == (16_000,) and speaker == -1 and label == windows.labels[0]
