@@ -114,7 +114,7 @@ def compare(base: dict, other: dict) -> dict:
 def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float = 600.0, seed: int = 0,
                     threshold: float = 0.05, hop_s: float = 0.1, threads: int = 1, noise=None,
                     snr_db: float = 20.0, tolerance_s: float = 0.5, enroll_clips: int = 0,
-                    negative_hours: float = 0.0) -> dict:
+                    negative_hours: float = 0.0, cache=None) -> dict:
     """Continuous-listening metrics of an exported model on a stream built from `clips`
     (`edgedistill.data.streams.build_stream`, reproducible from `seed`).
 
@@ -130,7 +130,7 @@ def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float 
     of the same clips holding no target (`false_alarms`, seed + 1), and `detection` holds misses
     at fixed false alarms per hour measured apart, with 95% intervals
     (`metrics.detection_report`): the figures to compare detectors by. One hour of dense words
-    rests 1 FA/h on a single event.
+    rests 1 FA/h on a single event. `cache`: a folder where each hour heard is kept (resumable).
     """
     from edgedistill.data.streams import build_stream
     from edgedistill.metrics import detection_report, match_events, speaker_gate_report, stream_report
@@ -157,7 +157,7 @@ def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float 
                   snr_db=snr_db, threads=threads, enrolled_speakers=len(enrolled))
     if negative_hours > 0:
         neg, hours, made_of = false_alarms(path, pool, targets, negative_hours * 3600, seed + 1, floor=threshold,
-                                           hop_s=hop_s, threads=threads, noise=noise, snr_db=snr_db)
+                                           hop_s=hop_s, threads=threads, noise=noise, snr_db=snr_db, cache=cache)
         report["detection"] = detection_report(events, occ, neg, hours, tolerance_s, floor=threshold)
         report["detection"]["negative_stream"] = {"seed": seed + 1, "snr_db": snr_db, **made_of}
     if enroll_clips > 0 and "speaker_embedding" not in model.outputs:
@@ -202,7 +202,7 @@ def _enrolment(clips: list[Clip], targets: list[str], per_speaker: int, seed: in
 
 def false_alarms(path, clips: list[Clip], keywords: list[str], seconds: float, seed: int = 0, floor: float = 0.05,
                  hop_s: float = 0.1, threads: int = 1, noise=None, snr_db: float = 20.0,
-                 piece_s: float = 3600.0) -> tuple[list, float, dict]:
+                 piece_s: float = 3600.0, cache=None) -> tuple[list, float, dict]:
     """The detector's events on a stream of `clips` holding none of the `keywords` (other words
     and background only), at the low threshold `floor`: ([(keyword, peak score)], hours of
     stream, what the stream is made of). What thresholds are calibrated on
@@ -212,8 +212,15 @@ def false_alarms(path, clips: list[Clip], keywords: list[str], seconds: float, s
     A long stream is built and heard in pieces of at most `piece_s` (piece k seeded
     [seed, k]; the first with `seed` itself), the detector reset between them, so memory stays
     that of one piece. The composition: words placed, distinct recordings among them, how often a
-    recording recurs on average, pieces.
+    recording recurs on average, pieces. With a `cache` folder, each piece heard is saved there
+    (keyed by the model file's checksum and every setting), so a stopped 10 h measurement resumes
+    at the piece it stopped in.
     """
+    import hashlib
+    import json
+    import os
+    from pathlib import Path
+
     from edgedistill.data.streams import build_stream
     from edgedistill.runtime.model import EdgeModel
     from edgedistill.runtime.streaming import Detector
@@ -226,8 +233,20 @@ def false_alarms(path, clips: list[Clip], keywords: list[str], seconds: float, s
                    sv_threshold=model.threshold if model.threshold is not None else 0.0)
     events, total, placed = [], 0, []
     pieces = max(1, int(np.ceil(seconds / piece_s - 1e-9)))
+    key = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if cache is not None else ""
     for k in range(pieces):
         length = min(piece_s, seconds - k * piece_s)
+        saved = None
+        if cache is not None:
+            spec = json.dumps([key, sorted(keywords), len(clips), length, seed, k, floor, hop_s, snr_db,
+                               noise is not None], sort_keys=True)
+            saved = Path(cache) / f"negative_{hashlib.sha256(spec.encode()).hexdigest()[:16]}.json"
+            if saved.is_file():
+                piece = json.loads(saved.read_text())
+                events += [tuple(e) for e in piece["events"]]
+                total += piece["samples"]
+                placed += piece["placed"]
+                continue
         # every clip of the stream is a non-target word: `keywords` are named as the targets the
         # builder would place, and target_share=0 places none of them
         audio, words = build_stream(others + [c for c in clips if c.label in keywords][:1], keywords, length,
@@ -235,9 +254,15 @@ def false_alarms(path, clips: list[Clip], keywords: list[str], seconds: float, s
                                     target_share=0.0, noise=noise, snr_db=snr_db, all_words=True)
         assert not any(w.keyword in keywords for w in words), "a keyword-free stream must hold no keyword"
         det.reset()
-        events += [(e.keyword, e.score) for e in run_detector(det, audio)]
+        heard = [(e.keyword, e.score) for e in run_detector(det, audio)]
+        events += heard
         total += len(audio)
         placed += [w.path for w in words]
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            tmp = saved.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"events": heard, "samples": len(audio), "placed": [w.path for w in words]}))
+            os.replace(tmp, saved)
     made_of = {"words": len(placed), "distinct_recordings": len(set(placed)),
                "mean_recurrence": len(placed) / max(1, len(set(placed))), "pieces": pieces}
     return events, total / model.sample_rate / 3600, made_of

@@ -54,10 +54,23 @@ class StreamStage:
     enroll_clips: int = field(default=3, metadata={
         "help": "clips per speaker for enrolment (non-target words, left out of the stream); 0: no speaker figures"})
     seed: int = field(default=0, metadata={"help": "seed of the stream"})
+    negative_hours: float = field(default=0.0, metadata={
+        "help": "also count false alarms on this many hours of a keyword-free stream of the split and report misses "
+                "at fixed FA/h with 95% intervals (10 gives figures worth comparing; 0: the keyword stream alone)"})
+    detector: bool = field(default=True, metadata={
+        "help": "train the run's models as detectors of `keywords` (finetune.detect_keywords where it is empty); "
+                "false: on clips only"})
+    calibrate_hours: float = field(default=1.0, metadata={
+        "help": "hours of keyword-free stream of the validation split on which the exported files' keyword "
+                "thresholds are calibrated (written into them; the kit's detector uses them); 0: none"})
+    target_fa_per_hour: float = field(default=0.5, metadata={
+        "help": "false alarms per hour (all keywords) the calibrated thresholds aim at"})
 
     def __post_init__(self):
         if self.keywords and (self.seconds < 60 or self.hop_s <= 0 or self.enroll_clips < 0):
             raise ValueError("stream: seconds must be >= 60, hop_s > 0 and enroll_clips >= 0")
+        if self.negative_hours < 0 or self.calibrate_hours < 0 or self.target_fa_per_hour <= 0:
+            raise ValueError("stream: negative_hours and calibrate_hours must be >= 0, target_fa_per_hour > 0")
         never = [k for k in self.keywords if k.startswith("_")]
         if never:
             raise ValueError(f"stream.keywords {never} mean 'no keyword' and never fire: leave them out")
@@ -145,9 +158,11 @@ def _streams(st: StreamStage, data: str, clips: list, split: str, variants: list
     noise = stream_noise(data, split, st.noise)[1]
     rows = {}
     for name, path, _ in variants:
-        print(f"[benchmark] streaming: {name} on {st.seconds / 60:.0f} min of '{split}'")
+        print(f"[benchmark] streaming: {name} on {st.seconds / 60:.0f} min of '{split}'"
+              + (f" and {st.negative_hours:g} h without a keyword" if st.negative_hours else ""))
         rows[name] = evaluate_stream(path, clips, st.keywords, st.seconds, st.seed, hop_s=st.hop_s, threads=threads,
-                                     noise=noise, snr_db=st.snr_db, enroll_clips=st.enroll_clips)
+                                     noise=noise, snr_db=st.snr_db, enroll_clips=st.enroll_clips,
+                                     negative_hours=st.negative_hours)
     return rows
 
 
@@ -165,8 +180,9 @@ def _plots(out: Path, entries: list[dict], reps: dict, streams: dict, logs: dict
     if logs:
         made["training curves"] = plots.plot_training(logs, folder / "training.png")
     if streams:
-        made["streaming FRR vs FA/h"] = plots.plot_stream_det({n: r["curve"] for n, r in streams.items()},
-                                                               folder / "stream_det.png")
+        made["streaming FRR vs FA/h"] = plots.plot_stream_det(
+            {n: r["detection"]["curve"] if "detection" in r else r["curve"] for n, r in streams.items()},
+            folder / "stream_det.png")
     return {k: str(v) for k, v in made.items() if v is not None}
 
 

@@ -57,6 +57,10 @@ class RunPlan:
 def plan(cfg: RunConfig) -> RunPlan:
     """The config each stage of the run `cfg` gets."""
     out = Path(cfg.out)
+    if cfg.stream.keywords and cfg.stream.detector and not cfg.finetune.detect_keywords:
+        # Every row (teacher, students, baseline) trained as a detector of the stream's keywords.
+        cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune,
+                                                                    detect_keywords=list(cfg.stream.keywords)))
     teacher = _teacher_plan(cfg)
     distill = dataclasses.replace(cfg.distill, teacher=teacher.backbone, data=cfg.distill_data or cfg.data,
                                   out=str(out / "distill"))

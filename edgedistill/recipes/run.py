@@ -103,17 +103,21 @@ def stage_specs(cfg: RunConfig, p: RunPlan) -> dict[str, dict]:
     # The teacher's search is in the hash where it runs, and so is the search's version where one
     # runs (an export from before either is redone: v2 tries masked nodes together).
     search = {"search": 2} if cfg.export.searched() else {}
+    st = cfg.stream
+    calibrated = ({"calibrate": {"keywords": st.keywords, "hours": st.calibrate_hours, "seed": st.seed,
+                                 "target": st.target_fa_per_hour, "snr_db": st.snr_db, "noise": st.noise}}
+                  if st.keywords and st.calibrate_hours else {})
     specs["export"] = {"up": specs["finetune"], "cfg": stage_spec(cfg.export), "teacher": teacher,
-                       **({"teacher_searched": True} if searched else {}), **search}
+                       **({"teacher_searched": True} if searched else {}), **search, **calibrated}
     if p.qat is not None:
         # Its int8 file takes the trained conv ranges, and its budget is held against the student's
         # fp32 export, not its own (a qat stage from before either is redone).
         specs["qat"] = {"up": specs["distill"], "cfg": stage_spec(p.qat), "export": stage_spec(cfg.export),
-                        "int8_ranges": "trained", **search,
+                        "int8_ranges": "trained", **search, **calibrated,
                         **({"budget_against": "student fp32", "student": specs["finetune"]} if search else {})}
     if p.baseline is not None:
         specs["baseline"] = {"up": upstream, "student": stage_spec(cfg.distill.student),
-                             "cfg": stage_spec(p.finetune)}
+                             "cfg": stage_spec(p.finetune), **calibrated}
     specs["benchmark"] = {"up": specs["export"], "cfg": stage_spec(cfg.benchmark), "baseline": specs.get("baseline"),
                           "stream": stage_spec(cfg.stream), **({"qat": specs["qat"]} if "qat" in specs else {})}
     return specs
@@ -149,7 +153,26 @@ def export_stage(cfg: RunConfig, p: RunPlan) -> dict:
                               ft.val_split, name="teacher", budget=e.teacher_budget, seed=p.teacher.finetune.seed,
                               num_trials=cfg.benchmark.num_trials)
     found = {f"teacher {mode}": r for mode, r in teacher.pop("sensitivity", {}).items()}
-    return {**files, **teacher, **({"sensitivity": {**files.get("sensitivity", {}), **found}} if found else {})}
+    files = {**files, **teacher, **({"sensitivity": {**files.get("sensitivity", {}), **found}} if found else {})}
+    _calibrate_files(cfg, files)
+    return files
+
+
+def _calibrate_files(cfg: RunConfig, files: dict) -> None:
+    """With `stream.keywords`, each exported file gets keyword thresholds calibrated on a
+    keyword-free stream of the validation split (never the report's), at
+    `stream.target_fa_per_hour`: the detector, `infer.py --stream` and `listen.py` use them."""
+    from edgedistill.recipes.calibrate import calibrate
+
+    st = cfg.stream
+    if not st.keywords or not st.calibrate_hours:
+        return
+    for name, path in files.items():
+        if isinstance(path, str) and path.endswith(".onnx"):
+            print(f"[export] calibrating {name}: {', '.join(st.keywords)} on {st.calibrate_hours:g} h of "
+                  f"'{cfg.finetune.val_split}' at {st.target_fa_per_hour:g} FA/h")
+            calibrate(path, cfg.data, cfg.finetune.val_split, st.keywords, st.calibrate_hours, st.target_fa_per_hour,
+                      seed=st.seed, noise=st.noise, snr_db=st.snr_db)
 
 
 def qat_stage(cfg: RunConfig, p: RunPlan, student_fp32: str) -> dict:
@@ -165,6 +188,7 @@ def qat_stage(cfg: RunConfig, p: RunPlan, student_fp32: str) -> dict:
         name="student-qat", seed=cfg.finetune.seed, num_trials=cfg.benchmark.num_trials,
         reference=student_fp32, against="student fp32")
     found = {f"qat {mode}": r for mode, r in files.get("sensitivity", {}).items()}
+    _calibrate_files(cfg, {"student-qat-int8": files["student-qat-int8"]})
     return {"student-qat-int8": files["student-qat-int8"], "sensitivity": found}
 
 
@@ -178,8 +202,9 @@ def baseline_stage(cfg: RunConfig, p: RunPlan) -> dict:
     save_scratch_student(p.distill.teacher, cfg.distill.student, out / "baseline" / "init", cfg.distill.seed)
     summary = finetune(p.baseline, resume=True)
     model = str(out / "baseline" / "ft" / "model")
-    return {"summary": summary, "model": model,
-            "onnx": export_onnx(model, out / "baseline" / "scratch.fp32.onnx")["path"]}
+    onnx = export_onnx(model, out / "baseline" / "scratch.fp32.onnx")["path"]
+    _calibrate_files(cfg, {"scratch-fp32": onnx})
+    return {"summary": summary, "model": model, "onnx": onnx}
 
 
 def benchmark_stage(cfg: RunConfig, p: RunPlan, files: dict, baseline: dict | None) -> dict:

@@ -196,9 +196,15 @@ def test_a_teacher_trained_on_its_own_data_stands_in_for_a_pretrained_model(smal
         hub = load_config(RunConfig, "configs/demo.yaml", [f"teacher={teacher}"])
         assert plan(hub).teacher.finetune == dataclasses.replace(
             cfg.finetune, model=teacher, data=cfg.data, out="runs/demo/teacher/ft",
-            steps=cfg.distill.steps + cfg.finetune.steps)
+            steps=cfg.distill.steps + cfg.finetune.steps, detect_keywords=["yes", "stop"])
         assert plan(hub).teacher.cycles == [plan(hub).teacher.finetune]
         assert plan(hub).distill.teacher == teacher and plan(hub).teacher.init is None
+    # the recipe names stream keywords: every row is trained as their detector, unless told not to
+    p = plan(cfg)
+    assert p.finetune.detect_keywords == p.teacher.finetune.detect_keywords == ["yes", "stop"]
+    assert not plan(load_config(RunConfig, "configs/demo.yaml", ["stream.detector=false"])).finetune.detect_keywords
+    assert not plan(load_config(RunConfig, "configs/demo.yaml", ["stream.keywords=[]"])).finetune.detect_keywords
+    assert plan(load_config(RunConfig, "configs/demo.yaml", ["finetune.detect_keywords=[go]"])).finetune.detect_keywords == ["go"]
     other = load_config(RunConfig, "configs/demo.yaml", [f"distill_data={small_corpus}"])
     assert plan(other).teacher.finetune.steps == cfg.finetune.steps
     # without its own data, the teacher trains on the run's data and is distilled as trained
@@ -299,3 +305,50 @@ def test_a_whisper_teachers_students_get_the_cnn_hint_and_a_trained_cnn(tmp_path
     # distilhubert copies a HuBERT teacher's CNN, but a Whisper teacher has none to give
     assert whisper.distill.cnn_hint_weight == 1.0 and whisper.finetune.freeze_cnn is False
     assert hubert.distill.cnn_hint_weight is None and hubert.finetune.freeze_cnn is None
+
+
+@pytest.mark.slow  # the demo as shipped (its teacher built from its recipe): about 15 minutes on 2 cores
+def test_the_shipped_demo_trains_a_detector_the_kit_keeps_quiet_in_silences(tmp_path):
+    """Defect (issue 38): the demo's kit, run on 16 of the embedded corpus's test clips with 1 to
+    2.5 s of silence between them, gave 36 events, 20 of them in the silences, the first at 0.0 s
+    before any speech. Run as a user runs it: `edgedistill demo`, then the kit's `infer.py
+    --stream` on the int8 file with its defaults (the calibrated keywords and thresholds)."""
+    import numpy as np
+    import soundfile as sf
+
+    from edgedistill.data.layouts import resolve_labelled
+    from edgedistill.data.manifest import load_clip
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    streams = report["streams"]
+    assert {"student fp32", "student int8"} <= set(streams)
+    assert all("detection" in r and r["detection"]["negative_hours"] > 0.9 for r in streams.values())
+    data = load_yaml((out / "finetune" / "config.yaml").read_text())
+    assert data["detect_keywords"] == ["yes", "stop"]
+
+    rng = np.random.default_rng(0)
+    clips = resolve_labelled(data["data"], "test")
+    chosen = [clips[i] for i in rng.choice(len(clips), 16, replace=False)]
+    pieces, spans, t = [], [], 0
+    for c in chosen:
+        gap = np.zeros(int(rng.uniform(1.0, 2.5) * 16_000), np.float32)
+        audio = load_clip(c)
+        pieces += [gap, audio]
+        spans.append((t + len(gap), t + len(gap) + len(audio)))
+        t += len(gap) + len(audio)
+    pieces.append(np.zeros(16_000, np.float32))
+    sf.write(tmp_path / "long.wav", np.concatenate(pieces), 16_000)
+    kit = out / "export"
+    res = subprocess.run([sys.executable, str(kit / "infer.py"), str(kit / "model.int8.onnx"),
+                          "--stream", str(tmp_path / "long.wav")], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    events, summary = lines[:-1], lines[-1]["summary"]
+    assert sorted(summary["keywords"]) == ["stop", "yes"]  # the calibrated ones, not every label
+    # an event whose 1 s window overlaps no clip heard silence alone
+    in_silence = [e for e in events if not any(a / 16_000 < e["end_s"] and b / 16_000 > e["time_s"] for a, b in spans)]
+    assert not in_silence, (in_silence, summary)
+    said = sum(c.label in ("yes", "stop") for c in chosen)
+    assert said == 0 or events, f"{said} target words, no event"

@@ -310,3 +310,21 @@ def test_calibrated_thresholds_travel_in_the_file_and_are_the_detector_s_default
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1])["summary"]["thresholds"] == {"yes": 0.6}
+
+
+def test_a_long_negative_stream_is_heard_in_pieces_and_resumes_from_its_cache(exported, embedded_corpus, tmp_path,
+                                                                                monkeypatch):
+    from edgedistill.data.layouts import resolve_labelled
+    from edgedistill.evaluation import scores
+
+    clips = resolve_labelled(str(embedded_corpus), "test")
+    events, hours, made_of = scores.false_alarms(exported[0], clips, ["yes"], 150, piece_s=60, cache=tmp_path / "c")
+    assert made_of["pieces"] == 3 and len(list((tmp_path / "c").glob("negative_*.json"))) == 3
+    assert abs(hours - 150 / 3600) < 1e-3 and made_of["words"] > made_of["distinct_recordings"] > 0
+    # every piece is cached: a second call hears nothing and gives the same answer
+    monkeypatch.setattr(scores, "run_detector", lambda *a: (_ for _ in ()).throw(AssertionError("heard again")))
+    assert scores.false_alarms(exported[0], clips, ["yes"], 150, piece_s=60, cache=tmp_path / "c") == \
+        (events, hours, made_of)
+    # another setting is another measurement
+    with pytest.raises(AssertionError, match="heard again"):
+        scores.false_alarms(exported[0], clips, ["yes"], 150, piece_s=60, cache=tmp_path / "c", snr_db=10.0)
