@@ -87,6 +87,18 @@ class BalancedSampler(Sampler):
                         for s in np.unique(src)]
         self.num_samples, self.seed, self.epoch, self.start = num_samples, seed, 0, 0
 
+    def add_members(self, indices, group: int | None = None, source: int = -1) -> int:
+        """Adds `indices` (new items of the dataset) to class `group` of a source (the last by
+        default; None: a new class, drawn as often as each other class of that source); returns
+        the class's position."""
+        classes = self.sources[source]
+        idx = np.asarray(list(indices), dtype=np.int64)
+        if group is None:
+            classes.append(idx)
+            return len(classes) - 1
+        classes[group] = np.concatenate([classes[group], idx])
+        return group
+
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Selects the epoch and skips its first `start` draws (to resume mid-epoch)."""
         self.epoch, self.start = epoch, start

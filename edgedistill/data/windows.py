@@ -82,16 +82,19 @@ def label_windows(total: int, words: list[Word], targets: list[str], window: int
 
 
 def add_false_alarms(starts: np.ndarray, labels: list[str], fired_ends: list[int], window: int,
-                     words: list[Word], targets: list[str], tail: int, slack: int = 0) -> tuple[np.ndarray, list[str], int]:
+                     words: list[Word], targets: list[str], tail: int, slack: int = 0,
+                     others: set[str] | frozenset = frozenset()) -> tuple[np.ndarray, list[str], int]:
     """Hard negatives: the windows ending where a detector fired (`fired_ends`, samples of the
-    stream) that hold no whole target word join the windows as `BACKGROUND`. Returns (starts,
-    labels, windows added)."""
-    extra = [e - window for e in fired_ends if e - window >= 0]
-    extra = [s for s in extra if window_label(s, window, words, set(targets), tail, slack) == BACKGROUND]
+    stream) that hold no whole target word join the windows with their own label (`BACKGROUND`,
+    or a word of `others` held whole: "not the keyword" either way). Returns (starts, labels,
+    windows added)."""
+    extra = [(e - window, window_label(e - window, window, words, set(targets), tail, slack, others))
+             for e in fired_ends if e - window >= 0]
+    extra = [(s, lab) for s, lab in extra if lab not in targets]
     if not extra:
         return starts, labels, 0
-    return (np.concatenate([starts, np.asarray(extra, dtype=np.int64)]), labels + [BACKGROUND] * len(extra),
-            len(extra))
+    return (np.concatenate([starts, np.asarray([s for s, _ in extra], dtype=np.int64)]),
+            list(labels) + [lab for _, lab in extra], len(extra))
 
 
 class StreamWindows:
@@ -123,11 +126,23 @@ class StreamWindows:
         if not rows:
             raise ValueError(f"training streams of {seconds:g} s are shorter than one window ({window} samples)")
         self.rows = rows
+        self._background = label_ids[BACKGROUND]
         self.is_background = np.array([lab == label_ids[BACKGROUND] for _, _, lab in rows])
         target_ids = {label_ids[t] for t in targets}
         self.kind = np.array([0 if lab in target_ids else 1 if b else 2
                               for (_, _, lab), b in zip(rows, self.is_background)], dtype=np.int64)
         self.labels = [lab for _, _, lab in rows]
+
+    def add(self, audio: np.ndarray, starts: np.ndarray, labels: list[int]) -> None:
+        """Appends windows of another stream (`labels`: label ids) as kind 3, hard negatives: the
+        windows of a keyword-free stream where the model's detector fired (`training.mining`)."""
+        k = len(self.audio)
+        self.audio.append(audio)
+        self.rows += [(k, int(s), int(lab)) for s, lab in zip(starts, labels)]
+        self.labels += [int(lab) for lab in labels]
+        self.is_background = np.concatenate([self.is_background, np.array([lab == self._background for lab in labels],
+                                                                          dtype=bool)])
+        self.kind = np.concatenate([self.kind, np.full(len(labels), 3, dtype=np.int64)])
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -40,6 +40,7 @@ from edgedistill.models.multitask import MultiTaskModel
 from edgedistill.models.student import freeze_cnn
 from edgedistill.recipes.finetune_config import HOLDOUT, FinetuneConfig
 from edgedistill.training.evaluation import evaluate_model
+from edgedistill.training.mining import HardNegatives
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
 from edgedistill.training.session import TrainingRun
 
@@ -74,11 +75,16 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
     optimizer = make_adamw([(backbone.parameters(), cfg.backbone_lr / cfg.head_lr), (heads, 1.0)],
                            cfg.head_lr, (0.9, 0.98), 1e-6, cfg.weight_decay)
     step, state = session.restore(model, optimizer, resume)
+    mining = HardNegatives(loader, sampler, data.kws_train, cfg.detect_keywords if cfg.detect_rounds else [],
+                           data.labels, cfg.steps, cfg.detect_rounds, cfg.detect_negative_s,
+                           cfg.detect_mining_threshold, cfg.seed, _noise(cfg.noise, cfg.data, cfg.train_split) or None,
+                           float(np.mean(cfg.snr_db)))
+    mining.restore(state.get("mined"))
     best = state.get("best", {"score": -np.inf, "step": None, "report": None})
     stopped = state.get("stopped")  # the step early stopping ended at (None: still training)
     model, optimizer = session.accelerator.prepare(model, optimizer)
     session.start(step, stop_after)
-    step, best, stopped = _train(cfg, session, model, optimizer, loader, sampler, data, step, best, stopped)
+    step, best, stopped = _train(cfg, session, model, optimizer, loader, sampler, data, step, best, stopped, mining)
     session.close()
     finished = step >= cfg.steps or stopped is not None
     summary = {"steps_done": step, "finished": finished, "stopped_early": stopped is not None,
@@ -94,9 +100,10 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
 
 
 def _train(cfg: FinetuneConfig, session: TrainingRun, model, optimizer, loader, sampler, data: "_Data",
-           step: int, best: dict, stopped: int | None) -> tuple[int, dict, int | None]:
+           step: int, best: dict, stopped: int | None, mining: HardNegatives) -> tuple[int, dict, int | None]:
     """The loop: joint loss, validation every `eval_every` steps (the best model saved), early
-    stopping, checkpoints; returns (step reached, best validation, step it stopped early at)."""
+    stopping, hard-negative rounds, checkpoints; returns (step reached, best validation, step it
+    stopped early at)."""
     accelerator = session.accelerator
     inner = accelerator.unwrap_model(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -134,13 +141,17 @@ def _train(cfg: FinetuneConfig, session: TrainingRun, model, optimizer, loader, 
                     log.info("early stop at step %d: no better validation score since step %d (%d validations)",
                              step, best["step"], cfg.patience)
                     stopped = step
+            mined = mining.mine(inner, step, accelerator.device) if mining.due(step) else None
+            if mined is not None:
+                record = {**(record or {"step": step}), "hard_negatives": len(mined["starts"]),
+                          "mining_events": mined["fired"]}
             if record is not None:
                 session.log(record, loss=f"{record['loss']:.3f}" if "loss" in record else "-",
                             val=_best_words(best))
             if step % cfg.save_every == 0 or step == session.end or stopped:
-                session.save(model, optimizer, step, {"best": best, "stopped": stopped})
-            if step >= session.end or stopped:
-                break
+                session.save(model, optimizer, step, {"best": best, "stopped": stopped, "mined": mining.state()})
+            if step >= session.end or stopped or mined is not None:
+                break  # after a round: the sampler draws from the new windows from here on
     return step, best, stopped
 
 

@@ -68,6 +68,15 @@ class FinetuneConfig:
                 "(empty: clips only)"})
     detect_stream_s: float = field(default=1200.0, metadata={
         "help": "seconds of training stream the detection windows are cut from (10 streams, seeded, noise at snr_db)"})
+    detect_rounds: int = field(default=0, metadata={
+        "help": "hard-negative rounds (with detect_keywords): at this many evenly spaced steps the model listens to "
+                "detect_negative_s of keyword-free training stream, and the windows where its detector fires at "
+                "detect_mining_threshold join the training windows (a quarter of the window draws); 0: none"})
+    detect_negative_s: float = field(default=600.0, metadata={
+        "help": "seconds of keyword-free training stream each hard-negative round listens to"})
+    detect_mining_threshold: float = field(default=0.5, metadata={
+        "help": "detector threshold at which a hard-negative round collects windows (below the deployed one, so "
+                "near misses come back too)"})
     eval_every: int = field(default=200, metadata={"help": "steps between validations"})
     patience: int = field(default=0, metadata={
         "help": "early stopping: stop when the validation score has not improved for this many validations "
@@ -115,5 +124,7 @@ class FinetuneConfig:
             raise ValueError("patience and min_steps must be >= 0")
         if self.detect_stream_s < 10:
             raise ValueError("detect_stream_s must be >= 10 (ten training streams of at least a second each)")
+        if self.detect_rounds < 0 or self.detect_negative_s < 10 or not 0 < self.detect_mining_threshold <= 1:
+            raise ValueError("detect_rounds must be >= 0, detect_negative_s >= 10, detect_mining_threshold in (0, 1]")
         if self.min_steps > self.steps:
             raise ValueError(f"min_steps {self.min_steps} > steps {self.steps}: raise steps (the most it may train)")

@@ -69,6 +69,35 @@ class Event:
                 "accepted": self.accepted}
 
 
+class _LabelsOnly:
+    """What a `Detector` needs of a model to decide on keyword logits computed elsewhere."""
+
+    def __init__(self, labels: list[str], window: int, sample_rate: int = 16_000):
+        self.labels, self.sample_rate = list(labels), sample_rate
+        self.min_samples = self.max_samples = window
+        self.speakers, self.threshold, self.keyword_thresholds = {}, None, {}
+
+    def _need(self, name: str) -> None:
+        pass
+
+
+def detect_on_logits(logits: np.ndarray, labels: list[str], keywords: dict[str, float], window: int = 16_000,
+                     hop: int = 1_600, sample_rate: int = 16_000, **settings) -> list[Event]:
+    """The events a `Detector` with these `keywords` and `settings` gives on a stream whose
+    windows' keyword logits [hops, labels] were computed elsewhere (a PyTorch model in training,
+    in batches): row i is the window ending at sample `window + i * hop`, as the detector hears
+    them. The same decisions, without a model call per hop."""
+    if window % hop:
+        raise ValueError(f"window {window} must be a multiple of hop {hop} (the detector hears whole hops)")
+    det = Detector(_LabelsOnly(labels, window, sample_rate), keywords, window_s=window / sample_rate,
+                   hop_s=hop / sample_rate, **settings)
+    events: list[Event] = []
+    for i, row in enumerate(np.asarray(logits, dtype=np.float32)):
+        det._total = window + i * hop
+        events += det._decide(row, None)
+    return events + det.flush()
+
+
 class Detector:
     """Sliding-window keyword detector over an `EdgeModel`.
 
@@ -202,9 +231,15 @@ class Detector:
         out = self.model.session.run(None, {"waveform": self._buf[None, :]})
         self.hop_ms.append(1000 * (time.perf_counter() - t0))
         out = dict(zip(self.model.outputs, out))
-        self._probs.append(softmax(out["keyword_logits"][0]))
-        smooth = np.mean(self._probs, axis=0)
         emb = out.get("speaker_embedding")
+        return self._decide(out["keyword_logits"][0], None if emb is None else emb[0])
+
+    def _decide(self, logits: np.ndarray, emb: np.ndarray | None) -> list[Event]:
+        """The events completed by the window ending now (`self._total`), given its keyword
+        logits [labels] and speaker embedding [dim] (or None)."""
+        self._probs.append(softmax(logits))
+        smooth = np.mean(self._probs, axis=0)
+        emb = None if emb is None else emb[None]
         end = self._total
         events = []
         for idx, name, thr in self.targets:

@@ -54,6 +54,11 @@ def test_false_alarms_come_back_as_background_windows_but_never_over_a_whole_tar
     more, more_labels, added = add_false_alarms(starts, labels, [50_000, 28_800], W, words, ["yes"], TAIL)
     assert added == 1 and int(more[-1]) == 50_000 - W and more_labels[-1] == BACKGROUND
     assert len(more) == len(starts) + 1
+    # fired on another word the model knows, held whole: it comes back with that word's label
+    words.append(Word("no", 40_000, 47_000))
+    _, more_labels, added = add_false_alarms(starts, labels, [48_000, 28_800], W, words, ["yes"], TAIL,
+                                             others={"no"})
+    assert added == 1 and more_labels[-1] == "no"
 
 
 def test_a_training_stream_can_list_every_word_and_stays_the_same_stream(small_corpus):

@@ -205,3 +205,20 @@ def test_detection_windows_are_half_the_draws_a_third_each_target_background_oth
     assert all(0.28 < (kinds == k).mean() < 0.38 for k in (0, 1, 2))
     audio, label, speaker = windows[(0, 123)]
     assert audio.shape == (16_000,) and speaker == -1 and label == windows.labels[0]
+
+
+def test_hard_negative_rounds_resume_exactly_and_log_what_they_mined(corpus, tmp_path):
+    """A round in the middle of training: an interrupted run resumed after it puts the mined
+    windows back (from the checkpoint) and ends with the same weights as one that never stopped."""
+    extra = ("steps=8", "eval_every=8", "save_every=4", "batch_size=8", "num_trials=100",
+             "detect_keywords=[yes]", "detect_stream_s=40", "detect_rounds=1", "detect_negative_s=30",
+             "detect_mining_threshold=0.05")  # an untrained model fires everywhere at 0.05: windows come back
+    finetune(_cfg(corpus, tmp_path / "a", *extra))
+    log = [json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    mined = [r for r in log if "hard_negatives" in r]
+    assert [r["step"] for r in mined] == [4] and mined[0]["hard_negatives"] > 0
+    assert not finetune(_cfg(corpus, tmp_path / "b", *extra), stop_after=6)["finished"]
+    finetune(_cfg(corpus, tmp_path / "b", *extra), resume=True)
+    a = load_file(tmp_path / "a" / "model" / "heads.safetensors")
+    b = load_file(tmp_path / "b" / "model" / "heads.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

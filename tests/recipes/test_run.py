@@ -307,7 +307,8 @@ def test_a_whisper_teachers_students_get_the_cnn_hint_and_a_trained_cnn(tmp_path
     assert hubert.distill.cnn_hint_weight is None and hubert.finetune.freeze_cnn is None
 
 
-@pytest.mark.slow  # the demo as shipped (its teacher built from its recipe): about 15 minutes on 2 cores
+@pytest.mark.slow  # the demo as shipped, its teacher built from its recipe first where this machine has none
+@pytest.mark.timeout(3600)
 def test_the_shipped_demo_trains_a_detector_the_kit_keeps_quiet_in_silences(tmp_path):
     """Defect (issue 38): the demo's kit, run on 16 of the embedded corpus's test clips with 1 to
     2.5 s of silence between them, gave 36 events, 20 of them in the silences, the first at 0.0 s
@@ -319,6 +320,16 @@ def test_the_shipped_demo_trains_a_detector_the_kit_keeps_quiet_in_silences(tmp_
     from edgedistill.data.layouts import resolve_labelled
     from edgedistill.data.manifest import load_clip
 
+    import shutil
+    from pathlib import Path
+
+    from edgedistill.models.teacher import embedded_teacher_path
+
+    # The embedded teacher this machine's `make demo` built already (the same recipe, the same
+    # folder name) saves its build; a fresh machine (CI) builds it here, as a user's first demo does.
+    built = Path.home() / ".cache" / "edgedistill" / embedded_teacher_path().name
+    if built.is_dir() and not embedded_teacher_path().exists():
+        shutil.copytree(built, embedded_teacher_path())
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())

@@ -328,3 +328,23 @@ def test_a_long_negative_stream_is_heard_in_pieces_and_resumes_from_its_cache(ex
     # another setting is another measurement
     with pytest.raises(AssertionError, match="heard again"):
         scores.false_alarms(exported[0], clips, ["yes"], 150, piece_s=60, cache=tmp_path / "c", snr_db=10.0)
+
+
+def test_deciding_on_logits_computed_elsewhere_gives_the_detectors_own_events(exported, embedded_corpus):
+    from edgedistill.data.layouts import resolve_labelled
+    from edgedistill.data.streams import build_stream
+    from edgedistill.data.windows import window_starts
+    from edgedistill.evaluation.scores import run_detector
+    from edgedistill.runtime.streaming import detect_on_logits
+
+    model = EdgeModel(exported[0])
+    audio, _ = build_stream(resolve_labelled(str(embedded_corpus), "test"), ["yes", "stop"], 40, seed=2)
+    keywords = {"yes": 0.2, "stop": 0.2}
+    heard = run_detector(Detector(model, keywords), audio)
+    starts = window_starts(len(audio), SR, SR // 10)
+    logits = np.concatenate([model.run(np.stack([audio[s:s + SR] for s in starts[i:i + 32]]))["keyword_logits"]
+                             for i in range(0, len(starts), 32)])
+    decided = detect_on_logits(logits, model.labels, keywords)
+    assert heard, "a stream with no event at 0.2 checks nothing"
+    assert [(e.keyword, e.end_s) for e in decided] == [(e.keyword, e.end_s) for e in heard]
+    assert np.allclose([e.score for e in decided], [e.score for e in heard], atol=1e-4)

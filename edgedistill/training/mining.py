@@ -1,0 +1,109 @@
+"""Hard negatives: between rounds of fine-tuning, the model listens to a keyword-free stream of
+training clips; the windows where its detector fires come back as training windows, labelled
+"no keyword" (`BACKGROUND`) or as the other word they hold whole (as openWakeWord and
+microWakeWord feed their false alarms back).
+
+The model's keyword logits of every device-hop window are computed in batches and the
+streaming `Detector`'s own decisions are taken on them (`runtime.streaming.detect_on_logits`),
+at a threshold below the deployed one, so near misses come back too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from edgedistill.data.streams import NOT_WORDS, build_stream
+from edgedistill.data.windows import BACKGROUND, add_false_alarms, window_starts, words_of
+from edgedistill.runtime.streaming import detect_on_logits
+
+SR = 16_000
+
+
+@torch.no_grad()
+def stream_logits(model, audio: np.ndarray, window: int = SR, hop: int = SR // 10, batch_size: int = 64,
+                  device="cpu") -> np.ndarray:
+    """Keyword logits [hops, labels] of a `MultiTaskModel` on every device-hop window of `audio`."""
+    was_training = model.training
+    model.eval()
+    out = []
+    starts = window_starts(len(audio), window, hop)
+    for i in range(0, len(starts), batch_size):
+        x = torch.from_numpy(np.stack([audio[s:s + window] for s in starts[i:i + batch_size]])).to(device)
+        out.append(model(x)["kws_logits"].float().cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, len(model.labels)), np.float32)
+
+
+def negative_stream(clips, targets: list[str], seconds: float, seed: int, noise=None, snr_db: float = 20.0):
+    """(audio, every word placed) of a stream of `clips` holding none of `targets`."""
+    others = [c for c in clips if c.label not in targets]
+    if not any(c.label is not None and c.label not in NOT_WORDS for c in others):
+        raise ValueError(f"no training clip of a word other than {targets}: hard negatives need other words")
+    one_target = [c for c in clips if c.label in targets][:1]  # the builder needs one; target_share=0 places none
+    return build_stream(others + one_target, targets, seconds, seed, target_share=0.0, noise=noise, snr_db=snr_db,
+                        all_words=True)
+
+
+def mine_false_alarms(model, clips, targets: list[str], labels: list[str], seconds: float, seed: int,
+                      threshold: float = 0.5, noise=None, snr_db: float = 20.0, window: int = SR,
+                      hop: int = SR // 10, batch_size: int = 64, device="cpu") -> tuple[dict, np.ndarray]:
+    """The windows of a keyword-free stream (`negative_stream`, `seed`) where the model's detector
+    fires at `threshold`: ({"seed", "seconds", "starts", "labels" (names), "fired", "hours"}, the
+    stream's audio); the stream is rebuilt from its seed where the windows are needed again (a
+    resumed run)."""
+    audio, words = negative_stream(clips, targets, seconds, seed, noise, snr_db)
+    logits = stream_logits(model, audio, window, hop, batch_size, device)
+    events = detect_on_logits(logits, labels, {k: threshold for k in targets}, window, hop)
+    fired = [int(round(e.end_s * SR)) for e in events]
+    others = frozenset(labels) - {BACKGROUND} - set(targets)
+    starts, names, _ = add_false_alarms(np.zeros(0, np.int64), [], fired, window, words_of(words), targets,
+                                        tail=hop + window // 4, slack=window // 5, others=others)
+    return ({"seed": seed, "seconds": seconds, "starts": [int(s) for s in starts], "labels": names,
+             "fired": len(fired), "hours": len(audio) / SR / 3600}, audio)
+
+
+class HardNegatives:
+    """The hard-negative rounds of one fine-tuning: at `rounds` evenly spaced steps the model
+    mines `seconds` of keyword-free training stream (`mine_false_alarms`, seeded by the step) and
+    the windows join the training windows (`StreamWindows.add`) as a class of their own in the
+    sampler's window source: a quarter of the window draws once any exist. What was mined goes
+    into the checkpoints (`state`) and is put back on resume (`restore`)."""
+
+    def __init__(self, loader, sampler, clips, targets: list[str], labels: list[str], steps: int, rounds: int,
+                 seconds: float, threshold: float, seed: int, noise=None, snr_db: float = 20.0):
+        self.loader, self.sampler, self.clips, self.targets, self.labels = loader, sampler, clips, targets, labels
+        self.steps = [round(k * steps / (rounds + 1)) for k in range(1, rounds + 1)] if targets else []
+        self.seconds, self.threshold, self.seed, self.noise, self.snr_db = seconds, threshold, seed, noise, snr_db
+        self.mined: list[dict] = []
+        self._group: int | None = None
+
+    def due(self, step: int) -> bool:
+        return step in self.steps and all(m["step"] != step for m in self.mined)
+
+    def mine(self, model, step: int, device="cpu") -> dict:
+        found, audio = mine_false_alarms(model, self.clips, self.targets, self.labels, self.seconds,
+                                         seed=int(np.random.default_rng([self.seed, step]).integers(2**31)),
+                                         threshold=self.threshold, noise=self.noise, snr_db=self.snr_db,
+                                         device=device)
+        found["step"] = step
+        self._add(found, audio)
+        return found
+
+    def state(self) -> list[dict]:
+        return list(self.mined)
+
+    def restore(self, mined: list[dict] | None) -> None:
+        for found in mined or []:
+            audio, _ = negative_stream(self.clips, self.targets, found["seconds"], found["seed"], self.noise,
+                                       self.snr_db)
+            self._add(found, audio)
+
+    def _add(self, found: dict, audio: np.ndarray) -> None:
+        self.mined.append(found)
+        if not found["starts"]:
+            return
+        dataset = self.loader.dataset
+        first = len(dataset)
+        dataset.windows.add(audio, np.asarray(found["starts"]), [self.labels.index(n) for n in found["labels"]])
+        self._group = self.sampler.add_members(range(first, len(dataset)), group=self._group)
