@@ -309,7 +309,7 @@ def test_a_whisper_teachers_students_get_the_cnn_hint_and_a_trained_cnn(tmp_path
 
 @pytest.mark.slow  # the demo as shipped, its teacher built from its recipe first where this machine has none
 @pytest.mark.timeout(3600)
-def test_the_shipped_demo_trains_a_detector_the_kit_keeps_quiet_in_silences(tmp_path):
+def test_the_shipped_demo_trains_a_detector_the_kit_keeps_quiet_in_silences(tmp_path, monkeypatch):
     """Defect (issue 38): the demo's kit, run on 16 of the embedded corpus's test clips with 1 to
     2.5 s of silence between them, gave 36 events, 20 of them in the silences, the first at 0.0 s
     before any speech. Run as a user runs it: `edgedistill demo`, then the kit's `infer.py
@@ -325,8 +325,10 @@ def test_the_shipped_demo_trains_a_detector_the_kit_keeps_quiet_in_silences(tmp_
 
     from edgedistill.models.teacher import embedded_teacher_path
 
-    # The embedded teacher this machine's `make demo` built already (the same recipe, the same
-    # folder name) saves its build; a fresh machine (CI) builds it here, as a user's first demo does.
+    # A cache of its own: the session's holds the tiny test build of the embedded teacher under
+    # the same name. The teacher this machine's `make demo` built already (the same recipe, the
+    # same folder name) saves its build; a fresh machine (CI) builds it here, as a first demo does.
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))
     built = Path.home() / ".cache" / "edgedistill" / embedded_teacher_path().name
     if built.is_dir() and not embedded_teacher_path().exists():
         shutil.copytree(built, embedded_teacher_path())
