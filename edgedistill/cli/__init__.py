@@ -233,6 +233,8 @@ def setup_logging(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
+    # the command as given (a script calling main(argv) is not its own command line)
+    args.command_line = " ".join(["edgedistill", *(sys.argv[1:] if argv is None else argv)])
     setup_logging(args.verbose)
     from edgedistill.audio import AudioError
     from edgedistill.data.manifest import ManifestError

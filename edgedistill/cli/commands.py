@@ -90,7 +90,7 @@ def _evaluate_stream(args) -> int:
                         negative_hours=args.negative_hours,
                         cache=Path(args.out) / "negative_stream" if args.out else None)
     r.update(model=str(args.model), data=str(args.data), split=args.split, machine=machine_info(),
-             noise=noise_dir, command=" ".join(["edgedistill"] + sys.argv[1:]))
+             noise=noise_dir, command=getattr(args, "command_line", "edgedistill " + " ".join(sys.argv[1:])))
     md = ["# Continuous listening", "", f"`{r['command']}`", "", stream_note(r, args.split, args.data), "",
           *stream_table({Path(args.model).name: r})]
     if "detection" in r:
