@@ -40,7 +40,7 @@ from edgedistill.models.multitask import MultiTaskModel
 from edgedistill.models.student import freeze_cnn
 from edgedistill.recipes.finetune_config import HOLDOUT, FinetuneConfig
 from edgedistill.training.evaluation import evaluate_model
-from edgedistill.training.mining import HardNegatives
+from edgedistill.training.mining import HardNegatives, stream_validation
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
 from edgedistill.training.session import TrainingRun
 
@@ -164,8 +164,13 @@ def _validate(cfg: FinetuneConfig, session: TrainingRun, inner: MultiTaskModel, 
         report = evaluate_model(inner, clips, cfg.clip_samples, cfg.batch_size, cfg.num_trials, cfg.seed,
                                 session.accelerator.device)
         score = _score(report, cfg.select_metric)
+        if cfg.select_metric == "stream":
+            report["stream"] = stream_validation(inner, clips, cfg.detect_keywords, cfg.select_stream_s,
+                                                 cfg.select_negative_s, cfg.select_fa_per_hour, cfg.seed,
+                                                 session.accelerator.device)
+            score = -report["stream"]["frr"] + 1e-3 * _score(report, "combined")
         fields = {"val_kws_accuracy": report.get("kws_accuracy"), "val_sv_eer": report.get("sv_eer"),
-                  "val_score": score}
+                  "val_score": score, **({"val_stream_frr": report["stream"]["frr"]} if "stream" in report else {})}
         if score > best["score"]:
             inner.spec["sv_threshold"] = report.get("sv_eer_threshold")
             _save_model_atomic(inner, session.out / "model", cfg.qat)
@@ -310,7 +315,7 @@ def _best_words(best: dict) -> str:
 
 def _score(report: dict, metric: str) -> float:
     accuracy, eer = report.get("kws_accuracy", 0.0), report.get("sv_eer", 0.5)
-    return {"combined": accuracy - eer, "kws_accuracy": accuracy, "sv_eer": -eer}[metric]
+    return {"combined": accuracy - eer, "kws_accuracy": accuracy, "sv_eer": -eer, "stream": 0.0}[metric]
 
 
 def _stalled(cfg: FinetuneConfig, step: int, best: dict, accelerator) -> bool:

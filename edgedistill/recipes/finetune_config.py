@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from edgedistill.config import BOOKKEEPING, MIXED_PRECISIONS, RESUMABLE
 from edgedistill.deploy.quantize import TARGETS
 
-_SELECT = ("combined", "kws_accuracy", "sv_eer")
+_SELECT = ("combined", "kws_accuracy", "sv_eer", "stream")
 HOLDOUT = "train-holdout"  # val_split: a fixed tenth of the train split's clips
 
 
@@ -83,7 +83,15 @@ class FinetuneConfig:
                 "(0: train all `steps`); the best model is kept"})
     min_steps: int = field(default=0, metadata={"help": "early stopping never stops before this step"})
     select_metric: str = field(default="combined", metadata={
-        "help": f"validation metric that picks the saved model: {_SELECT} (combined = accuracy - EER)"})
+        "help": f"validation metric that picks the saved model: {_SELECT} (combined = accuracy - EER; stream = "
+                "fewest misses of detect_keywords on a stream of the validation clips at select_fa_per_hour false "
+                "alarms, counted on select_negative_s of their keyword-free stream; ties: combined)"})
+    select_stream_s: float = field(default=600.0, metadata={
+        "help": "select_metric=stream: seconds of the validation keyword stream"})
+    select_negative_s: float = field(default=1800.0, metadata={
+        "help": "select_metric=stream: seconds of the validation keyword-free stream false alarms are counted on"})
+    select_fa_per_hour: float = field(default=1.0, metadata={
+        "help": "select_metric=stream: the false-alarm rate misses are compared at"})
     num_trials: int = field(default=20_000, metadata={"help": "validation SV trials (half target)"})
     mixed_precision: str = field(default="auto", metadata={
         "help": f"one of {MIXED_PRECISIONS}; auto = bf16 on a GPU that has it, else fp32"})
@@ -99,6 +107,10 @@ class FinetuneConfig:
     def __post_init__(self):
         if self.select_metric not in _SELECT:
             raise ValueError(f"select_metric '{self.select_metric}': choose one of {_SELECT}")
+        if self.select_metric == "stream" and not self.detect_keywords:
+            raise ValueError("select_metric=stream needs detect_keywords: the keywords whose misses are counted")
+        if self.select_stream_s < 60 or self.select_negative_s < 60 or self.select_fa_per_hour <= 0:
+            raise ValueError("select_stream_s and select_negative_s must be >= 60, select_fa_per_hour > 0")
         if self.mixed_precision not in MIXED_PRECISIONS:
             raise ValueError(f"mixed_precision '{self.mixed_precision}': choose one of {MIXED_PRECISIONS}")
         if self.qat_target != "auto" and self.qat_target not in TARGETS:

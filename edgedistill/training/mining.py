@@ -107,3 +107,24 @@ class HardNegatives:
         first = len(dataset)
         dataset.windows.add(audio, np.asarray(found["starts"]), [self.labels.index(n) for n in found["labels"]])
         self._group = self.sampler.add_members(range(first, len(dataset)), group=self._group)
+
+
+def stream_validation(model, clips, targets: list[str], seconds: float, negative_seconds: float,
+                      fa_per_hour: float, seed: int = 0, device="cpu", floor: float = 0.05) -> dict:
+    """Misses of `targets` on a stream of validation `clips` at `fa_per_hour` false alarms,
+    counted on a keyword-free stream of them (`metrics.detection_report`): what checkpoint
+    selection by the stream metric compares. The streams are rebuilt from `seed` each time (the
+    same streams at every validation)."""
+    from edgedistill.metrics import detection_report
+
+    labels = list(model.labels)
+    keywords = {k: floor for k in targets}
+    audio, truth = build_stream(clips, targets, seconds, seed)
+    events = detect_on_logits(stream_logits(model, audio, device=device), labels, keywords)
+    neg_audio, _ = negative_stream(clips, targets, negative_seconds, seed + 1)
+    negatives = [e.score for e in detect_on_logits(stream_logits(model, neg_audio, device=device), labels, keywords)]
+    r = detection_report(events, [(o.keyword, o.t0, o.t1) for o in truth], negatives,
+                         len(neg_audio) / SR / 3600, fa_rates=(fa_per_hour,), floor=floor)
+    at = r[f"at_{fa_per_hour:g}_fa_per_hour"]
+    return {"frr": at["frr"], "frr_ci95": at["frr_ci95"], "false_alarms": at["false_alarms"],
+            "occurrences": r["occurrences"], "negative_hours": r["negative_hours"], "fa_per_hour": fa_per_hour}

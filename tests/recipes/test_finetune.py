@@ -222,3 +222,17 @@ def test_hard_negative_rounds_resume_exactly_and_log_what_they_mined(corpus, tmp
     a = load_file(tmp_path / "a" / "model" / "heads.safetensors")
     b = load_file(tmp_path / "b" / "model" / "heads.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_selection_by_the_stream_metric_keeps_the_validation_with_the_fewest_misses(corpus, tmp_path):
+    extra = ("steps=12", "eval_every=4", "batch_size=8", "num_trials=100", "detect_keywords=[yes,stop]",
+             "detect_stream_s=40", "select_metric=stream", "select_stream_s=60", "select_negative_s=60")
+    s = finetune(_cfg(corpus, tmp_path / "ft", *extra))
+    log = [json.loads(line) for line in (tmp_path / "ft" / "train_log.jsonl").read_text().splitlines()]
+    vals = [r for r in log if "val_stream_frr" in r]
+    assert [r["step"] for r in vals] == [4, 8, 12] and all(0 <= r["val_stream_frr"] <= 1 for r in vals)
+    best = max(vals, key=lambda r: r["val_score"])
+    assert s["best_step"] == best["step"] and best["val_stream_frr"] == min(r["val_stream_frr"] for r in vals)
+    assert s["val"]["stream"]["occurrences"] > 0 and s["val"]["stream"]["fa_per_hour"] == 1.0
+    with pytest.raises(ConfigError, match="needs detect_keywords"):
+        _cfg(corpus, tmp_path / "x", "select_metric=stream")
