@@ -93,3 +93,23 @@ def _background(noise: list[np.ndarray] | None, total: int, rng: np.random.Gener
         return np.tile(src, reps + 1)[start:start + total].astype(np.float32)
     # No recordings: white noise through an 8-tap moving average (most energy below 2 kHz).
     return np.convolve(rng.standard_normal(total), np.ones(8) / 8, "same").astype(np.float32)
+
+
+def keyword_free_stream(clips: list[Clip], targets: list[str], seconds: float, seed: int = 0,
+                        noise: list[np.ndarray] | None = None, snr_db: float = 20.0) -> tuple[np.ndarray, list[Occurrence]]:
+    """(audio, every word placed) of a stream of `clips` holding none of `targets`: other words and
+    background only (what false alarms are counted on, and hard negatives mined from).
+
+    Raises:
+        ValueError: no clip of a word other than `targets`.
+    """
+    others = [c for c in clips if c.label not in targets]
+    if not any(c.label is not None and c.label not in NOT_WORDS and not c.label.startswith("_") for c in others):
+        raise ValueError(f"no clip of a word other than {targets}: a keyword-free stream needs other words")
+    # `targets` are named as the targets the builder would place (it needs one clip of them), and
+    # target_share=0 places none of them
+    one_target = [c for c in clips if c.label in targets][:1]
+    audio, words = build_stream(others + one_target, targets, seconds, seed, target_share=0.0, noise=noise,
+                                snr_db=snr_db, all_words=True)
+    assert not any(w.keyword in targets for w in words), "a keyword-free stream must hold no keyword"
+    return audio, words

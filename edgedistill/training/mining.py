@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edgedistill.data.streams import NOT_WORDS, build_stream
+from edgedistill.data.streams import build_stream, keyword_free_stream
 from edgedistill.data.windows import BACKGROUND, add_false_alarms, window_starts, words_of
 from edgedistill.runtime.streaming import detect_on_logits
 
@@ -35,24 +35,14 @@ def stream_logits(model, audio: np.ndarray, window: int = SR, hop: int = SR // 1
     return np.concatenate(out) if out else np.zeros((0, len(model.labels)), np.float32)
 
 
-def negative_stream(clips, targets: list[str], seconds: float, seed: int, noise=None, snr_db: float = 20.0):
-    """(audio, every word placed) of a stream of `clips` holding none of `targets`."""
-    others = [c for c in clips if c.label not in targets]
-    if not any(c.label is not None and c.label not in NOT_WORDS for c in others):
-        raise ValueError(f"no training clip of a word other than {targets}: hard negatives need other words")
-    one_target = [c for c in clips if c.label in targets][:1]  # the builder needs one; target_share=0 places none
-    return build_stream(others + one_target, targets, seconds, seed, target_share=0.0, noise=noise, snr_db=snr_db,
-                        all_words=True)
-
-
 def mine_false_alarms(model, clips, targets: list[str], labels: list[str], seconds: float, seed: int,
                       threshold: float = 0.5, noise=None, snr_db: float = 20.0, window: int = SR,
                       hop: int = SR // 10, batch_size: int = 64, device="cpu") -> tuple[dict, np.ndarray]:
-    """The windows of a keyword-free stream (`negative_stream`, `seed`) where the model's detector
+    """The windows of a keyword-free stream (`data.streams.keyword_free_stream`, `seed`) where the model's detector
     fires at `threshold`: ({"seed", "seconds", "starts", "labels" (names), "fired", "hours"}, the
     stream's audio); the stream is rebuilt from its seed where the windows are needed again (a
     resumed run)."""
-    audio, words = negative_stream(clips, targets, seconds, seed, noise, snr_db)
+    audio, words = keyword_free_stream(clips, targets, seconds, seed, noise, snr_db)
     logits = stream_logits(model, audio, window, hop, batch_size, device)
     events = detect_on_logits(logits, labels, {k: threshold for k in targets}, window, hop)
     fired = [int(round(e.end_s * SR)) for e in events]
@@ -95,7 +85,7 @@ class HardNegatives:
 
     def restore(self, mined: list[dict] | None) -> None:
         for found in mined or []:
-            audio, _ = negative_stream(self.clips, self.targets, found["seconds"], found["seed"], self.noise,
+            audio, _ = keyword_free_stream(self.clips, self.targets, found["seconds"], found["seed"], self.noise,
                                        self.snr_db)
             self._add(found, audio)
 
@@ -121,7 +111,7 @@ def stream_validation(model, clips, targets: list[str], seconds: float, negative
     keywords = {k: floor for k in targets}
     audio, truth = build_stream(clips, targets, seconds, seed)
     events = detect_on_logits(stream_logits(model, audio, device=device), labels, keywords)
-    neg_audio, _ = negative_stream(clips, targets, negative_seconds, seed + 1)
+    neg_audio, _ = keyword_free_stream(clips, targets, negative_seconds, seed + 1)
     negatives = [e.score for e in detect_on_logits(stream_logits(model, neg_audio, device=device), labels, keywords)]
     r = detection_report(events, [(o.keyword, o.t0, o.t1) for o in truth], negatives,
                          len(neg_audio) / SR / 3600, fa_rates=(fa_per_hour,), floor=floor)

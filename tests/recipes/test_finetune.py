@@ -53,14 +53,17 @@ def test_frozen_backbone_changes_no_backbone_weight(corpus, tmp_path):
     assert heads["kws_head.weight"].abs().sum() > 0
 
 
+def _assert_same_heads(a, b):
+    a, b = load_file(a / "model" / "heads.safetensors"), load_file(b / "model" / "heads.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_matches_an_uninterrupted_run(corpus, tmp_path):
     extra = ("steps=8", "eval_every=4", "save_every=4", "batch_size=8", "num_trials=100")
     finetune(_cfg(corpus, tmp_path / "a", *extra))
     assert not finetune(_cfg(corpus, tmp_path / "b", *extra), stop_after=5)["finished"]
     finetune(_cfg(corpus, tmp_path / "b", *extra), resume=True)
-    a = load_file(tmp_path / "a" / "model" / "heads.safetensors")
-    b = load_file(tmp_path / "b" / "model" / "heads.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    _assert_same_heads(tmp_path / "a", tmp_path / "b")
 
 
 def test_config_and_data_errors(small_corpus, tmp_path):
@@ -219,9 +222,7 @@ def test_hard_negative_rounds_resume_exactly_and_log_what_they_mined(corpus, tmp
     assert [r["step"] for r in mined] == [4] and mined[0]["hard_negatives"] > 0
     assert not finetune(_cfg(corpus, tmp_path / "b", *extra), stop_after=6)["finished"]
     finetune(_cfg(corpus, tmp_path / "b", *extra), resume=True)
-    a = load_file(tmp_path / "a" / "model" / "heads.safetensors")
-    b = load_file(tmp_path / "b" / "model" / "heads.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    _assert_same_heads(tmp_path / "a", tmp_path / "b")
 
 
 def test_selection_by_the_stream_metric_keeps_the_validation_with_the_fewest_misses(corpus, tmp_path):

@@ -9,7 +9,8 @@ from edgedistill.data.labelled import BalancedSampler
 from edgedistill.data.manifest import read_manifest
 from edgedistill.data.windows import BACKGROUND, StreamWindows, window_starts
 from edgedistill.runtime.streaming import detect_on_logits
-from edgedistill.training.mining import HardNegatives, mine_false_alarms, negative_stream, stream_logits
+from edgedistill.data.streams import keyword_free_stream
+from edgedistill.training.mining import HardNegatives, mine_false_alarms, stream_logits
 
 
 class WindowsOnly:
@@ -40,7 +41,7 @@ class Loud(torch.nn.Module):
 def test_mining_adds_the_windows_where_a_planted_detector_fires(small_corpus):
     clips = read_manifest(small_corpus, split="train")
     labels = sorted({c.label for c in clips} | {BACKGROUND})
-    audio, words = negative_stream(clips, ["yes"], 40, seed=5)
+    audio, words = keyword_free_stream(clips, ["yes"], 40, seed=5)
     assert not any(w.keyword == "yes" for w in words) and words
     level = float(np.mean(audio ** 2))
     model = Loud(labels, level)
