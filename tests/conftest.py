@@ -86,3 +86,31 @@ def exported(trained_multitask, tmp_path_factory):
 
     path = tmp_path_factory.mktemp("onnx") / "model.fp32.onnx"
     return path, export_onnx(trained_multitask, path)
+
+
+@pytest.fixture(scope="session")
+def micro_trained(embedded_corpus, tmp_path_factory):
+    """A micro30k student distilled briefly from the tiny HuBERT and fine-tuned on the embedded
+    corpus: (distill --out, finetune --out)."""
+    from edgedistill.config import load_config
+    from edgedistill.recipes.distill import DistillConfig, distill
+    from edgedistill.recipes.finetune import FinetuneConfig, finetune
+
+    root = tmp_path_factory.mktemp("micro")
+    distill(load_config(DistillConfig, None, [
+        f"data={embedded_corpus}", f"out={root / 'distill'}", "teacher=builtin:hubert-tiny", "batch_size=8",
+        "max_samples=16000", "lr=2e-3", "steps=40", "log_every=10", "save_every=40", "cpu=true",
+        "student.preset=micro30k"]))
+    finetune(load_config(FinetuneConfig, None, [
+        f"data={embedded_corpus}", f"out={root / 'ft'}", f"model={root / 'distill'}", "cpu=true", "batch_size=16",
+        "head_lr=5e-3", "backbone_lr=3e-3", "steps=240", "eval_every=240", "num_trials=2000"]))
+    return root / "distill", root / "ft"
+
+
+@pytest.fixture(scope="session")
+def micro_exported(micro_trained, tmp_path_factory):
+    """(streaming fp32 .onnx path, export summary) of `micro_trained`'s fine-tuned model."""
+    from edgedistill.deploy.onnx import export_onnx
+
+    path = tmp_path_factory.mktemp("micro_onnx") / "model.fp32.onnx"
+    return path, export_onnx(micro_trained[1], path)

@@ -10,7 +10,8 @@ from pathlib import Path
 import edgedistill
 
 # The runtime modules copied into the kit, relative to the package.
-RUNTIME_FILES = ("audio.py", "runtime/__init__.py", "runtime/model.py", "runtime/streaming.py", "runtime/metadata.py")
+RUNTIME_FILES = ("audio.py", "runtime/__init__.py", "runtime/model.py", "runtime/streaming.py", "runtime/metadata.py",
+                 "runtime/frontend.py")
 
 
 def device_kit_folder() -> Path:

@@ -20,6 +20,7 @@ from torch import nn
 
 from edgedistill.audio import receptive_field
 from edgedistill.deploy.fusion import fuse_gelu
+from edgedistill.deploy.graph import strip_debug_info
 from edgedistill.runtime.metadata import read_metadata, set_metadata
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,10 @@ def export_onnx(model, out: str | Path, *, hidden_states: bool = False, opset: i
     from edgedistill import __version__
 
     module, meta = _load(model)
+    from edgedistill.models.micro import is_micro
+
+    if is_micro(module.backbone if meta["kind"] == "multitask" else module):
+        return _export_micro(module, meta, out, opset, parity_atol, parity_audio, extra_metadata)
     module = copy.deepcopy(module).eval().float()
     fold_weight_norm(module)
     backbone = module.backbone if meta["kind"] == "multitask" else module
@@ -192,33 +197,19 @@ def export_onnx(model, out: str | Path, *, hidden_states: bool = False, opset: i
             "metadata": read_metadata(out)}
 
 
-def strip_debug_info(proto) -> int:
-    """Drops the exporter's per-node debug metadata (stack traces, source names, doc strings):
-    a large part of a small model's file, and nothing the runtime reads. Returns the nodes touched."""
-    n = 0
+def _export_micro(module, meta: dict, out, opset: int, parity_atol: float, parity_audio, extra_metadata) -> dict:
+    """A micro student exports as a stream (`edgedistill.deploy.streaming`)."""
+    from edgedistill import __version__
+    from edgedistill.deploy.streaming import export_streaming_onnx
 
-    def graph_nodes(graph):
-        for node in graph.node:
-            yield node
-            for attr in node.attribute:
-                for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                    yield from graph_nodes(g)
-
-    nodes = list(graph_nodes(proto.graph)) + [x for f in proto.functions for x in f.node]
-    for node in nodes:
-        if len(node.metadata_props) or node.doc_string:
-            del node.metadata_props[:]
-            node.doc_string = ""
-            n += 1
-    for info in list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output):
-        if hasattr(info, "metadata_props"):
-            del info.metadata_props[:]
-        info.doc_string = ""
-    for init in proto.graph.initializer:
-        if hasattr(init, "metadata_props"):
-            del init.metadata_props[:]
-    proto.graph.doc_string = ""
-    return n
+    if meta["kind"] != "multitask":
+        raise ExportError("a micro student exports with its keyword and speaker heads, as a stream: fine-tune it "
+                          "(`edgedistill finetune --model DISTILL_OUT`) and export the fine-tuned folder")
+    base = {"version": __version__, "sample_rate": 16_000,
+            "preprocessing": json.dumps({"do_normalize": False, "resample_to": 16_000}),
+            **{k: v for k, v in meta.items() if k != "do_normalize"}}
+    return export_streaming_onnx(module, out, opset=opset, parity_atol=parity_atol, parity_audio=parity_audio,
+                                 extra_metadata=extra_metadata, base_metadata=base)
 
 
 def claim_export_folder(model, out: str | Path, overwrite: bool = False) -> None:

@@ -206,7 +206,7 @@ class Int8(CalibratedScheme):
         pre = _preprocess(src, tmp / "pre.onnx")
         convs = tmp / "convs.onnx"
         cal = _calibration(self)
-        _calibrated(quantize_static, str(pre), str(convs), _reader(self), quant_format=QuantFormat.QOperator,
+        _calibrated(quantize_static, str(pre), str(convs), _reader(self, src), quant_format=QuantFormat.QOperator,
                     op_types_to_quantize=["Conv"], per_channel=True, reduce_range=s["reduce_range"],
                     activation_type=_qtype("QUInt8"), weight_type=_qtype(s["weight"]),
                     nodes_to_exclude=self.exclude_nodes, calibrate_method=cal["calibrate_method"],
@@ -232,8 +232,8 @@ class Int8Static(CalibratedScheme):
         cal = _calibration(self)
         # Calibrate (and quantize) only op types whose tensors are finite: WavLM's relative-position
         # `Log` gives -inf on the diagonal, which no int8 range can hold.
-        op_types = _finite_op_types(pre, _reader(self))
-        _calibrated(quantize_static, str(pre), str(dst), _reader(self), quant_format=QuantFormat.QDQ,
+        op_types = _finite_op_types(pre, _reader(self, src))
+        _calibrated(quantize_static, str(pre), str(dst), _reader(self, src), quant_format=QuantFormat.QDQ,
                     per_channel=True, reduce_range=s["reduce_range"], activation_type=_qtype(s["activation"]),
                     weight_type=_qtype(s["weight"]), nodes_to_exclude=self.exclude_nodes,
                     op_types_to_quantize=op_types, calibrate_method=cal["calibrate_method"],
@@ -360,6 +360,10 @@ def quantize_model(src: str | Path, dst: str | Path, cfg: QuantScheme) -> dict:
         if not cfg.marks & set(ops):
             raise QuantizeError(cfg.nothing_quantized(src))
         meta.update(quantization=cfg.mode, quantization_target=s["target"], excluded_nodes=cfg.exclude_nodes)
+        if meta.get("streaming"):  # a micro student's file, where names weigh as much as weights
+            from edgedistill.deploy.graph import compact_graph
+
+            compact_graph(model, keep_node_names=False)
         set_metadata(model, meta)
         # Renamed into place once complete: a kill never leaves a half-written model at `dst`.
         part = dst.with_name(dst.name + ".tmp")

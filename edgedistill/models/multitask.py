@@ -59,6 +59,17 @@ class AAMSoftmax(nn.Module):
         return F.cross_entropy(logits, target)
 
 
+def head_sizes(backbone: nn.Module, emb_dim: int) -> tuple[int, int]:
+    """(speaker-embedding size, attention width) of the heads on `backbone`: `emb_dim` and 128, except
+    on a micro student, whose heads must not outweigh it: at most half its width, and a quarter."""
+    from edgedistill.models.micro import is_micro
+
+    if is_micro(backbone):
+        d = backbone.config.hidden_size
+        return min(emb_dim, max(8, d // 2)), max(8, d // 4)
+    return emb_dim, 128
+
+
 class MultiTaskModel(nn.Module):
     """Backbone + KWS head + SV head.
 
@@ -69,11 +80,12 @@ class MultiTaskModel(nn.Module):
         emb_dim: speaker-embedding size.
         layer_mode: "weighted" (softmax-weighted sum of all hidden states) or "last".
         do_normalize: per-utterance waveform normalisation expected by the backbone.
+        sv_hidden: width of the attentive pooling's attention (`head_sizes` picks it for a backbone).
     """
 
     def __init__(self, backbone: nn.Module, labels: list[str], num_speakers: int, emb_dim: int = 192,
                  layer_mode: str = "weighted", do_normalize: bool = False, aam_scale: float = 30.0,
-                 aam_margin: float = 0.2, sv_threshold: float | None = None):
+                 aam_margin: float = 0.2, sv_threshold: float | None = None, sv_hidden: int = 128):
         super().__init__()
         if layer_mode not in ("weighted", "last"):
             raise ValueError(f"layer_mode '{layer_mode}': use 'weighted' or 'last'")
@@ -89,10 +101,10 @@ class MultiTaskModel(nn.Module):
         n_layers = backbone.config.num_hidden_layers + 1
         self.spec = dict(labels=list(labels), num_speakers=num_speakers, emb_dim=emb_dim,
                          layer_mode=layer_mode, do_normalize=do_normalize, aam_scale=aam_scale,
-                         aam_margin=aam_margin, sv_threshold=sv_threshold)
+                         aam_margin=aam_margin, sv_threshold=sv_threshold, sv_hidden=sv_hidden)
         self.layer_weights = nn.Parameter(torch.zeros(n_layers)) if layer_mode == "weighted" else None
         self.kws_head = nn.Linear(d, len(labels))
-        self.sv_pool = AttentiveStatsPooling(d)
+        self.sv_pool = AttentiveStatsPooling(d, sv_hidden)
         self.sv_embed = nn.Linear(2 * d, emb_dim)
         self.aam = AAMSoftmax(emb_dim, max(1, num_speakers), aam_scale, aam_margin)
 

@@ -8,7 +8,10 @@ Presets scale with the teacher (numbers for HuBERT Base, 12 x 768, FFN 3072):
 - `edge`: `distilhubert` with the thin CNN below (FitHuBERT-style channel widths): the
   device preset (its latency against distilhubert's: benchmarks/results/latency.md); distilled with a FitHuBERT-style
   hint on its CNN by default (`DistillConfig.cnn_hint_weight`);
-- `custom`: set the shape yourself.
+- `custom`: set the shape yourself;
+- `micro30k`, `micro100k`, `micro300k`: not the teacher's family: causal convolutional encoders
+  on log-mel frames that stream on a microcontroller-class device (`edgedistill.models.micro`);
+  `hidden_size` / `num_layers` change their channels and blocks.
 `thin_cnn=True` swaps the CNN for FitHuBERT-style widths (c/4, c/2 x 4, c, c; 128-256-...-512
 for HuBERT): the 512-channel CNN is most of DistilHuBERT's compute.
 All presets drop the feature-projection LayerNorm, SpecAugment and layerdrop, as DistilHuBERT.
@@ -23,7 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-PRESETS = ("distilhubert", "edge", "deep", "wide", "custom")
+from edgedistill.models.micro import MICRO_PRESETS
+
+PRESETS = ("distilhubert", "edge", "deep", "wide", "custom", *MICRO_PRESETS)
 PRESET_HELP = {
     "distilhubert": "2 layers at the teacher's width (DistilHuBERT)",
     "edge": "distilhubert with a thin CNN (FitHuBERT-style c/4, c/2 x4, c, c channels): for small CPUs; "
@@ -31,6 +36,8 @@ PRESET_HELP = {
     "deep": "every layer at half width (Deep vs Wide: deep-narrow)",
     "wide": "a quarter of the layers at full width (Deep vs Wide: wide-shallow)",
     "custom": "num_layers / hidden_size / ... set by you",
+    **{p: f"streaming causal conv encoder on log-mel frames, {c} channels x {b} blocks (microcontroller-class)"
+       for p, (c, b) in MICRO_PRESETS.items()},
 }
 
 
@@ -57,6 +64,11 @@ class StudentConfig:
         "help": "hidden/attention/activation dropout (None: the teacher's)"})
 
     @property
+    def micro(self) -> bool:
+        """Whether the student is a micro (streaming convolutional) student, not of the teacher's family."""
+        return self.preset in MICRO_PRESETS
+
+    @property
     def thin(self) -> bool:
         """Whether the student's CNN is the thin one (`thin_cnn`, or the `edge` preset)."""
         return self.thin_cnn or self.preset == "edge"
@@ -64,11 +76,18 @@ class StudentConfig:
     @property
     def cnn_from_teacher(self) -> bool:
         """Whether the student's whole CNN is copied from the teacher (not thin, not re-shaped, initialised from it)."""
-        return not (self.thin or self.cnn_channels) and self.init_from_teacher
+        return not (self.thin or self.cnn_channels or self.micro) and self.init_from_teacher
 
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ValueError(f"unknown student preset '{self.preset}': choose one of {PRESETS}")
+        if self.micro:
+            wrong = [n for n in ("intermediate_size", "num_heads", "cnn_channels") if getattr(self, n) is not None]
+            wrong += ["thin_cnn"] if self.thin_cnn else []
+            wrong += ["feat_proj_layer_norm"] if self.feat_proj_layer_norm else []
+            if wrong:
+                raise ValueError(f"student.{', student.'.join(wrong)} belong to transformer students; a micro "
+                                 f"student ({self.preset}) has channels (hidden_size) and blocks (num_layers) only")
         if self.preset == "custom" and None in (self.num_layers, self.hidden_size):
             raise ValueError("preset 'custom' needs num_layers and hidden_size "
                              "(e.g. student.num_layers=4 student.hidden_size=256)")
@@ -109,6 +128,11 @@ def student_config(teacher_config, cfg: StudentConfig):
     """A `transformers` config of the teacher's family with the student's shape. A Whisper
     teacher's students are HuBERT-shaped waveform models of its encoder's size
     (`edgedistill.models.whisper.hubert_shape_of`)."""
+    if cfg.micro:
+        from edgedistill.models.micro import micro_config
+
+        return micro_config(cfg.preset, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+                            dropout=cfg.dropout)
     t = teacher_config
     if getattr(t, "model_type", None) == "whisper":
         from edgedistill.models.whisper import hubert_shape_of
@@ -256,7 +280,15 @@ def preset_table(teacher_config) -> list[dict]:
 
     rows = []
     whisper = getattr(teacher_config, "model_type", None) == "whisper"  # its students' CNN is HuBERT's
-    for preset in PRESETS[:-1]:
+    for preset in [p for p in PRESETS if p != "custom"]:
+        if preset in MICRO_PRESETS:
+            s = student_config(teacher_config, StudentConfig(preset=preset))
+            with torch.device("meta"):
+                params = count_parameters(AutoModel.from_config(s))
+            rows.append({"preset": preset, "layers": s.num_hidden_layers, "hidden": s.hidden_size, "ffn": "-",
+                         "heads": "-", "cnn": f"log-mel {s.frontend['n_mels']}", "params": params,
+                         "what": PRESET_HELP[preset]})
+            continue
         for thin in (False, True) if preset != "edge" else (False,):
             cfg = StudentConfig(preset=preset, thin_cnn=thin)
             s = student_config(teacher_config, cfg)

@@ -17,15 +17,16 @@ from torch import nn
 
 from edgedistill.config import ConfigError
 from edgedistill.models.hub import TeacherNotFoundError, find_pretrained  # noqa: F401 (public here too)
+from edgedistill.models.micro import MODEL_TYPE as MICRO_MODEL_TYPE, register as register_micro
 
 # The speech SSL families: a CNN on the waveform, then a transformer (students are built in these).
 SPEECH_MODEL_TYPES = ("hubert", "wav2vec2", "wavlm", "data2vec-audio")
 # What a teacher may be: those, or Whisper's encoder (its students are HuBERT-shaped).
-TEACHER_MODEL_TYPES = SPEECH_MODEL_TYPES + ("whisper",)
-# Models whose pretraining normalised each waveform to zero mean / unit variance.
-# HuBERT Base and wav2vec 2.0 Base were trained on raw waveforms (do_normalize=False); Whisper
-# reads log-mel features of the raw waveform.
-_NORMALIZE_DEFAULT = {"hubert": False, "wav2vec2": False, "wavlm": True, "data2vec-audio": True, "whisper": False}
+TEACHER_MODEL_TYPES = SPEECH_MODEL_TYPES + ("whisper",)  # and a backbone may be a micro student:
+LOADABLE_MODEL_TYPES = TEACHER_MODEL_TYPES + (MICRO_MODEL_TYPE,)
+# Whether each waveform is normalised (zero mean, unit variance): HuBERT / wav2vec 2.0 Base trained on raw ones.
+_NORMALIZE_DEFAULT = dict(hubert=False, wav2vec2=False, wavlm=True, whisper=False, **{"data2vec-audio": True,
+                                                                                      MICRO_MODEL_TYPE: False})
 
 
 class NotASpeechModelError(ConfigError):
@@ -44,10 +45,7 @@ def tiny_config(model_type: str = "hubert", **overrides):
     Only the size differs from the family's `transformers` defaults: layerdrop, dropouts,
     SpecAugment, `feat_extract_norm` and `do_stable_layer_norm` stay as real checkpoints have
     them. The CNN keeps the family's kernels and strides (400-sample receptive field, 20 ms frames).
-
-    Args:
-        model_type: one of `SPEECH_MODEL_TYPES` ("hubert", "wav2vec2", "wavlm", "data2vec-audio").
-        overrides: any config field.
+    `model_type`: one of `SPEECH_MODEL_TYPES`; `overrides`: any config field.
     """
     from transformers import AutoConfig
 
@@ -189,7 +187,7 @@ class Teacher(nn.Module):
         self.dtype = torch.float32
         model = as_speech_model(model)
         model_type = getattr(model.config, "model_type", None)
-        if model_type not in TEACHER_MODEL_TYPES:
+        if model_type not in LOADABLE_MODEL_TYPES:
             raise NotASpeechModelError(f"teacher model_type '{model_type}' is not a supported speech SSL model "
                                        f"or Whisper; use one of {TEACHER_MODEL_TYPES}")
         self.model = model.eval()
@@ -384,8 +382,9 @@ def find_speech_config(name: str, flag: str = "--teacher", what: str = "teacher"
                                        "it once with `edgedistill embedded-teacher` (the `edgedistill` commands that "
                                        "name it build it first on their own; from Python, distill(), finetune() and "
                                        "run() do not)")
+    register_micro()
     src, kw, config = find_pretrained(name, what=what, flag=flag)
-    if getattr(config, "model_type", None) not in TEACHER_MODEL_TYPES:
+    if getattr(config, "model_type", None) not in LOADABLE_MODEL_TYPES:
         raise NotASpeechModelError(f"'{name}' is a '{config.model_type}' model, not a speech SSL model or Whisper "
                                    f"(supported: {', '.join(TEACHER_MODEL_TYPES)}); pass a speech model to {flag}")
     return src, kw, config
@@ -396,6 +395,7 @@ def load_speech_model(src: str | Path, config=None, **kw) -> nn.Module:
     `WhisperWave` (the encoder alone, on waveforms) for Whisper. Never `trust_remote_code`."""
     from transformers import AutoConfig, AutoModel
 
+    register_micro()  # AutoConfig / AutoModel know a saved micro student
     config = config or AutoConfig.from_pretrained(src, trust_remote_code=False, **kw)
     if config.model_type == "whisper":
         from edgedistill.models.whisper import load_whisper_wave

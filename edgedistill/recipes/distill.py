@@ -118,6 +118,7 @@ class _Job:
     optimizer: object = None
     trainable: list = field(default_factory=list)
     text_trainable: list = field(default_factory=list)
+    normalize: bool = False  # the student's input normalised per clip (`student_normalizes`)
 
     def split_parameters(self) -> None:
         """Clipped as two groups: the training-only text heads' gradients (large while CIF learns
@@ -147,7 +148,8 @@ def distill_loss(cfg: DistillConfig, job: _Job, batch, device) -> tuple[torch.Te
     text_kw = {"scale": {"utterance": cfg.global_weight, "token": cfg.local_weight, "word": cfg.local_weight},
                "contrastive_weight": cfg.contrastive_weight}
     with job.autocast():
-        outputs = job.model(prepare_input(wave, teacher.do_normalize), lengths, features=feats, text=text_batch,
+        outputs = job.model(prepare_input(wave, job.normalize), lengths,
+                            features=feats, text=text_batch,
                             **text_kw)
     loss, parts = wave.new_zeros(()), {}
     if job.heads is not None:
@@ -278,7 +280,8 @@ def _set_up(cfg: DistillConfig, accelerator) -> tuple[_Job, dict]:
     model = DistillModel(student, heads, cfg.feature_grad_mult,
                          freeze_cnn=cfg.freeze_cnn or cfg.reuse_teacher_cnn, text_heads=text_heads)
     job = _Job(teacher, model, targets, heads, accelerator.autocast, text_teacher, text_heads, transcripts,
-               dataset=CroppedAudio(clips, cfg.max_samples, transcripts=transcripts))
+               dataset=CroppedAudio(clips, cfg.max_samples, transcripts=transcripts),
+               normalize=student_normalizes(teacher, student))
     return job, init
 
 
@@ -323,6 +326,15 @@ def _set_up_training(cfg: DistillConfig, session: TrainingRun, job: _Job) -> Non
         job.counts = job.text_teacher.token_counts([t for t in job.transcripts if t])
 
 
+def student_normalizes(teacher, student) -> bool:
+    """Whether the student's input is normalised per clip as the teacher's: yes, except for a micro
+    student, which streams (a stream has no whole clip to normalise; its front end's BatchNorm
+    sets the level)."""
+    from edgedistill.models.micro import is_micro
+
+    return bool(teacher.do_normalize) and not is_micro(student)
+
+
 def _ranks_in_sync(accelerator, model) -> bool:
     """All ranks hold the same weights (a cheap checksum, gathered)."""
     with torch.no_grad():
@@ -336,7 +348,7 @@ def _save_final(model: DistillModel, teacher, out: Path) -> None:
 
     model.student.save_pretrained(out / "student")
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0,
-                             do_normalize=teacher.do_normalize,
+                             do_normalize=student_normalizes(teacher, model.student),
                              return_attention_mask=False).save_pretrained(out / "student")
     if model.heads is not None:
         model.heads.save(out / "heads")

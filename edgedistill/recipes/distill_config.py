@@ -108,6 +108,9 @@ class DistillConfig:
                 and len(self.student_layers) != len(self.target_layers)):
             raise ValueError("student_layers and target_layers must have the same length")
         if self.reuse_teacher_cnn:
+            if self.student.micro:
+                raise ValueError(f"reuse_teacher_cnn needs the teacher's CNN in the student; a micro student "
+                                 f"({self.student.preset}) reads log-mel frames: drop reuse_teacher_cnn")
             if self.student.thin or self.student.cnn_channels:
                 raise ValueError("reuse_teacher_cnn needs the teacher's CNN in the student: drop "
                                  "student.thin_cnn / student.cnn_channels / preset=edge, or reuse_teacher_cnn")

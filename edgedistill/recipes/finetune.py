@@ -36,7 +36,7 @@ from edgedistill.data.windows import BACKGROUND, ClipsAndWindows, StreamWindows
 from edgedistill.deploy.qat import fold_qat, prepare_qat, qat_ranges
 from edgedistill.deploy.trained_ranges import RANGES_FILE
 from edgedistill.models.builders import backbone_source, load_backbone
-from edgedistill.models.multitask import MultiTaskModel
+from edgedistill.models.multitask import MultiTaskModel, head_sizes
 from edgedistill.models.student import freeze_cnn
 from edgedistill.recipes.finetune_config import HOLDOUT, FinetuneConfig
 from edgedistill.training.evaluation import evaluate_model
@@ -223,8 +223,12 @@ def _data(cfg: FinetuneConfig) -> _Data:
 
 def _model(cfg: FinetuneConfig, backbone, do_norm: bool, data: _Data) -> MultiTaskModel:
     """The backbone with its two heads, frozen where the config says, fake-quantized for QAT."""
-    model = MultiTaskModel(backbone, data.labels, len(data.speakers), cfg.emb_dim, cfg.layer_mode, do_norm,
-                           cfg.aam_scale, cfg.aam_margin)
+    emb_dim, sv_hidden = head_sizes(backbone, cfg.emb_dim)
+    if emb_dim != cfg.emb_dim:
+        log.info("speaker embedding of %d dimensions (not emb_dim=%d) on this %d-channel micro student: its heads "
+                 "stay smaller than it", emb_dim, cfg.emb_dim, backbone.config.hidden_size)
+    model = MultiTaskModel(backbone, data.labels, len(data.speakers), emb_dim, cfg.layer_mode, do_norm,
+                           cfg.aam_scale, cfg.aam_margin, sv_hidden=sv_hidden)
     if cfg.freeze_backbone:
         backbone.requires_grad_(False)
     if cfg.freeze_backbone or cfg.freeze_cnn is not False:  # null: frozen

@@ -96,10 +96,28 @@ class EdgeModel:
                              "the file may be truncated or not ONNX; export it again") from exc
         raw = self.session.get_modelmeta().custom_metadata_map
         self.metadata = decode_metadata(raw)
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1 or inputs[0].name != "waveform":
+        inputs = [i.name for i in self.session.get_inputs()]
+        if "version" not in self.metadata and inputs == ["waveform"]:
+            raise ValueError(f"'{path}' carries no edgedistill metadata (labels, sample rate, SV threshold): "
+                             "it was not written by `edgedistill export` or its export was interrupted; "
+                             "export it again")
+        # A streaming file (a micro student): log-mel frames and the stream's state in, the scores
+        # and the new state out (`edgedistill.deploy.streaming`); the front end runs here, in numpy.
+        self.streaming: dict | None = self.metadata.get("streaming")
+        self.frontend = None
+        if self.streaming is not None:
+            from edgedistill.runtime.frontend import LogMelFrontend
+
+            expected = [self.streaming["features"]] + [st["input"] for st in self.streaming["states"]]
+            if inputs != expected:
+                raise ValueError(f"'{path}' does not match its streaming metadata: inputs {inputs}, expected "
+                                 f"{expected}; export it again")
+            self.frontend = LogMelFrontend(self.metadata["frontend"])
+            self.frame_samples = int(self.streaming["frame_samples"])
+            self.window_samples = int(self.streaming["window_frames"]) * self.frame_samples
+        elif inputs != ["waveform"]:
             raise ValueError(f"'{path}' is not an edgedistill model: expected one input 'waveform', "
-                             f"found {[i.name for i in inputs]}")
+                             f"found {inputs}")
         self.outputs = [o.name for o in self.session.get_outputs()]
         if "version" not in self.metadata:
             raise ValueError(f"'{path}' carries no edgedistill metadata (labels, sample rate, SV threshold): "
@@ -169,9 +187,46 @@ class EdgeModel:
                              "windows of it; raise EdgeModel(max_seconds=...) only if memory allows")
 
     def run(self, audio, sample_rate: int | None = None) -> dict[str, np.ndarray]:
-        """All model outputs for `audio` (see `prepare`), by output name."""
+        """All model outputs for `audio` (see `prepare`), by output name. A streaming model hears the
+        clip from silence (its state starts at zero) and scores its last window (1 s); its trailing
+        samples short of a whole frame (20 ms) are not heard, as in training."""
         x = self.prepare(audio, sample_rate)
-        return dict(zip(self.outputs, self.session.run(None, {"waveform": x})))
+        if self.streaming is None:
+            return dict(zip(self.outputs, self.session.run(None, {"waveform": x})))
+        out, _ = self.step(x[:, :x.shape[1] - x.shape[1] % self.frame_samples], self.start_stream(x.shape[0]))
+        return out
+
+    def infer(self, x: np.ndarray) -> list[np.ndarray]:
+        """The raw outputs for a float32 batch [batch, samples] already checked (timing, calibration)."""
+        if self.streaming is None:
+            return self.session.run(None, {"waveform": x})
+        out, _ = self.step(x[:, :x.shape[1] - x.shape[1] % self.frame_samples], self.start_stream(x.shape[0]))
+        return list(out.values())
+
+    # ---- streaming models -----------------------------------------------------------------
+    def start_stream(self, batch: int = 1) -> dict:
+        """The state of a fresh stream (a streaming model's): the front end's history and every state tensor at zero."""
+        self._need_streaming()
+        return {"audio": self.frontend.initial_cache(batch),
+                "tensors": [np.zeros((batch, *st["shape"]), np.float32) for st in self.streaming["states"]]}
+
+    def step(self, audio: np.ndarray, state: dict) -> tuple[dict[str, np.ndarray], dict]:
+        """(outputs by name, new state) for the next `audio` [batch, samples] of a stream, samples a
+        multiple of `frame_samples` (320: 20 ms); the outputs score the window that ends with it."""
+        self._need_streaming()
+        if audio.ndim != 2 or audio.shape[1] % self.frame_samples or not audio.shape[1]:
+            raise AudioError(f"a streaming step takes [batch, samples] with samples a positive multiple of "
+                             f"{self.frame_samples} (20 ms); got shape {audio.shape}")
+        feats, cache = self.frontend(audio, state["audio"])
+        got = self.session.run(None, {self.streaming["features"]: feats,
+                                      **{st["input"]: t for st, t in zip(self.streaming["states"], state["tensors"])}})
+        n = len(self.outputs) - len(self.streaming["states"])
+        return dict(zip(self.outputs[:n], got[:n])), {"audio": cache, "tensors": got[n:]}
+
+    def _need_streaming(self) -> None:
+        if self.streaming is None:
+            raise ValueError("this model is not a streaming export (a micro student's): it takes whole windows; "
+                             "run it with run() or a Detector")
 
     def _need(self, name: str) -> None:
         if name not in self.outputs:

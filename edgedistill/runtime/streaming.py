@@ -118,12 +118,15 @@ class Detector:
         only_enrolled: drop events whose speaker is not accepted (needs enrolled speakers:
             `model.enroll(name, clips)`); otherwise events carry the decision.
         sv_threshold: speaker acceptance threshold (default: the model's, chosen on validation).
+        windowed: run a streaming model on each whole window from silence, as the other models run
+            (to compare the two; a stream is cheaper and hears what came before the window).
     """
 
     def __init__(self, model: EdgeModel, keywords: dict[str, float] | list[str] | None = None,
                  threshold: float | None = None,
                  window_s: float = 1.0, hop_s: float = 0.1, smooth_hops: int = 3, refractory_s: float = 1.0,
-                 max_wait_hops: int = 3, only_enrolled: bool = False, sv_threshold: float | None = None):
+                 max_wait_hops: int = 3, only_enrolled: bool = False, sv_threshold: float | None = None,
+                 windowed: bool = False):
         model._need("keyword_logits")
         self.model, self.sr = model, model.sample_rate
         labels = list(model.labels)
@@ -143,6 +146,14 @@ class Detector:
         if bad:
             raise ValueError(f"thresholds must be in (0, 1], got {bad}")
         self.window, self.hop = int(round(window_s * self.sr)), int(round(hop_s * self.sr))
+        self.streaming = getattr(model, "streaming", None) is not None and not windowed
+        if getattr(model, "streaming", None) is not None:  # a streaming model hears each hop once; its window is fixed at export
+            if self.window != model.window_samples:
+                raise ValueError(f"this streaming model scores windows of {model.window_samples / self.sr:g} s (fixed at "
+                                 f"export): use window_s={model.window_samples / self.sr:g}")
+            if self.hop % model.frame_samples:
+                raise ValueError(f"hop_s={hop_s} is not a whole number of the model's "
+                                 f"{1000 * model.frame_samples / self.sr:g} ms frames: use e.g. hop_s=0.1")
         if self.hop < 1 or self.window < model.min_samples or self.window > model.max_samples:
             raise ValueError(f"window_s={window_s} and hop_s={hop_s} must give a hop of at least one sample and "
                              f"a window of {model.min_samples} to {model.max_samples} samples")
@@ -163,6 +174,8 @@ class Detector:
     def reset(self) -> None:
         """Forgets the stream: the next sample is at time 0."""
         self._buf = np.zeros(self.window, np.float32)
+        self._pending: list[np.ndarray] = []  # a streaming model's samples of the hop in progress
+        self._state = self.model.start_stream() if self.streaming else None
         self._total = 0        # samples received since reset
         self._probs: deque[np.ndarray] = deque(maxlen=self.smooth_hops)
         self._cand: dict[str, dict] = {}          # keyword -> its rising peak since the crossing
@@ -186,9 +199,16 @@ class Detector:
             # Samples up to the next hop boundary of the stream (boundaries are absolute).
             take = min(len(x) - pos, self.hop - self._total % self.hop)
             seg = x[pos:pos + take]
-            self._buf = np.concatenate([self._buf[take:], seg]) if take < self.window else seg[-self.window:].copy()
             self._total += take
             pos += take
+            if self.streaming:  # every hop is heard (the state runs from the start); decisions as below
+                self._pending.append(seg)
+                if self._total % self.hop == 0:
+                    out = self._step()
+                    if self._total >= self.window:
+                        events += self._decide(out["keyword_logits"][0], self._embedding(out))
+                continue
+            self._buf = np.concatenate([self._buf[take:], seg]) if take < self.window else seg[-self.window:].copy()
             if self._total % self.hop == 0 and self._total >= self.window:
                 events += self._evaluate()
         return events
@@ -226,9 +246,25 @@ class Detector:
             raise AudioError("chunk has NaN/Inf samples: fix the capture; nothing of this chunk was used")
         return chunk.astype(np.float32, copy=False)
 
+    def _step(self) -> dict[str, np.ndarray]:
+        """A streaming model's outputs for the hop just completed (its front end included in the timing)."""
+        hop = np.concatenate(self._pending)[None, :]
+        self._pending = []
+        t0 = time.perf_counter()
+        out, self._state = self.model.step(hop, self._state)
+        self.hop_ms.append(1000 * (time.perf_counter() - t0))
+        return out
+
+    @staticmethod
+    def _embedding(out: dict) -> np.ndarray | None:
+        emb = out.get("speaker_embedding")
+        return None if emb is None else emb[0]
+
     def _evaluate(self) -> list[Event]:
         t0 = time.perf_counter()
-        out = self.model.session.run(None, {"waveform": self._buf[None, :]})
+        x = self._buf[None, :]
+        out = (self.model.infer(x) if getattr(self.model, "streaming", None) is not None  # windowed=True
+               else self.model.session.run(None, {"waveform": x}))
         self.hop_ms.append(1000 * (time.perf_counter() - t0))
         out = dict(zip(self.model.outputs, out))
         emb = out.get("speaker_embedding")

@@ -46,3 +46,23 @@ def test_heads_saved_before_the_cnn_hint_still_load(tmp_path):
     spec.pop("cnn_hint")
     (tmp_path / "distill_heads.json").write_text(json.dumps(spec))
     assert DistillHeads.load(tmp_path).hint is None
+
+
+def test_distillation_heads_predict_the_teacher_at_a_micro_students_frame_rate(tiny_hubert):
+    """A micro student gives 50 frames a second (n // 320), a HuBERT (n - 400) // 320 + 1: the heads
+    run at the student's rate, the mask marks its real frames, and the loss compares the frames
+    both have."""
+    from edgedistill.distill.model import DistillModel
+    from edgedistill.models.student import StudentConfig, build_student
+    from edgedistill.models.teacher import load_teacher
+
+    student, _ = build_student(tiny_hubert, StudentConfig(preset="micro30k"))
+    heads = DistillHeads("prediction-heads", 48, tiny_hubert.config.hidden_size, [1, 2], cnn_hint=True)
+    model = DistillModel(student, heads)
+    wave = torch.randn(2, 16_000) * 0.1
+    out = model(wave, torch.tensor([16_000, 8_000]))
+    assert out["pred"].shape == (2, 2, 50, tiny_hubert.config.hidden_size)
+    assert out["hint"].shape == (2, 50, tiny_hubert.config.hidden_size)
+    assert out["mask"].sum(1).tolist() == [50, 25]
+    teacher = load_teacher(tiny_hubert)
+    assert teacher(wave)[1].shape[1] == 49

@@ -54,3 +54,20 @@ def test_save_and_reload_keeps_outputs_labels_and_threshold(tmp_path, tiny_huber
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     with pytest.raises(FileNotFoundError, match="not a saved multi-task model"):
         MultiTaskModel.from_pretrained(tmp_path)
+
+
+def test_heads_on_a_micro_student_stay_smaller_than_it_and_reload(tmp_path):
+    from transformers import AutoModel
+
+    from edgedistill.models.micro import micro_config
+    from edgedistill.models.multitask import head_sizes
+
+    backbone = AutoModel.from_config(micro_config("micro100k"))
+    emb, hidden = head_sizes(backbone, 192)
+    assert (emb, hidden) == (48, 24)
+    model = MultiTaskModel(backbone, ["a", "b"], 3, emb, sv_hidden=hidden)
+    heads = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("backbone.", "aam.")))
+    assert heads < 0.15 * sum(p.numel() for p in backbone.parameters())
+    model.save_pretrained(tmp_path / "m")
+    again = MultiTaskModel.from_pretrained(tmp_path / "m")
+    assert again.spec["sv_hidden"] == 24 and again(torch.zeros(1, 16_000))["embedding"].shape == (1, 48)

@@ -343,3 +343,27 @@ def test_tensorboard_logging_through_accelerate_trackers(small_corpus, tmp_path)
     assert {"loss", "layerwise", "text_token", "l1/0", "text_unit_weights/utterance"} <= tags, tags
     # logging is not part of the result: a run may be resumed with it switched off
     distill(_cfg(small_corpus, out, "steps=6", "text_teacher=builtin:bert-tiny", "max_samples=16000"), resume=True)
+
+
+def test_a_micro_student_distils_from_a_normalising_teacher_on_raw_waveforms(small_corpus, tmp_path, monkeypatch):
+    """A stream has no whole clip to normalise: the micro student reads raw samples even where the
+    teacher normalises each clip, and says so in its saved preprocessor config."""
+    import edgedistill.models.teacher as teacher_mod
+    from transformers import AutoModel
+
+    real = teacher_mod.load_teacher
+
+    def normalising(*args, **kwargs):
+        t = real(*args, **kwargs)
+        t.do_normalize = True
+        return t
+
+    monkeypatch.setattr("edgedistill.recipes.distill.load_teacher", normalising)
+    out = tmp_path / "run"
+    summary = distill(_cfg(small_corpus, out, "steps=30", "student.preset=micro30k", "lr=3e-3"))
+    log = _log(out)
+    assert summary["finished"] and log[-1]["loss"] < log[0]["loss"]
+    assert json.loads((out / "student" / "preprocessor_config.json").read_text())["do_normalize"] is False
+    assert AutoModel.from_pretrained(out / "student").config.model_type == "edgedistill-micro"
+    with pytest.raises(ValueError, match="micro student .* reads log-mel"):
+        _cfg(small_corpus, out, "student.preset=micro30k", "reuse_teacher_cnn=true")

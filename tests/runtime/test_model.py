@@ -89,8 +89,8 @@ def test_device_kit_infer_script_runs_without_torch(exported, embedded_corpus, t
     (kit / "model.onnx").write_bytes(path.read_bytes())
     write_device_kit(kit)
     shipped = sorted(str(p.relative_to(kit / "edgedistill")) for p in (kit / "edgedistill").rglob("*.py"))
-    assert shipped == ["__init__.py", "audio.py", "runtime/__init__.py", "runtime/metadata.py", "runtime/model.py",
-                       "runtime/streaming.py"]
+    assert shipped == ["__init__.py", "audio.py", "runtime/__init__.py", "runtime/frontend.py", "runtime/metadata.py",
+                       "runtime/model.py", "runtime/streaming.py"]
     a, b = _clip(embedded_corpus, k=0), _clip(embedded_corpus, k=1)
     runner = NO_TORCH + "import runpy; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
     out = subprocess.run([sys.executable, "-c", runner, str(kit / "infer.py"), str(kit / "model.onnx"),
