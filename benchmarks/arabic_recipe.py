@@ -63,7 +63,10 @@ def main(argv=None) -> dict:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="distill + fine-tune seeds")
     p.add_argument("--seeded-presets", nargs="+", default=["distilhubert", "edge"],
                    help="presets run with every seed (the others with the first only)")
-    p.add_argument("--baseline-for", default="distilhubert", help="preset that also gets the from-scratch baseline")
+    p.add_argument("--baseline-for", nargs="+", default=["distilhubert"],
+                   help="presets that also get the from-scratch baseline")
+    p.add_argument("--baseline-seeds", nargs="+", type=int, default=[0],
+                   help="seeds whose runs of --baseline-for presets get it")
     p.add_argument("--work", default="runs", help="run folders go to WORK/arabic_PRESET")
     p.add_argument("--overwrite", action="store_true",
                    help="redo finished stages whose config changed (e.g. the baseline added to a finished run "
@@ -112,7 +115,7 @@ def main(argv=None) -> dict:
             shutil.copytree(done[0].parent, out / "teacher")
         t = time.perf_counter()
         cmd = ["run", str(RECIPE), f"out={out}", f"distill.student.preset={preset}", f"distill.seed={seed}",
-               f"finetune.seed={seed}", f"baseline={'true' if preset == args.baseline_for and not seed else 'false'}",
+               f"finetune.seed={seed}", f"baseline={'true' if preset in args.baseline_for and seed in args.baseline_seeds else 'false'}",
                *args.overrides]
         print("edgedistill " + " ".join(cmd), flush=True)
         out.mkdir(parents=True, exist_ok=True)

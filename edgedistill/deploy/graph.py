@@ -32,6 +32,10 @@ def strip_debug_info(proto) -> int:
         if hasattr(init, "metadata_props"):
             del init.metadata_props[:]
     proto.graph.doc_string = ""
+    # the exporter's own notes on the graph (its signature: about 15 kB on a micro student)
+    keep = [m for m in proto.graph.metadata_props if not m.key.startswith("pkg.torch.")]
+    del proto.graph.metadata_props[:]
+    proto.graph.metadata_props.extend(keep)
     return n
 
 

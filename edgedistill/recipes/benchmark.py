@@ -65,12 +65,18 @@ class StreamStage:
                 "thresholds are calibrated (written into them; the kit's detector uses them); 0: none"})
     target_fa_per_hour: float = field(default=0.5, metadata={
         "help": "false alarms per hour (all keywords) the calibrated thresholds aim at"})
+    variants: list[str] = field(default_factory=list, metadata={
+        "help": "rows that get the streaming benchmark, e.g. ['student fp32', 'student int8'] (a teacher's rows "
+                "measured once elsewhere need not be heard again in every run); empty: every row"})
 
     def __post_init__(self):
         if self.keywords and (self.seconds < 60 or self.hop_s <= 0 or self.enroll_clips < 0):
             raise ValueError("stream: seconds must be >= 60, hop_s > 0 and enroll_clips >= 0")
         if self.negative_hours < 0 or self.calibrate_hours < 0 or self.target_fa_per_hour <= 0:
             raise ValueError("stream: negative_hours and calibrate_hours must be >= 0, target_fa_per_hour > 0")
+        odd = [v for v in self.variants if v.split(" ")[0] not in ("teacher", "student", "scratch")]
+        if odd:
+            raise ValueError(f"stream.variants {odd}: rows are named 'teacher|student|scratch MODE', e.g. 'student int8'")
         never = [k for k in self.keywords if k.startswith("_")]
         if never:
             raise ValueError(f"stream.keywords {never} mean 'no keyword' and never fire: leave them out")
@@ -157,7 +163,12 @@ def _streams(st: StreamStage, data: str, clips: list, split: str, variants: list
     """The streaming detector of each exported variant over one stream of `split`."""
     noise = stream_noise(data, split, st.noise)[1]
     rows = {}
+    unknown = sorted(set(st.variants) - {name for name, _, _ in variants})
+    if unknown:
+        raise ValueError(f"stream.variants {unknown} are not rows of this run ({[n for n, _, _ in variants]})")
     for name, path, _ in variants:
+        if st.variants and name not in st.variants:
+            continue
         print(f"[benchmark] streaming: {name} on {st.seconds / 60:.0f} min of '{split}'"
               + (f" and {st.negative_hours:g} h without a keyword" if st.negative_hours else ""))
         rows[name] = evaluate_stream(path, clips, st.keywords, st.seconds, st.seed, hop_s=st.hop_s, threads=threads,

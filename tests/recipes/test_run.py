@@ -365,3 +365,20 @@ def test_the_shipped_demo_trains_a_detector_the_kit_keeps_quiet_in_silences(tmp_
     assert not in_silence, (in_silence, summary)
     said = sum(c.label in ("yes", "stop") for c in chosen)
     assert said == 0 or events, f"{said} target words, no event"
+
+
+def test_stream_variants_hear_only_the_rows_named(embedded_corpus, monkeypatch):
+    """A teacher's rows measured once need not be heard again in every run of a benchmark."""
+    from edgedistill.recipes import benchmark
+
+    heard = []
+    monkeypatch.setattr(benchmark, "evaluate_stream", lambda path, *a, **k: heard.append(path) or {"curve": []})
+    rows = [("teacher fp32", "t.onnx", 1), ("student fp32", "s.onnx", 1), ("student int8", "q.onnx", 1)]
+    st = benchmark.StreamStage(keywords=["yes"], variants=["student fp32", "student int8"])
+    got = benchmark._streams(st, str(embedded_corpus), [], "val", rows, 1)
+    assert list(got) == ["student fp32", "student int8"] and heard == ["s.onnx", "q.onnx"]
+    with pytest.raises(ValueError, match="not rows of this run"):
+        benchmark._streams(benchmark.StreamStage(keywords=["yes"], variants=["scratch fp32"]), str(embedded_corpus),
+                           [], "val", rows, 1)
+    with pytest.raises(ValueError, match="teacher\\|student\\|scratch MODE"):
+        benchmark.StreamStage(keywords=["yes"], variants=["studnet fp32"])
