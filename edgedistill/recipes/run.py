@@ -53,7 +53,8 @@ def run(cfg: RunConfig, overwrite: bool = False) -> dict:
     def stage(name: str, fn, folder: str | None = None) -> dict:
         return run_stage(name, out / (folder or name), specs[name], fn, overwrite)
 
-    stage("teacher", lambda: {"summary": train_teacher(p.teacher), "model": p.teacher.model})
+    if cfg.teacher_rows:
+        stage("teacher", lambda: {"summary": train_teacher(p.teacher), "model": p.teacher.model})
     stage("distill", lambda: distill(p.distill, resume=True))
     stage("finetune", lambda: finetune(p.finetune, resume=True))
     files = stage("export", lambda: export_stage(cfg, p))
@@ -107,7 +108,8 @@ def stage_specs(cfg: RunConfig, p: RunPlan) -> dict[str, dict]:
     calibrated = ({"calibrate": {"keywords": st.keywords, "hours": st.calibrate_hours, "seed": st.seed,
                                  "target": st.target_fa_per_hour, "snr_db": st.snr_db, "noise": st.noise}}
                   if st.keywords and st.calibrate_hours else {})
-    specs["export"] = {"up": specs["finetune"], "cfg": stage_spec(cfg.export), "teacher": teacher,
+    specs["export"] = {"up": specs["finetune"], "cfg": stage_spec(cfg.export),
+                       **({"teacher": teacher} if cfg.teacher_rows else {"teacher_rows": False}),
                        **({"teacher_searched": True} if searched else {}), **search, **calibrated}
     if p.qat is not None:
         # Its int8 file takes the trained conv ranges, and its budget is held against the student's
@@ -146,6 +148,9 @@ def export_stage(cfg: RunConfig, p: RunPlan) -> dict:
     files = export_variants(str(out / "finetune" / "model"), out / "export", e, cfg.data, ft.train_split,
                             ft.val_split, seed=ft.seed, num_trials=cfg.benchmark.num_trials)
     write_device_kit(out / "export")
+    if not cfg.teacher_rows:
+        _calibrate_files(cfg, files)
+        return files
     teacher_modes = dataclasses.replace(e, quantize=e.quantize if e.quantize_teacher else [])
     # searched with the teacher's own seed (its SV trials): student seeds that share one teacher
     # share its int8 file, and its search is measured once (the cache)
@@ -218,12 +223,14 @@ def benchmark_stage(cfg: RunConfig, p: RunPlan, files: dict, baseline: dict | No
     from edgedistill.reporting.card import model_card
 
     out, student_model = Path(cfg.out), str(Path(cfg.out) / "finetune" / "model")
-    params = {m: count_parameters(MultiTaskModel.from_pretrained(m).backbone) for m in (p.teacher.model, student_model)}
+    models = (p.teacher.model, student_model) if cfg.teacher_rows else (student_model,)
+    params = {m: count_parameters(MultiTaskModel.from_pretrained(m).backbone) for m in models}
     variants = [(k.replace("-", " ", 1), v, params[p.teacher.model]) for k, v in files.items() if k.startswith("teacher")]
     variants += [(k.replace("-", " ", 1), v, params[student_model]) for k, v in files.items() if k.startswith("student")]
     if baseline:
         variants.append(("scratch fp32", baseline["onnx"], params[student_model]))
-    logs = {name: Path(c.out) / "train_log.jsonl" for name, c in zip(p.teacher.names, p.teacher.cycles)}
+    logs = {name: Path(c.out) / "train_log.jsonl" for name, c in zip(p.teacher.names, p.teacher.cycles)
+            if cfg.teacher_rows}
     logs |= {"distill": out / "distill" / "train_log.jsonl", "finetune": out / "finetune" / "train_log.jsonl",
              "scratch": out / "baseline" / "ft" / "train_log.jsonl"}
     notes = budget_notes(files.get("sensitivity", {}))

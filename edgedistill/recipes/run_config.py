@@ -90,6 +90,9 @@ class RunConfig:
     baseline: bool = field(default=False, metadata={
         "help": "also fine-tune a student of the same shape from random weights (no distillation) "
                 "and benchmark it as 'scratch fp32': what distillation buys"})
+    teacher_rows: bool = field(default=True, metadata={
+        "help": "fine-tune, export and score the teacher as rows of the report; false: the students alone (the "
+                "teacher's rows measured once in another run of the same recipe)"})
 
     def __post_init__(self):
         for key, instead in RUN_SETS.items():

@@ -382,3 +382,29 @@ def test_stream_variants_hear_only_the_rows_named(embedded_corpus, monkeypatch):
                            [], "val", rows, 1)
     with pytest.raises(ValueError, match="teacher\\|student\\|scratch MODE"):
         benchmark.StreamStage(keywords=["yes"], variants=["studnet fp32"])
+
+
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
+def test_a_micro_students_run_without_teacher_rows_streams_its_int8_file(embedded_teacher, embedded_corpus, tmp_path,
+                                                                        monkeypatch):
+    """A micro student through the whole run: distilled, fine-tuned, exported as a stream, quantized,
+    against the same shape from scratch; the teacher's rows left to another run."""
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)  # as CI's clone: nothing relative to the checkout
+    out = tmp_path / "run"
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    assert main(["run", str(recipe), f"out={out}", f"data={embedded_corpus}", *TINY,
+                 "distill.student.preset=micro30k", "baseline=true", "teacher_rows=false", "export.quantize=[int8]",
+                 "stream.seconds=120", "stream.negative_hours=0.05", "stream.calibrate_hours=0.05",
+                 "stream.variants=[student int8]"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [v["variant"] for v in report["variants"]] == ["student fp32", "student int8", "scratch fp32"]
+    assert not (out / "teacher").exists() and not (out / "benchmark_models").exists()
+    student, quant, scratch = report["variants"]
+    assert student["params"] == scratch["params"] == 28_976 and quant["file_bytes"] < 0.5 * student["file_bytes"]
+    assert list(report["streams"]) == ["student int8"]
+    from edgedistill.runtime import EdgeModel
+
+    m = EdgeModel(quant["path"])
+    assert m.streaming and set(m.keyword_thresholds) == {"yes", "stop"}  # calibrated, as every exported file
