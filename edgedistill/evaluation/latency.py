@@ -87,3 +87,39 @@ def time_onnx_side_by_side(paths: dict[str, object], seconds: float = 1.0, threa
             if i >= warmup:
                 times[name].append(time.perf_counter() - t)
     return {name: _percentiles(t) for name, t in times.items()}
+
+
+def time_hops_side_by_side(paths: dict[str, object], hop_s: float = 0.1, window_s: float = 1.0, threads: int = 1,
+                           rounds: int = 300, warmup: int = 20) -> dict[str, dict]:
+    """Per-hop compute of keyword spotting on a stream, what a device pays every `hop_s`: a windowed
+    model runs on a whole `window_s` window per hop, a streaming model (a micro student's) steps one
+    hop from its state, its numpy front end included. Interleaved rounds as `time_onnx_side_by_side`.
+    Returns {name: {"mean_ms", "p50_ms", "p99_ms", "hop_ms", "core_share", "streaming"}}."""
+    from edgedistill.runtime.model import EdgeModel
+
+    if not paths:
+        raise ValueError("no ONNX model to time: pass at least one {name: path}")
+    if rounds < 1 or warmup < 0:
+        raise ValueError(f"rounds ({rounds}) must be >= 1 and warmup ({warmup}) >= 0")
+    models = {name: EdgeModel(path, threads=threads) for name, path in paths.items()}
+    hop, window = int(round(16_000 * hop_s)), int(round(16_000 * window_s))
+    audio = _audio(window_s + (warmup + rounds) * hop_s + 1)[0]
+    states = {name: m.start_stream() for name, m in models.items() if m.streaming is not None}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for i in range(warmup + rounds):
+        end = window + i * hop
+        for name, m in models.items():
+            t = time.perf_counter()
+            if name in states:
+                _, states[name] = m.step(audio[None, end - hop:end], states[name])
+            else:
+                m.session.run(None, {"waveform": audio[None, end - window:end]})
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    out = {}
+    for name, t in times.items():
+        ms = np.asarray(t) * 1000
+        out[name] = {"mean_ms": float(ms.mean()), "p50_ms": float(np.percentile(ms, 50)),
+                     "p99_ms": float(np.percentile(ms, 99)), "hop_ms": 1000 * hop_s,
+                     "core_share": float(ms.mean() / (1000 * hop_s)), "streaming": name in states}
+    return out

@@ -46,3 +46,12 @@ def test_timing_a_torch_model_on_one_thread_gives_the_caller_its_threads_back():
         assert seen == [1, 1, 1] and 0 <= p50 <= p90 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_hop_timing_steps_a_stream_and_runs_a_window_per_hop_for_the_others(exported, micro_exported):
+    got = latency.time_hops_side_by_side({"window": exported[0], "stream": micro_exported[0]}, rounds=20, warmup=2)
+    assert got["stream"]["streaming"] and not got["window"]["streaming"]
+    for r in got.values():
+        assert 0 < r["p50_ms"] <= r["p99_ms"] and r["core_share"] == pytest.approx(r["mean_ms"] / 100)
+    with pytest.raises(ValueError, match="no ONNX model"):
+        latency.time_hops_side_by_side({})
