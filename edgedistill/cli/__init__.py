@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also count false alarms on this many hours of a second stream with no target word and "
                          "report misses at fixed FA/h with 95%% intervals (10 h gives figures worth comparing); "
                          "0: the keyword stream alone")
+    es.add_argument("--windowed", action="store_true",
+                    help="a streaming model (a micro student's) runs on each whole 1 s window from silence, as the "
+                         "other models do, instead of stepping through the stream: what hearing the stream changes")
     es.add_argument("--out", help="folder for stream_report.json/.md and the FRR vs FA/h plot")
     es.set_defaults(func=commands._evaluate_stream)
 

@@ -87,7 +87,7 @@ def _evaluate_stream(args) -> int:
     noise_dir, noise = stream_noise(args.data, args.split, args.noise)
     r = evaluate_stream(args.model, clips, targets, args.seconds, args.seed,
                         threads=args.threads, snr_db=args.snr_db, noise=noise, enroll_clips=args.enroll_clips,
-                        negative_hours=args.negative_hours,
+                        negative_hours=args.negative_hours, windowed=args.windowed,
                         cache=Path(args.out) / "negative_stream" if args.out else None)
     r.update(model=str(args.model), data=str(args.data), split=args.split, machine=machine_info(),
              noise=noise_dir, command=getattr(args, "command_line", "edgedistill " + " ".join(sys.argv[1:])))

@@ -114,7 +114,7 @@ def compare(base: dict, other: dict) -> dict:
 def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float = 600.0, seed: int = 0,
                     threshold: float = 0.05, hop_s: float = 0.1, threads: int = 1, noise=None,
                     snr_db: float = 20.0, tolerance_s: float = 0.5, enroll_clips: int = 0,
-                    negative_hours: float = 0.0, cache=None) -> dict:
+                    negative_hours: float = 0.0, cache=None, windowed: bool = False) -> dict:
     """Continuous-listening metrics of an exported model on a stream built from `clips`
     (`edgedistill.data.streams.build_stream`, reproducible from `seed`).
 
@@ -131,6 +131,8 @@ def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float 
     at fixed false alarms per hour measured apart, with 95% intervals
     (`metrics.detection_report`): the figures to compare detectors by. One hour of dense words
     rests 1 FA/h on a single event. `cache`: a folder where each hour heard is kept (resumable).
+    `windowed`: a streaming model (a micro student's) runs on each whole window from silence, as
+    the other models do (what hearing the stream changes).
     """
     from edgedistill.data.streams import build_stream
     from edgedistill.metrics import detection_report, match_events, speaker_gate_report, stream_report
@@ -148,7 +150,7 @@ def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float 
     audio, truth = build_stream(pool, targets, seconds, seed, noise=noise, snr_db=snr_db)
     if not truth:
         raise ValueError(f"a {seconds:g} s stream holds no target keyword: make it longer")
-    det = Detector(model, {k: threshold for k in targets}, hop_s=hop_s,
+    det = Detector(model, {k: threshold for k in targets}, hop_s=hop_s, windowed=windowed,
                    sv_threshold=model.threshold if model.threshold is not None else 0.0)
     events = run_detector(det, audio)
     occ = [(o.keyword, o.t0, o.t1) for o in truth]
@@ -157,7 +159,8 @@ def evaluate_stream(path, clips: list[Clip], targets: list[str], seconds: float 
                   snr_db=snr_db, threads=threads, enrolled_speakers=len(enrolled))
     if negative_hours > 0:
         neg, hours, made_of = false_alarms(path, pool, targets, negative_hours * 3600, seed + 1, floor=threshold,
-                                           hop_s=hop_s, threads=threads, noise=noise, snr_db=snr_db, cache=cache)
+                                           hop_s=hop_s, threads=threads, noise=noise, snr_db=snr_db, cache=cache,
+                                           windowed=windowed)
         report["detection"] = detection_report(events, occ, neg, hours, tolerance_s, floor=threshold)
         report["detection"]["negative_stream"] = {"seed": seed + 1, "snr_db": snr_db, **made_of}
     if enroll_clips > 0 and "speaker_embedding" not in model.outputs:
@@ -202,7 +205,7 @@ def _enrolment(clips: list[Clip], targets: list[str], per_speaker: int, seed: in
 
 def false_alarms(path, clips: list[Clip], keywords: list[str], seconds: float, seed: int = 0, floor: float = 0.05,
                  hop_s: float = 0.1, threads: int = 1, noise=None, snr_db: float = 20.0,
-                 piece_s: float = 3600.0, cache=None) -> tuple[list, float, dict]:
+                 piece_s: float = 3600.0, cache=None, windowed: bool = False) -> tuple[list, float, dict]:
     """The detector's events on a stream of `clips` holding none of the `keywords` (other words
     and background only), at the low threshold `floor`: ([(keyword, peak score)], hours of
     stream, what the stream is made of). What thresholds are calibrated on
@@ -214,7 +217,7 @@ def false_alarms(path, clips: list[Clip], keywords: list[str], seconds: float, s
     that of one piece. The composition: words placed, distinct recordings among them, how often a
     recording recurs on average, pieces. With a `cache` folder, each piece heard is saved there
     (keyed by the model file's checksum and every setting), so a stopped 10 h measurement resumes
-    at the piece it stopped in.
+    at the piece it stopped in. `windowed`: as `evaluate_stream`'s.
     """
     import hashlib
     import json
@@ -226,7 +229,7 @@ def false_alarms(path, clips: list[Clip], keywords: list[str], seconds: float, s
     from edgedistill.runtime.streaming import Detector
 
     model = EdgeModel(path, threads=threads)
-    det = Detector(model, {k: floor for k in keywords}, hop_s=hop_s,
+    det = Detector(model, {k: floor for k in keywords}, hop_s=hop_s, windowed=windowed,
                    sv_threshold=model.threshold if model.threshold is not None else 0.0)
     events, total, placed = [], 0, []
     pieces = max(1, int(np.ceil(seconds / piece_s - 1e-9)))
@@ -236,7 +239,7 @@ def false_alarms(path, clips: list[Clip], keywords: list[str], seconds: float, s
         saved = None
         if cache is not None:
             spec = json.dumps([key, sorted(keywords), len(clips), length, seed, k, floor, hop_s, snr_db,
-                               noise is not None], sort_keys=True)
+                               noise is not None] + (["windowed"] if windowed else []), sort_keys=True)
             saved = Path(cache) / f"negative_{hashlib.sha256(spec.encode()).hexdigest()[:16]}.json"
             if saved.is_file():
                 piece = json.loads(saved.read_text())

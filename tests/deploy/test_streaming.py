@@ -138,3 +138,18 @@ def test_the_streaming_file_runs_without_torch(micro_exported, stream, tmp_path)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["hops"] == 300 and res["torch"] is False and res["label"] in EdgeModel(micro_exported[0]).labels
+
+
+def test_evaluate_stream_hears_a_micro_student_stepping_or_window_by_window(micro_exported, embedded_corpus, tmp_path):
+    from edgedistill.cli import main
+
+    reports = {}
+    for how in ("stream", "windowed"):
+        out = tmp_path / how
+        assert main(["evaluate-stream", "--model", str(micro_exported[0]), "--data", str(embedded_corpus), "--split",
+                     "val", "--keywords", "yes,stop", "--seconds", "120", "--enroll-clips", "0", "--out", str(out)]
+                    + (["--windowed"] if how == "windowed" else [])) == 0
+        reports[how] = json.loads((out / "stream_report.json").read_text())
+    assert reports["stream"]["occurrences"] == reports["windowed"]["occurrences"] > 0
+    assert reports["stream"]["hops"] == reports["windowed"]["hops"]
+    assert "--windowed" in reports["windowed"]["command"] and "--windowed" not in reports["stream"]["command"]
