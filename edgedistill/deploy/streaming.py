@@ -58,12 +58,13 @@ class StreamingGraph(nn.Module):
     def forward(self, features: torch.Tensor, *state: torch.Tensor):
         m = self.model
         caches, (ring_h, ring_a, ring_n) = list(state[:self.n_caches]), state[self.n_caches:]
-        hs, new_caches = m.backbone.stream(features, caches)
+        hs, new_caches = m.backbone.stream(features, caches, channels_last=False)  # one transpose, after the sum
         if m.layer_weights is None:
             h = hs[-1]
         else:
             w = torch.softmax(m.layer_weights, dim=0)
             h = (w[:, None, None, None] * torch.stack(hs)).sum(0)
+        h = h.transpose(1, 2)
         a = m.sv_pool.attn(h)
         ring_h = torch.cat([ring_h, h], dim=1)[:, -self.window:]
         ring_a = torch.cat([ring_a, a], dim=1)[:, -self.window:]

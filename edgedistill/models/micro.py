@@ -231,8 +231,9 @@ def _model_class(cfg_cls):
             return ([(self.feature_extractor.norm.num_features, self.stem.context)]
                     + [(c, b.depthwise.context) for b in self.encoder])
 
-        def encode(self, mel: torch.Tensor, caches: list[torch.Tensor] | None = None):
-            """Normalised log-mel [batch, n_mels, frames] (an even number) -> (hidden states, new caches)."""
+        def encode(self, mel: torch.Tensor, caches: list[torch.Tensor] | None = None, channels_last: bool = True):
+            """Normalised log-mel [batch, n_mels, frames] (an even number) -> (hidden states [batch, frames // 2,
+            hidden], or [batch, hidden, frames // 2] without `channels_last`; new caches)."""
             new = []
             x, c = self.stem(mel, None if caches is None else caches[0])
             new.append(c)
@@ -242,12 +243,12 @@ def _model_class(cfg_cls):
                 x, c = block(x, None if caches is None else caches[i + 1])
                 new.append(c)
                 states.append(x)
-            return [s.transpose(1, 2) for s in states], new
+            return [s.transpose(1, 2) for s in states] if channels_last else states, new
 
-        def stream(self, features: torch.Tensor, caches: list[torch.Tensor]):
+        def stream(self, features: torch.Tensor, caches: list[torch.Tensor], channels_last: bool = True):
             """Log-mel frames [batch, frames, n_mels] from the device's front end, following `caches`
-            -> (hidden states, each [batch, frames // 2, hidden], new caches)."""
-            return self.encode(self.feature_extractor.norm(features.transpose(1, 2)), caches)
+            -> (hidden states, each [batch, frames // 2, hidden] (see `encode`), new caches)."""
+            return self.encode(self.feature_extractor.norm(features.transpose(1, 2)), caches, channels_last)
 
         def forward(self, input_values: torch.Tensor, output_hidden_states: bool = False, **_) -> MicroOutput:
             if input_values.shape[-1] < FRAME_SAMPLES:
