@@ -90,10 +90,13 @@ def time_onnx_side_by_side(paths: dict[str, object], seconds: float = 1.0, threa
 
 
 def time_hops_side_by_side(paths: dict[str, object], hop_s: float = 0.1, window_s: float = 1.0, threads: int = 1,
-                           rounds: int = 300, warmup: int = 20) -> dict[str, dict]:
+                           rounds: int = 300, warmup: int = 20, interleave: bool = False) -> dict[str, dict]:
     """Per-hop compute of keyword spotting on a stream, what a device pays every `hop_s`: a windowed
     model runs on a whole `window_s` window per hop, a streaming model (a micro student's) steps one
-    hop from its state, its numpy front end included. Interleaved rounds as `time_onnx_side_by_side`.
+    hop from its state, its numpy front end included. Each file is timed alone, one after the other
+    (a device runs one model: interleaved with a 10 MB model, a 140 kB one loses its caches every hop
+    and runs 2-3 times slower); `interleave` runs the files in turn each round instead, as
+    `time_onnx_side_by_side`, where a load that comes and goes must fall on all alike.
     Returns {name: {"mean_ms", "p50_ms", "p99_ms", "hop_ms", "core_share", "streaming"}}."""
     from edgedistill.runtime.model import EdgeModel
 
@@ -106,16 +109,25 @@ def time_hops_side_by_side(paths: dict[str, object], hop_s: float = 0.1, window_
     audio = _audio(window_s + (warmup + rounds) * hop_s + 1)[0]
     states = {name: m.start_stream() for name, m in models.items() if m.streaming is not None}
     times: dict[str, list[float]] = {name: [] for name in models}
-    for i in range(warmup + rounds):
+
+    def one(name: str, m, i: int) -> None:
         end = window + i * hop
+        t = time.perf_counter()
+        if name in states:
+            _, states[name] = m.step(audio[None, end - hop:end], states[name])
+        else:
+            m.session.run(None, {"waveform": audio[None, end - window:end]})
+        if i >= warmup:
+            times[name].append(time.perf_counter() - t)
+
+    if interleave:
+        for i in range(warmup + rounds):
+            for name, m in models.items():
+                one(name, m, i)
+    else:
         for name, m in models.items():
-            t = time.perf_counter()
-            if name in states:
-                _, states[name] = m.step(audio[None, end - hop:end], states[name])
-            else:
-                m.session.run(None, {"waveform": audio[None, end - window:end]})
-            if i >= warmup:
-                times[name].append(time.perf_counter() - t)
+            for i in range(warmup + rounds):
+                one(name, m, i)
     out = {}
     for name, t in times.items():
         ms = np.asarray(t) * 1000
