@@ -93,7 +93,7 @@ def time_hops_side_by_side(paths: dict[str, object], hop_s: float = 0.1, window_
                            rounds: int = 300, warmup: int = 20, interleave: bool = False) -> dict[str, dict]:
     """Per-hop compute of keyword spotting on a stream, what a device pays every `hop_s`: a windowed
     model runs on a whole `window_s` window per hop, a streaming model (a micro student's) steps one
-    hop from its state, its numpy front end included. Each file is timed alone, one after the other
+    hop from its state as a `Detector` does (`HopStepper`), its numpy front end included. Each file is timed alone, one after the other
     (a device runs one model: interleaved with a 10 MB model, a 140 kB one loses its caches every hop
     and runs 2-3 times slower); `interleave` runs the files in turn each round instead, as
     `time_onnx_side_by_side`, where a load that comes and goes must fall on all alike.
@@ -104,17 +104,19 @@ def time_hops_side_by_side(paths: dict[str, object], hop_s: float = 0.1, window_
         raise ValueError("no ONNX model to time: pass at least one {name: path}")
     if rounds < 1 or warmup < 0:
         raise ValueError(f"rounds ({rounds}) must be >= 1 and warmup ({warmup}) >= 0")
+    from edgedistill.runtime.model import HopStepper
+
     models = {name: EdgeModel(path, threads=threads) for name, path in paths.items()}
     hop, window = int(round(16_000 * hop_s)), int(round(16_000 * window_s))
     audio = _audio(window_s + (warmup + rounds) * hop_s + 1)[0]
-    states = {name: m.start_stream() for name, m in models.items() if m.streaming is not None}
+    states = {name: HopStepper(m, hop) for name, m in models.items() if m.streaming is not None}  # as a Detector
     times: dict[str, list[float]] = {name: [] for name in models}
 
     def one(name: str, m, i: int) -> None:
         end = window + i * hop
         t = time.perf_counter()
         if name in states:
-            _, states[name] = m.step(audio[None, end - hop:end], states[name])
+            states[name](audio[end - hop:end])
         else:
             m.session.run(None, {"waveform": audio[None, end - window:end]})
         if i >= warmup:

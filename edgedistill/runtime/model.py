@@ -272,3 +272,55 @@ class EdgeModel:
         name, score = max(((n, float(np.dot(e, v))) for n, v in self.speakers.items()), key=lambda t: t[1])
         thr = self.threshold if threshold is None else threshold
         return (name if thr is None or score >= thr else None), score
+
+
+class HopStepper:
+    """A streaming `EdgeModel` stepped through one stream, a hop of `hop` samples at a time, with
+    preallocated buffers bound to onnxruntime once (IO binding: no per-call allocation or copy of
+    the state); what `Detector` runs every hop. The outputs it returns are overwritten by the next
+    call: copy what must outlive it.
+
+        stepper = HopStepper(model, 1600)
+        out = stepper(chunk_of_1600_samples)   # {"keyword_logits": [1, labels], ...}
+    """
+
+    def __init__(self, model: EdgeModel, hop: int):
+        model._need_streaming()
+        if hop % model.frame_samples:
+            raise ValueError(f"a hop of {hop} samples is not a whole number of {model.frame_samples}-sample frames")
+        spec, session = model.streaming, model.session
+        self.model, self.hop = model, hop
+        self.features = np.zeros((1, hop // model.frontend.spec.hop_length, model.frontend.spec.n_mels), np.float32)
+        states = spec["states"]
+        self._buffers = [[np.zeros((1, *st["shape"]), np.float32) for st in states] for _ in range(2)]
+        n = len(model.outputs) - len(states)
+        shapes = {o.name: [1, *o.shape[1:]] for o in session.get_outputs()[:n]}
+        self.outputs = {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
+        self._bindings = []
+        for k in range(2):  # ping-pong: the state read from one set is written into the other
+            b = session.io_binding()
+            b.bind_cpu_input(spec["features"], self.features)
+            for st, buf in zip(states, self._buffers[k]):
+                b.bind_cpu_input(st["input"], buf)
+            for name, buf in self.outputs.items():
+                b.bind_output(name, "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
+            for st, buf in zip(states, self._buffers[1 - k]):
+                b.bind_output(st["output"], "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
+            self._bindings.append(b)
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh stream: every state at zero."""
+        for bufs in self._buffers:
+            for b in bufs:
+                b.fill(0.0)
+        self._k = 0
+        self._audio = self.model.frontend.initial_cache(1)
+
+    def __call__(self, audio: np.ndarray) -> dict[str, np.ndarray]:
+        """The outputs for the next `hop` samples [hop] of the stream."""
+        feats, self._audio = self.model.frontend(audio.reshape(1, -1), self._audio)
+        self.features[...] = feats
+        self.model.session.run_with_iobinding(self._bindings[self._k])
+        self._k ^= 1
+        return self.outputs

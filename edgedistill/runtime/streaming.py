@@ -175,7 +175,12 @@ class Detector:
         """Forgets the stream: the next sample is at time 0."""
         self._buf = np.zeros(self.window, np.float32)
         self._pending: list[np.ndarray] = []  # a streaming model's samples of the hop in progress
-        self._state = self.model.start_stream() if self.streaming else None
+        if self.streaming:
+            if getattr(self, "_stepper", None) is None:
+                from edgedistill.runtime.model import HopStepper
+
+                self._stepper = HopStepper(self.model, self.hop)
+            self._stepper.reset()
         self._total = 0        # samples received since reset
         self._probs: deque[np.ndarray] = deque(maxlen=self.smooth_hops)
         self._cand: dict[str, dict] = {}          # keyword -> its rising peak since the crossing
@@ -248,10 +253,10 @@ class Detector:
 
     def _step(self) -> dict[str, np.ndarray]:
         """A streaming model's outputs for the hop just completed (its front end included in the timing)."""
-        hop = np.concatenate(self._pending)[None, :]
+        hop = np.concatenate(self._pending)
         self._pending = []
         t0 = time.perf_counter()
-        out, self._state = self.model.step(hop, self._state)
+        out = self._stepper(hop)
         self.hop_ms.append(1000 * (time.perf_counter() - t0))
         return out
 

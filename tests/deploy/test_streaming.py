@@ -152,3 +152,21 @@ def test_evaluate_stream_hears_a_micro_student_stepping_or_window_by_window(micr
         reports[how] = json.loads((out / "stream_report.json").read_text())
     assert reports["stream"]["occurrences"] == reports["windowed"]["occurrences"] > 0
     assert "--windowed" in reports["windowed"]["command"] and "--windowed" not in reports["stream"]["command"]
+
+
+def test_the_detectors_bound_stepper_gives_the_steps_outputs(micro_exported, stream):
+    from edgedistill.runtime.model import HopStepper
+
+    m = EdgeModel(micro_exported[0])
+    stepper, state = HopStepper(m, 1_600), m.start_stream()
+    audio = stream[0][:16_000 * 5]
+    for twice in range(2):
+        for i in range(0, len(audio), 1_600):
+            out, state = m.step(audio[None, i:i + 1_600], state)
+            got = stepper(audio[i:i + 1_600])
+            for name in ("keyword_logits", "speaker_embedding"):
+                np.testing.assert_allclose(got[name], out[name], atol=1e-5)
+        stepper.reset()
+        state = m.start_stream()
+    with pytest.raises(ValueError, match="whole number"):
+        HopStepper(m, 1_000)
