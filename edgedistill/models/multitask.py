@@ -121,9 +121,10 @@ class MultiTaskModel(nn.Module):
         w = torch.softmax(self.layer_weights, dim=0)
         return (w[:, None, None, None] * hs).sum(0)
 
-    def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
-        """-> {"kws_logits": [batch, classes], "embedding": [batch, emb_dim] (not normalised)}."""
-        h = self.features(wave)
+    def forward(self, wave: torch.Tensor, skip_frames: int = 0) -> dict[str, torch.Tensor]:
+        """-> {"kws_logits": [batch, classes], "embedding": [batch, emb_dim] (not normalised)}, pooled over the
+        frames after the first `skip_frames` (heard, as context, but not pooled)."""
+        h = self.features(wave)[:, skip_frames:]
         return {"kws_logits": self.kws_head(h.mean(dim=1)), "embedding": self.sv_embed(self.sv_pool(h))}
 
     def loss(self, out: dict, keyword: torch.Tensor, speaker: torch.Tensor,

@@ -115,8 +115,9 @@ def _train(cfg: FinetuneConfig, session: TrainingRun, model, optimizer, loader, 
             inner.backbone.eval()  # frozen means fixed features: no dropout either
         for wave, kw, spk in loader:
             wave, kw, spk = wave.to(accelerator.device), kw.to(accelerator.device), spk.to(accelerator.device)
+            wave, skip = with_context(wave, cfg.context_s)
             with accelerator.autocast():
-                outputs = model(wave)
+                outputs = model(wave, skip_frames=skip)
             loss, parts = inner.loss(outputs, kw, spk, cfg.kws_weight, cfg.sv_weight)
             set_lr(optimizer, lr_at(step, cfg.steps, cfg.head_lr, cfg.warmup_frac))
             accelerator.backward(loss)
@@ -153,6 +154,18 @@ def _train(cfg: FinetuneConfig, session: TrainingRun, model, optimizer, loader, 
             if step >= session.end or stopped or mined is not None:
                 break  # after a round: the sampler draws from the new windows from here on
     return step, best, stopped
+
+
+def with_context(wave: torch.Tensor, context_s: float) -> tuple[torch.Tensor, int]:
+    """`wave` [batch, samples] with the last `context_s` seconds of the batch's previous item before each
+    item (the first takes the last's), and the frames (20 ms) of that context, which are heard, not pooled."""
+    n = int(round(context_s * 16_000))
+    if not n:
+        return wave, 0
+    before = torch.roll(wave, 1, dims=0)[:, -n:]
+    if before.shape[1] < n:
+        before = torch.nn.functional.pad(before, (n - before.shape[1], 0))
+    return torch.cat([before, wave], dim=1), n // 320
 
 
 def _validate(cfg: FinetuneConfig, session: TrainingRun, inner: MultiTaskModel, clips: list[Clip], step: int,

@@ -77,6 +77,11 @@ class FinetuneConfig:
     detect_mining_threshold: float = field(default=0.5, metadata={
         "help": "detector threshold at which a hard-negative round collects windows (below the deployed one, so "
                 "near misses come back too)"})
+    context_s: float = field(default=0.0, metadata={
+        "help": "seconds of audio heard before each training clip or window but left out of its pooling: the end of "
+                "another item of the batch (words, noise), as a stream puts something before every window. For a "
+                "streaming student (micro), whose convolutions carry what came before the window; 0: each item "
+                "starts from silence. A multiple of 0.02 s (whole frames)"})
     eval_every: int = field(default=200, metadata={"help": "steps between validations"})
     patience: int = field(default=0, metadata={
         "help": "early stopping: stop when the validation score has not improved for this many validations "
@@ -138,5 +143,7 @@ class FinetuneConfig:
             raise ValueError("detect_stream_s must be >= 10 (ten training streams of at least a second each)")
         if self.detect_rounds < 0 or self.detect_negative_s < 10 or not 0 < self.detect_mining_threshold <= 1:
             raise ValueError("detect_rounds must be >= 0, detect_negative_s >= 10, detect_mining_threshold in (0, 1]")
+        if self.context_s < 0 or abs(self.context_s * 50 - round(self.context_s * 50)) > 1e-6:
+            raise ValueError(f"context_s={self.context_s}: a multiple of 0.02 s (whole 20 ms frames), >= 0")
         if self.min_steps > self.steps:
             raise ValueError(f"min_steps {self.min_steps} > steps {self.steps}: raise steps (the most it may train)")

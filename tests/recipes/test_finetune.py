@@ -237,3 +237,18 @@ def test_selection_by_the_stream_metric_keeps_the_validation_with_the_fewest_mis
     assert s["val"]["stream"]["occurrences"] > 0 and s["val"]["stream"]["fa_per_hour"] == 1.0
     with pytest.raises(ConfigError, match="needs detect_keywords"):
         _cfg(corpus, tmp_path / "x", "select_metric=stream")
+
+
+def test_context_before_each_item_is_heard_but_not_pooled(small_corpus, tmp_path):
+    from edgedistill.recipes.finetune import with_context
+
+    wave = torch.arange(3 * 16_000, dtype=torch.float32).reshape(3, 16_000)
+    got, skip = with_context(wave, 0.5)
+    assert got.shape == (3, 24_000) and skip == 25
+    assert torch.equal(got[1, :8_000], wave[0, -8_000:]) and torch.equal(got[0, :8_000], wave[2, -8_000:])
+    assert torch.equal(got[:, 8_000:], wave)
+    assert with_context(wave, 0.0) == (wave, 0)
+    summary = finetune(_cfg(small_corpus, tmp_path / "ctx", "steps=6", "eval_every=6", "context_s=0.5"))
+    assert summary["finished"]
+    with pytest.raises(ValueError, match="multiple of 0.02 s"):
+        _cfg(small_corpus, tmp_path / "bad", "context_s=0.25")
