@@ -152,6 +152,17 @@ def _stream_vs_window(folder: Path) -> list[str]:
         lines.append(f"| {how} | {_pct(d['at_0.5_fa_per_hour']['frr'])} | {_pct(d['at_1_fa_per_hour']['frr'])} "
                      f"[{_pct(ci[0])}, {_pct(ci[1])}] | {_pct(d['at_2_fa_per_hour']['frr'])} | {d['negative_hours']:g} |")
     lines += ["", "Commands: " + "; ".join(f"`{r['command']}`" for r in got.values())]
+    ctx = folder / "trained_with_context.json"
+    if ctx.is_file():
+        r = json.loads(ctx.read_text())
+        d = r["detection"]
+        lines += ["", "Trained with context instead (`finetune.context_s=1.0`: the last second of the batch's "
+                  "previous item heard before each item, not pooled; seed 0, distilled anew): "
+                  f"{_pct(r['kws_accuracy'])} clip accuracy (int8), misses stepping through the stream "
+                  f"{_pct(d['at_0.5_fa_per_hour']['frr'])} / {_pct(d['at_1_fa_per_hour']['frr'])} / "
+                  f"{_pct(d['at_2_fa_per_hour']['frr'])} at 0.5 / 1 / 2 FA/h ({d['negative_hours']:g} h of negatives): "
+                  + ("more" if d["at_1_fa_per_hour"]["frr"] > got["stream"]["detection"]["at_1_fa_per_hour"]["frr"]
+                     else "fewer") + " misses at 1 FA/h than the stream row above. Command: " + f"`{r['command']}`"]
     return lines
 
 
