@@ -79,9 +79,9 @@ class FinetuneConfig:
                 "near misses come back too)"})
     context_s: float = field(default=0.0, metadata={
         "help": "seconds of audio heard before each training clip or window but left out of its pooling: the end of "
-                "another item of the batch (words, noise), as a stream puts something before every window. For a "
-                "streaming student (micro), whose convolutions carry what came before the window; 0: each item "
-                "starts from silence. A multiple of 0.02 s (whole frames)"})
+                "another item of the batch (words, noise), as a stream puts something before every window; meant "
+                "for streaming students (micro), whose convolutions carry what came before the window (measured in "
+                "benchmarks/results/micro_students.md); 0: each item starts from silence. A multiple of 0.02 s"})
     eval_every: int = field(default=200, metadata={"help": "steps between validations"})
     patience: int = field(default=0, metadata={
         "help": "early stopping: stop when the validation score has not improved for this many validations "

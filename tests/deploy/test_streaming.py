@@ -68,8 +68,8 @@ def test_reset_forgets_the_stream(micro_exported, stream):
 def test_the_stream_agrees_with_the_same_model_on_whole_windows(micro_exported, stream):
     """Tolerance stated in docs/streaming.md: a stream also hears what came before the window, so
     its scores differ a little from the model's on each window alone (heard from silence): here
-    top-1 agreement >= 90% of hops, mean |probability difference| <= 0.02, and the same events
-    (keyword) with end times within two hops."""
+    top-1 agreement >= 90% of hops, mean |probability difference| <= 0.02, and each one's events found
+    in the other (the same keyword, end times within two hops) but for at most 15% of them (or one)."""
     m = EdgeModel(micro_exported[0])
     audio = stream[0]
     state, streamed, windowed = m.start_stream(), [], []
@@ -85,8 +85,13 @@ def test_the_stream_agrees_with_the_same_model_on_whole_windows(micro_exported, 
     for windowed_run in (False, True):
         det = Detector(m, keywords=KEYWORDS, threshold=0.3, windowed=windowed_run)
         got[windowed_run] = det.push(audio) + det.flush()
-    assert got[True] and [e.keyword for e in got[False]] == [e.keyword for e in got[True]]
-    assert max(abs(a.end_s - b.end_s) for a, b in zip(got[False], got[True])) <= 0.2 + 1e-9
+
+    def unmatched(a, b):  # a's events that b lacks: the same keyword, ends within two hops
+        return sum(not any(f.keyword == e.keyword and abs(f.end_s - e.end_s) <= 0.2 + 1e-9 for f in b) for e in a)
+
+    assert len(got[True]) >= 5
+    for a, b in ((got[True], got[False]), (got[False], got[True])):
+        assert unmatched(a, b) <= max(1, 0.15 * len(a)), (a, b)
 
 
 def test_detector_settings_a_stream_cannot_take_are_refused(micro_exported):
