@@ -30,7 +30,7 @@ def test_the_table_and_goals_come_from_the_kept_runs(tmp_path):
     assert rows[("micro100k", "distilled fp32")]["seeds"] == [0, 1]
     assert abs(rows[("micro100k", "distilled fp32")]["misses_1"][0] - 0.32) < 1e-9
     goals = "\n".join(res["goals"])
-    assert "140.0 KB, goal at most 150 KB: **met**" in goals
+    assert "140.0 / 140.0 KB, goal at most 150 KB: **met**" in goals
     assert "+22.0% relative fewer; goal at least 20% (LiteFEW): **met**" in goals  # (0.41 - 0.32) / 0.41
     assert "+4.50 points; goal at least +2: **met**" in goals
     assert "+3.50 points: **missed**" not in goals and "distilhubert" in goals
