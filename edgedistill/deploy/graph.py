@@ -67,3 +67,26 @@ def compact_graph(proto, keep_node_names: bool = True) -> int:
             node.name = ""
     del graph.value_info[:]
     return before - proto.ByteSize()
+
+
+def save_checked(proto, tmp, out, parity, what: str = "graph") -> float:
+    """`onnx.checker` on `proto`, saved to `tmp`, `parity(tmp)` (its largest difference from PyTorch;
+    it raises beyond its tolerance), then renamed to `out`: a kill or a failed check never leaves a
+    valid-looking file at `out`. Returns the parity difference."""
+    import os
+
+    import onnx
+
+    from edgedistill.errors import ExportError
+
+    try:
+        try:
+            onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"exported {what} fails onnx.checker: {exc}") from exc
+        onnx.save(proto, str(tmp))
+        diff = parity(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return diff

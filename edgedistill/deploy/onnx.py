@@ -20,7 +20,7 @@ from torch import nn
 
 from edgedistill.audio import receptive_field
 from edgedistill.deploy.fusion import fuse_gelu
-from edgedistill.deploy.graph import strip_debug_info
+from edgedistill.deploy.graph import save_checked, strip_debug_info
 from edgedistill.runtime.metadata import read_metadata, set_metadata
 
 log = logging.getLogger(__name__)
@@ -183,16 +183,7 @@ def export_onnx(model, out: str | Path, *, hidden_states: bool = False, opset: i
                 "preprocessing": json.dumps({"do_normalize": meta["do_normalize"], "resample_to": 16_000}),
                 **{k: v for k, v in meta.items() if k != "do_normalize"}, **(extra_metadata or {})}
     set_metadata(proto, metadata)
-    try:
-        try:
-            onnx.checker.check_model(proto)
-        except onnx.checker.ValidationError as exc:
-            raise ExportError(f"exported graph fails onnx.checker: {exc}") from exc
-        onnx.save(proto, str(tmp))
-        diff = check_parity(graph, tmp, parity_audio, parity_atol)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    diff = save_checked(proto, tmp, out, lambda f: check_parity(graph, f, parity_audio, parity_atol))
     return {"path": str(out), "file_bytes": out.stat().st_size, "parity_max_abs_diff": diff, "fused_gelu": fused,
             "metadata": read_metadata(out)}
 

@@ -19,9 +19,7 @@ chunks: the export checks both against PyTorch.
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -137,7 +135,7 @@ def export_streaming_onnx(model, out: str | Path, *, window_frames: int = 50, op
     """
     import onnx
 
-    from edgedistill.deploy.graph import compact_graph, strip_debug_info
+    from edgedistill.deploy.graph import compact_graph, save_checked, strip_debug_info
 
     module = copy.deepcopy(model).eval().float()
     graph = StreamingGraph(module, window_frames).eval()
@@ -174,22 +172,7 @@ def export_streaming_onnx(model, out: str | Path, *, window_frames: int = 50, op
                          "frontend) of mono 16 kHz audio in [-1, 1], plus the stream's state",
                 "frontend": spec.as_dict(), "streaming": streaming, **(extra_metadata or {})}
     set_metadata(proto, metadata)
-    try:
-        try:
-            onnx.checker.check_model(proto)
-        except onnx.checker.ValidationError as exc:
-            raise ExportError(f"exported streaming graph fails onnx.checker: {exc}") from exc
-        onnx.save(proto, str(tmp))
-        diff = check_streaming_parity(module, tmp, graph, parity_audio, parity_atol)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    diff = save_checked(proto, tmp, out, lambda f: check_streaming_parity(module, f, graph, parity_audio, parity_atol),
+                        "streaming graph")
     return {"path": str(out), "file_bytes": out.stat().st_size, "parity_max_abs_diff": diff, "fused_gelu": 0,
             "metadata": read_metadata(out)}
-
-
-def streaming_summary(metadata: dict) -> str:
-    """One line on a streaming file's state, for logs and model cards."""
-    s = metadata["streaming"]
-    return (f"streams {s['window_frames']} frames of {s['frame_samples']} samples with {len(s['states'])} state tensors "
-            f"({json.dumps([st['shape'] for st in s['states']])})")

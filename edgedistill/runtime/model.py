@@ -190,11 +190,7 @@ class EdgeModel:
         """All model outputs for `audio` (see `prepare`), by output name. A streaming model hears the
         clip from silence (its state starts at zero) and scores its last window (1 s); its trailing
         samples short of a whole frame (20 ms) are not heard, as in training."""
-        x = self.prepare(audio, sample_rate)
-        if self.streaming is None:
-            return dict(zip(self.outputs, self.session.run(None, {"waveform": x})))
-        out, _ = self.step(x[:, :x.shape[1] - x.shape[1] % self.frame_samples], self.start_stream(x.shape[0]))
-        return out
+        return dict(zip(self.outputs, self.infer(self.prepare(audio, sample_rate))))
 
     def infer(self, x: np.ndarray) -> list[np.ndarray]:
         """The raw outputs for a float32 batch [batch, samples] already checked (timing, calibration)."""
