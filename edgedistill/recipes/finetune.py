@@ -40,6 +40,7 @@ from edgedistill.models.multitask import MultiTaskModel, head_sizes
 from edgedistill.models.student import freeze_cnn
 from edgedistill.recipes.finetune_config import HOLDOUT, FinetuneConfig
 from edgedistill.training.evaluation import evaluate_model
+from edgedistill.training.logit_kd import LogitTeacher
 from edgedistill.training.mining import HardNegatives, stream_validation
 from edgedistill.training.optim import lr_at, make_adamw, set_lr
 from edgedistill.training.session import TrainingRun
@@ -61,6 +62,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
         return done
     backbone_source(cfg.model)  # a missing model fails before the data is read
     data = _data(cfg)
+    teacher = (LogitTeacher(cfg.kd_teacher, data.labels, cfg.kd_temperature, session.accelerator.device)
+               if cfg.kd_teacher else None)  # a wrong teacher fails before the run folder is claimed
     backbone, do_norm = load_backbone(cfg.model, cfg.seed)
     session.claim(resume, overwrite)
     # Every RNG the step draws from: torch (dropout), numpy (transformers' SpecAugment masks,
@@ -84,7 +87,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
     stopped = state.get("stopped")  # the step early stopping ended at (None: still training)
     model, optimizer = session.accelerator.prepare(model, optimizer)
     session.start(step, stop_after)
-    step, best, stopped = _train(cfg, session, model, optimizer, loader, sampler, data, step, best, stopped, mining)
+    step, best, stopped = _train(cfg, session, model, optimizer, loader, sampler, data, step, best, stopped, mining,
+                                 teacher)
     session.close()
     finished = step >= cfg.steps or stopped is not None
     summary = {"steps_done": step, "finished": finished, "stopped_early": stopped is not None,
@@ -100,10 +104,11 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: int | None =
 
 
 def _train(cfg: FinetuneConfig, session: TrainingRun, model, optimizer, loader, sampler, data: "_Data",
-           step: int, best: dict, stopped: int | None, mining: HardNegatives) -> tuple[int, dict, int | None]:
-    """The loop: joint loss, validation every `eval_every` steps (the best model saved), early
-    stopping, hard-negative rounds, checkpoints; returns (step reached, best validation, step it
-    stopped early at)."""
+           step: int, best: dict, stopped: int | None, mining: HardNegatives,
+           teacher: LogitTeacher | None = None) -> tuple[int, dict, int | None]:
+    """The loop: joint loss (with a `teacher`'s soft targets), validation every `eval_every` steps
+    (the best model saved), early stopping, hard-negative rounds, checkpoints; returns (step
+    reached, best validation, step it stopped early at)."""
     accelerator = session.accelerator
     inner = accelerator.unwrap_model(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -115,10 +120,13 @@ def _train(cfg: FinetuneConfig, session: TrainingRun, model, optimizer, loader, 
             inner.backbone.eval()  # frozen means fixed features: no dropout either
         for wave, kw, spk in loader:
             wave, kw, spk = wave.to(accelerator.device), kw.to(accelerator.device), spk.to(accelerator.device)
-            wave, skip = with_context(wave, cfg.context_s)
+            heard, skip = with_context(wave, cfg.context_s)
             with accelerator.autocast():
-                outputs = model(wave, skip_frames=skip)
+                outputs = model(heard, skip_frames=skip)
             loss, parts = inner.loss(outputs, kw, spk, cfg.kws_weight, cfg.sv_weight)
+            if teacher is not None:  # the teacher hears the item itself, not the context before it
+                kd = teacher.loss(outputs["kws_logits"], wave, kw)
+                loss, parts["kd"] = loss + cfg.kd_weight * kd, kd.detach()
             set_lr(optimizer, lr_at(step, cfg.steps, cfg.head_lr, cfg.warmup_frac))
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(trainable, cfg.grad_clip)

@@ -82,6 +82,12 @@ class FinetuneConfig:
                 "another item of the batch (words, noise), as a stream puts something before every window; meant "
                 "for streaming students (micro), whose convolutions carry what came before the window (measured in "
                 "benchmarks/results/micro_students.md); 0: each item starts from silence. A multiple of 0.02 s"})
+    kd_teacher: str | None = field(default=None, metadata={
+        "help": "a fine-tuned teacher (a `finetune --out` folder, same data, labels and detect_keywords) whose keyword "
+                "posteriors are soft targets: kd_weight * T^2 * KL(teacher || student) at temperature kd_temperature is "
+                "added to the loss on every item with a keyword label (Hinton et al. 2015); null: none"})
+    kd_weight: float = field(default=1.0, metadata={"help": "weight of the soft-target loss (with kd_teacher)"})
+    kd_temperature: float = field(default=2.0, metadata={"help": "softening temperature T (with kd_teacher)"})
     eval_every: int = field(default=200, metadata={"help": "steps between validations"})
     patience: int = field(default=0, metadata={
         "help": "early stopping: stop when the validation score has not improved for this many validations "
@@ -145,5 +151,7 @@ class FinetuneConfig:
             raise ValueError("detect_rounds must be >= 0, detect_negative_s >= 10, detect_mining_threshold in (0, 1]")
         if self.context_s < 0 or abs(self.context_s * 50 - round(self.context_s * 50)) > 1e-6:
             raise ValueError(f"context_s={self.context_s}: a multiple of 0.02 s (whole 20 ms frames), >= 0")
+        if self.kd_weight < 0 or self.kd_temperature <= 0:
+            raise ValueError("kd_weight must be >= 0 and kd_temperature > 0")
         if self.min_steps > self.steps:
             raise ValueError(f"min_steps {self.min_steps} > steps {self.steps}: raise steps (the most it may train)")

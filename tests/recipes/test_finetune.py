@@ -252,3 +252,19 @@ def test_context_before_each_item_is_heard_but_not_pooled(small_corpus, tmp_path
     assert summary["finished"]
     with pytest.raises(ValueError, match="multiple of 0.02 s"):
         _cfg(small_corpus, tmp_path / "bad", "context_s=0.25")
+
+
+def test_a_teacher_s_soft_targets_alone_teach_the_keyword_head(embedded_corpus, trained_multitask, tmp_path):
+    """kws_weight=0: the keyword head gets no label at all, only the fine-tuned teacher's posteriors."""
+    s = finetune(_cfg(embedded_corpus, tmp_path / "kd", "steps=150", "eval_every=150", "num_trials=200",
+                      "kws_weight=0", "sv_weight=0.01", f"kd_teacher={trained_multitask}", "kd_temperature=2"))
+    log = [json.loads(line) for line in (tmp_path / "kd" / "train_log.jsonl").read_text().splitlines()]
+    kd = [r["kd"] for r in log if "kd" in r]
+    assert len(kd) >= 5 and kd[-1] < kd[0]
+    assert s["val"]["kws_accuracy"] > 0.3  # chance: 1 in 11
+    with pytest.raises(ConfigError, match="kd_teacher .* other keyword labels"):
+        finetune(_cfg(embedded_corpus, tmp_path / "bad", "steps=2", f"kd_teacher={trained_multitask}",
+                      "detect_keywords=[yes]"))
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ConfigError, match="kd_temperature"):
+        _cfg(embedded_corpus, tmp_path / "x", "kd_temperature=0")
