@@ -13,10 +13,13 @@ answer it:
   fires);
 - another word the model knows, where the window holds it whole at such a position (what a
   clip of that word looks like: its clip says so too);
-- `BACKGROUND` ("no keyword") otherwise: part of a word, several words cut at the edges, or
-  noise alone.
+- `BACKGROUND` ("no keyword") otherwise: part of a word, or several words cut at the edges;
+- noise alone (no word's voiced span reaches into the window) is `BACKGROUND` too, or, where the
+  model has a class for it (`_silence_`, crops of the background recordings labelled as clips),
+  that class: labelling the same sound `_background_` in windows and `_silence_` in clips would
+  teach the two opposite answers.
 
-numpy only.
+numpy only (no torch).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from edgedistill.data.layouts import SILENCE  # a data set's class of background-noise crops
 
 BACKGROUND = "_background_"  # the "no keyword" class of a detector
 
@@ -43,13 +48,13 @@ def words_of(occurrences) -> list[Word]:
 
 
 def window_label(start: int, window: int, words: list[Word], targets: set[str] | list[str], tail: int,
-                 slack: int = 0, others: set[str] | frozenset = frozenset()) -> str:
+                 slack: int = 0, others: set[str] | frozenset = frozenset(), silence: str | None = None) -> str:
     """The label of the window [start, start + window) of a stream holding `words`: the target
     keyword whose voiced span it holds (all but at most `slack` samples of its onset), ending
     in its last `tail` samples (the latest ending one if several); else, likewise, a word of
     `others` (non-target labels the model knows: such a window is what a clip of that word
     looks like, and labelling it "no keyword" would contradict the clip's own label); else
-    `BACKGROUND`."""
+    `silence` (when given) where no word's span reaches into the window; else `BACKGROUND`."""
     stop = start + window
 
     def whole(names):
@@ -57,7 +62,11 @@ def window_label(start: int, window: int, words: list[Word], targets: set[str] |
                 and w.end >= stop - tail]
 
     found = whole(targets) or whole(others)
-    return max(found, key=lambda w: w.end).label if found else BACKGROUND
+    if found:
+        return max(found, key=lambda w: w.end).label
+    if silence is not None and not any(w.end > start and w.start < stop for w in words):
+        return silence
+    return BACKGROUND
 
 
 def window_starts(total: int, window: int, hop: int) -> np.ndarray:
@@ -70,7 +79,7 @@ def window_starts(total: int, window: int, hop: int) -> np.ndarray:
 
 def label_windows(total: int, words: list[Word], targets: list[str], window: int, hop: int,
                   tail: int | None = None, slack: int | None = None,
-                  others: set[str] | frozenset = frozenset()) -> tuple[np.ndarray, list[str]]:
+                  others: set[str] | frozenset = frozenset(), silence: str | None = None) -> tuple[np.ndarray, list[str]]:
     """(starts, labels) of every device-hop window of a stream (`window_label`). `tail` defaults
     to the hop plus a quarter of the window (the word's end may fall anywhere in the last part
     of the window), `slack` to a fifth of the window."""
@@ -78,17 +87,18 @@ def label_windows(total: int, words: list[Word], targets: list[str], window: int
     slack = window // 5 if slack is None else slack
     starts = window_starts(total, window, hop)
     targets = set(targets)
-    return starts, [window_label(int(s), window, words, targets, tail, slack, others) for s in starts]
+    return starts, [window_label(int(s), window, words, targets, tail, slack, others, silence) for s in starts]
 
 
 def add_false_alarms(starts: np.ndarray, labels: list[str], fired_ends: list[int], window: int,
                      words: list[Word], targets: list[str], tail: int, slack: int = 0,
-                     others: set[str] | frozenset = frozenset()) -> tuple[np.ndarray, list[str], int]:
+                     others: set[str] | frozenset = frozenset(),
+                     silence: str | None = None) -> tuple[np.ndarray, list[str], int]:
     """Hard negatives: the windows ending where a detector fired (`fired_ends`, samples of the
     stream) that hold no whole target word join the windows with their own label (`BACKGROUND`,
-    or a word of `others` held whole: "not the keyword" either way). Returns (starts, labels,
-    windows added)."""
-    extra = [(e - window, window_label(e - window, window, words, set(targets), tail, slack, others))
+    a word of `others` held whole, or `silence` over noise alone: "not the keyword" either way).
+    Returns (starts, labels, windows added)."""
+    extra = [(e - window, window_label(e - window, window, words, set(targets), tail, slack, others, silence))
              for e in fired_ends if e - window >= 0]
     extra = [(s, lab) for s, lab in extra if lab not in targets]
     if not extra:
@@ -104,9 +114,10 @@ class StreamWindows:
     streams of `seconds` each, seeded; noise at an SNR drawn from `snr_db` per stream).
 
     A window holding a whole non-target word at a device position keeps that word's label (as
-    its clip does); `kind` is 0 for a target window, 1 for `BACKGROUND`, 2 for another word: a
+    its clip does); one of noise alone is `_silence_` where `label_ids` has that class; `kind` is 0
+    for a target window, 1 for "no keyword" (`BACKGROUND` or `_silence_`), 2 for another word: a
     sampler balances the three (how the "no keyword" class is weighted); `is_background` marks
-    the `BACKGROUND` windows.
+    the kind-1 windows.
     """
 
     def __init__(self, clips, targets: list[str], label_ids: dict[str, int], window: int = 16_000, hop: int = 1_600,
@@ -115,19 +126,21 @@ class StreamWindows:
         from edgedistill.data.streams import build_stream
 
         rng = np.random.default_rng([seed, 7])
-        others = frozenset(label_ids) - {BACKGROUND} - set(targets)
+        silence = SILENCE if SILENCE in label_ids else None
+        others = frozenset(label_ids) - {BACKGROUND, SILENCE} - set(targets)
         self.window, self.gain_db, self.audio, rows = window, gain_db, [], []
         for k in range(streams):
             audio, occ = build_stream(clips, targets, seconds, seed=int(rng.integers(2**31)), noise=noise,
                                       snr_db=float(rng.uniform(*snr_db)), all_words=True)
-            starts, labels = label_windows(len(audio), words_of(occ), targets, window, hop, others=others)
+            starts, labels = label_windows(len(audio), words_of(occ), targets, window, hop, others=others,
+                                           silence=silence)
             self.audio.append(audio)
             rows += [(k, int(s), label_ids[lab]) for s, lab in zip(starts, labels)]
         if not rows:
             raise ValueError(f"training streams of {seconds:g} s are shorter than one window ({window} samples)")
         self.rows = rows
-        self._background = label_ids[BACKGROUND]
-        self.is_background = np.array([lab == label_ids[BACKGROUND] for _, _, lab in rows])
+        self._quiet = {label_ids[BACKGROUND]} | ({label_ids[silence]} if silence else set())
+        self.is_background = np.array([lab in self._quiet for _, _, lab in rows])
         target_ids = {label_ids[t] for t in targets}
         self.kind = np.array([0 if lab in target_ids else 1 if b else 2
                               for (_, _, lab), b in zip(rows, self.is_background)], dtype=np.int64)
@@ -140,7 +153,7 @@ class StreamWindows:
         self.audio.append(audio)
         self.rows += [(k, int(s), int(lab)) for s, lab in zip(starts, labels)]
         self.labels += [int(lab) for lab in labels]
-        self.is_background = np.concatenate([self.is_background, np.array([lab == self._background for lab in labels],
+        self.is_background = np.concatenate([self.is_background, np.array([lab in self._quiet for lab in labels],
                                                                           dtype=bool)])
         self.kind = np.concatenate([self.kind, np.full(len(labels), 3, dtype=np.int64)])
 

@@ -47,6 +47,39 @@ def test_every_hop_of_a_stream_gets_a_label_and_the_positives_are_the_hops_that_
     assert set(labels) == {"yes", BACKGROUND}
 
 
+def test_noise_alone_is_the_data_s_silence_class_where_it_has_one_and_part_of_a_word_stays_background():
+    """A `_silence_` clip (a crop of the background recordings) and a window of noise alone are the
+    same sound: where the model has that class, the window gets it, not `_background_`."""
+    yes = Word("yes", 20_000, 28_000)
+    assert window_label(30_000, W, [yes], {"yes"}, TAIL, silence="_silence_") == "_silence_"
+    assert window_label(8_000, W, [yes], {"yes"}, TAIL, silence="_silence_") == BACKGROUND == window_label(
+        8_000, W, [yes], {"yes"}, TAIL)  # reaches 4,000 samples into the word: part of a word
+    assert window_label(4_000, W, [yes], {"yes"}, TAIL, silence="_silence_") == "_silence_"  # ends where it starts
+    assert window_label(12_800, W, [yes], {"yes"}, TAIL, silence="_silence_") == "yes"
+    assert window_label(30_000, W, [yes], {"yes"}, TAIL) == BACKGROUND  # no such class
+    starts, labels = label_windows(64_000, [yes], ["yes"], W, HOP, TAIL, slack=0, silence="_silence_")
+    assert set(labels) == {"yes", BACKGROUND, "_silence_"}
+    assert all(s + W <= 20_000 or s >= 28_000 for s, lab in zip(starts, labels) if lab == "_silence_")
+    _, more, added = add_false_alarms(starts, labels, [60_000], W, [yes], ["yes"], TAIL, silence="_silence_")
+    assert added == 1 and more[-1] == "_silence_"
+
+
+def test_training_windows_use_the_silence_class_of_data_that_has_one(small_corpus):
+    from edgedistill.data.manifest import read_manifest
+    from edgedistill.data.windows import StreamWindows
+
+    clips = read_manifest(small_corpus, split="train")
+    labels = sorted({c.label for c in clips} | {BACKGROUND, "_silence_"})
+    ids = {lab: i for i, lab in enumerate(labels)}
+    windows = StreamWindows(clips, ["yes"], ids, seconds=20, streams=2)
+    quiet = np.isin(windows.labels, [ids["_silence_"], ids[BACKGROUND]])
+    assert ids["_silence_"] in windows.labels
+    assert (windows.kind[quiet] == 1).all() and windows.is_background[quiet].all()
+    assert not windows.is_background[~quiet].any()
+    plain = StreamWindows(clips, ["yes"], {k: v for k, v in ids.items() if k != "_silence_"}, seconds=20, streams=2)
+    assert ids["_silence_"] not in plain.labels and len(plain) == len(windows)
+
+
 def test_false_alarms_come_back_as_background_windows_but_never_over_a_whole_target():
     words = [Word("yes", 20_000, 28_000)]
     starts, labels = label_windows(64_000, words, ["yes"], W, HOP, TAIL, slack=0)
