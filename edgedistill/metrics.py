@@ -301,6 +301,11 @@ def detection_report(events, truth, negatives, negative_hours: float, tolerance_
     among the `events` at or above it. Intervals: Clopper-Pearson for FRR (misses of
     occurrences), Garwood (Poisson) for the false-alarm count, divided by the hours.
 
+    Where `negatives` name their keyword, each rate is also measured with the per-keyword
+    thresholds a deployed detector gets (`calibrate_thresholds`: the rate shared equally among
+    the truth's keywords), under `at_R_fa_per_hour_per_keyword`: {"thresholds", "frr", "misses",
+    "frr_ci95", "false_alarms", "fa_per_hour"}.
+
     Args:
         events: (keyword, start_s, end_s, score) of the detector on the keyword stream.
         truth: (keyword, t0_s, t1_s) occurrences of that stream.
@@ -326,6 +331,17 @@ def detection_report(events, truth, negatives, negative_hours: float, tolerance_
             "keyword_stream_false_alarms": len(m["false_alarms"]),
             "latency_s_median": float(np.median(lat)) if lat.size else float("nan"),
             "latency_s_p90": float(np.percentile(lat, 90)) if lat.size else float("nan")}
+    if negatives and all(isinstance(n, (tuple, list)) for n in negatives):
+        keywords = sorted({t[0] for t in truth})
+        for rate in fa_rates:
+            thr = calibrate_thresholds(negatives, negative_hours, keywords, rate, floor or 1e-9)
+            m = match_events([e for e in ev if e[3] >= thr.get(e[0], np.inf)], truth, tolerance_s)
+            misses = len(m["misses"])
+            fas = sum(1 for k, score in negatives if score >= thr.get(k, np.inf))
+            out[f"at_{rate:g}_fa_per_hour_per_keyword"] = {
+                "thresholds": thr, "frr": misses / len(truth), "misses": misses,
+                "frr_ci95": list(binomial_interval(misses, len(truth))),
+                "false_alarms": fas, "fa_per_hour": fas / negative_hours}
     grid = np.unique(np.concatenate([neg, [e[3] for e in ev], [np.inf]]))
     if grid.size > 200:
         grid = np.unique(np.quantile(grid[np.isfinite(grid)], np.linspace(0, 1, 200)).tolist() + [np.inf])

@@ -173,3 +173,23 @@ def test_detection_report_counts_false_alarms_on_the_negative_stream_by_hand():
     # fewer false alarms than allowed: the detector's own floor is the threshold
     assert detection_report(events, truth, negatives, 20.0, floor=0.1)["at_0.5_fa_per_hour"]["threshold"] == 0.1
     assert r["curve"]["frr"][-1] == 1.0 and r["curve"]["fa_per_hour"][-1] == 0.0
+
+
+def test_detection_report_also_measures_the_deployed_per_keyword_thresholds_by_hand():
+    """One threshold for all keywords lets the noisiest keyword set it; a deployed detector has
+    one per keyword (`calibrate_thresholds`, the rate shared equally), measured beside it."""
+    from edgedistill.metrics import calibrate_thresholds, detection_report
+
+    truth = [("go", 1.0, 1.5), ("go", 10.0, 10.5), ("up", 20.0, 20.5), ("up", 30.0, 30.5)]
+    events = [("go", 0.8, 1.8, 0.6), ("go", 9.8, 10.8, 0.5), ("up", 19.9, 20.9, 0.95), ("up", 29.9, 30.9, 0.9)]
+    negatives = [("up", 0.99), ("up", 0.97), ("up", 0.96), ("go", 0.4), ("go", 0.3)]
+    r = detection_report(events, truth, negatives, negative_hours=2.0, floor=0.1)
+    # one threshold at 1 FA/h (2 allowed): just above 0.96 -> no hit at all
+    assert r["at_1_fa_per_hour"]["misses"] == 4
+    # per keyword, 0.5 FA/h each = 1 allowed each: up just above 0.97 (no hit), go just above 0.3 (both hit)
+    per = r["at_1_fa_per_hour_per_keyword"]
+    assert per["thresholds"] == calibrate_thresholds(negatives, 2.0, ["go", "up"], 1.0, 0.1)
+    assert 0.3 < per["thresholds"]["go"] < 0.3001 and 0.97 < per["thresholds"]["up"] < 0.9701
+    assert per["misses"] == 2 and per["false_alarms"] == 2 and per["fa_per_hour"] == 1.0
+    assert per["frr_ci95"][0] < 0.5 < per["frr_ci95"][1]
+    assert "at_1_fa_per_hour_per_keyword" not in detection_report(events, truth, [0.99, 0.5], 2.0)
