@@ -74,9 +74,12 @@ def plan(cfg: RunConfig) -> RunPlan:
         # A CNN that is not the teacher's had only the distillation's steps: frozen, it caps the
         # student (benchmarks/results/arabic_speech_commands.md measures it).
         finetune = dataclasses.replace(finetune, freeze_cnn=False)
-    # The baseline's CNN is random: frozen (finetune.freeze_cnn) it could learn nothing.
+    if cfg.soft_targets:  # the students hear the fine-tuned teacher's posteriors too
+        finetune = dataclasses.replace(finetune, kd_teacher=teacher.model)
+    # The baseline's CNN is random: frozen (finetune.freeze_cnn) it could learn nothing; it learns
+    # from the labels alone (what distillation buys).
     baseline = dataclasses.replace(finetune, model=str(out / "baseline" / "init"), out=str(out / "baseline" / "ft"),
-                                   freeze_cnn=False)
+                                   freeze_cnn=False, kd_teacher=None)
     qat = dataclasses.replace(finetune, qat=True, out=str(out / "qat" / "ft"))
     return RunPlan(teacher, distill, finetune, qat if cfg.qat else None, baseline if cfg.baseline else None,
                    cfg.export, cfg.benchmark, cfg.stream)

@@ -99,7 +99,8 @@ def stage_specs(cfg: RunConfig, p: RunPlan) -> dict[str, dict]:
                                                if cfg.teacher == EMBEDDED_TEACHER else {})}
         teacher = {**upstream, "data": cfg.data, "finetune": teacher_ft}
     specs = {"teacher": teacher, "distill": {"up": upstream, "cfg": stage_spec(p.distill)}}
-    specs["finetune"] = {"up": specs["distill"], "cfg": stage_spec(p.finetune)}
+    specs["finetune"] = {"up": specs["distill"], "cfg": stage_spec(p.finetune),
+                         **({"soft_targets": teacher} if cfg.soft_targets else {})}
     searched = cfg.export.teacher_budget and cfg.export.quantize_teacher and cfg.export.searched()
     # The teacher's search is in the hash where it runs, and so is the search's version where one
     # runs (an export from before either is redone: v2 tries masked nodes together).

@@ -61,7 +61,8 @@ class TeacherTraining:
 # Stage keys the run sets itself, and what a recipe sets instead.
 RUN_SETS = {"distill.teacher": "teacher", "distill.data": "distill_data (or data)", "distill.out": "out",
             "finetune.model": "teacher (the run fine-tunes its own distilled student)",
-            "finetune.data": "data", "finetune.out": "out"}
+            "finetune.data": "data", "finetune.out": "out",
+            "finetune.kd_teacher": "soft_targets=true (the run's own fine-tuned teacher)"}
 
 
 @dataclass
@@ -94,7 +95,16 @@ class RunConfig:
         "help": "fine-tune, export and score the teacher as rows of the report; false: the students alone (the "
                 "teacher's rows measured once in another run of the same recipe)"})
 
+    soft_targets: bool = field(default=False, metadata={
+        "help": "fine-tune the students with the run's fine-tuned teacher's keyword posteriors as soft targets "
+                "too (finetune.kd_teacher: its OUT/teacher/ft model, a detector where the run trains detectors; "
+                "finetune.kd_weight, finetune.kd_temperature); the scratch baseline stays without. Needs "
+                "teacher_rows=true (the teacher's fine-tuning)"})
+
     def __post_init__(self):
+        if self.soft_targets and not self.teacher_rows:
+            raise ValueError("soft_targets=true learns from the run's fine-tuned teacher, which teacher_rows=false "
+                             "skips: set teacher_rows=true")
         for key, instead in RUN_SETS.items():
             stage, name = key.split(".")
             default = next(f.default for f in dataclasses.fields(getattr(self, stage)) if f.name == name)

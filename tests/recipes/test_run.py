@@ -216,6 +216,26 @@ def test_a_teacher_trained_on_its_own_data_stands_in_for_a_pretrained_model(smal
                                                           f"teacher_training.data={small_corpus}"]))
     assert p.teacher.names == ["teacher pretraining cycle 1", "teacher pretraining cycle 2", "teacher fine-tuning"]
     assert len(p.teacher.cycles) == 3
+    # soft targets: the students (QAT too) learn from the fine-tuned teacher, the scratch baseline does not
+    p = plan(load_config(RunConfig, "configs/demo.yaml", ["soft_targets=true", "baseline=true", "qat=true"]))
+    assert p.finetune.kd_teacher == p.teacher.model == p.qat.kd_teacher and p.baseline.kd_teacher is None
+    assert p.teacher.finetune.kd_teacher is None and plan(cfg).finetune.kd_teacher is None
+    with pytest.raises(ValueError, match="teacher_rows=false skips"):
+        load_config(RunConfig, "configs/demo.yaml", ["soft_targets=true", "teacher_rows=false"])
+    with pytest.raises(ValueError, match="set soft_targets=true"):
+        load_config(RunConfig, "configs/demo.yaml", ["finetune.kd_teacher=runs/x"])
+
+
+@pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
+def test_soft_targets_come_from_the_run_s_own_fine_tuned_teacher(embedded_teacher, embedded_corpus, tmp_path):
+    out = tmp_path / "run"
+    assert main(["demo", "--out", str(out), f"data={embedded_corpus}", *TINY, "soft_targets=true",
+                 "baseline=true"]) == 0
+    config = (out / "finetune" / "config.yaml").read_text()
+    assert f"kd_teacher: {out / 'teacher' / 'ft' / 'model'}" in config
+    logged = lambda folder: [json.loads(x) for x in (out / folder / "train_log.jsonl").read_text().splitlines()]
+    assert any("kd" in r for r in logged("finetune")) and not any("kd" in r for r in logged("baseline/ft"))
+    assert "student fp32" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow  # an end-to-end run: `make test-slow` (and CI)
