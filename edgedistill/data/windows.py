@@ -69,6 +69,12 @@ def window_label(start: int, window: int, words: list[Word], targets: set[str] |
     return BACKGROUND
 
 
+def label_roles(labels, targets) -> tuple[frozenset, str | None]:
+    """(the non-target words among a detector's `labels`, its class for noise alone or None): what
+    `window_label` takes as `others` and `silence`."""
+    return frozenset(labels) - {BACKGROUND, SILENCE} - set(targets), SILENCE if SILENCE in labels else None
+
+
 def window_starts(total: int, window: int, hop: int) -> np.ndarray:
     """The start of every window a detector with this `hop` evaluates on a stream of `total`
     samples (the first once a whole window has arrived)."""
@@ -126,8 +132,7 @@ class StreamWindows:
         from edgedistill.data.streams import build_stream
 
         rng = np.random.default_rng([seed, 7])
-        silence = SILENCE if SILENCE in label_ids else None
-        others = frozenset(label_ids) - {BACKGROUND, SILENCE} - set(targets)
+        others, silence = label_roles(label_ids, targets)
         self.window, self.gain_db, self.audio, rows = window, gain_db, [], []
         for k in range(streams):
             audio, occ = build_stream(clips, targets, seconds, seed=int(rng.integers(2**31)), noise=noise,

@@ -69,5 +69,9 @@ class LogitTeacher:
         return self.model(wave)["kws_logits"].float()
 
     def loss(self, student_logits: torch.Tensor, wave: torch.Tensor, keyword: torch.Tensor) -> torch.Tensor:
-        """The soft-target loss of the items with a keyword label (speaker-only clips are left out)."""
-        return soft_target_loss(student_logits, self.logits(wave), self.temperature, keyword != IGNORE)
+        """The soft-target loss of the items with a keyword label (speaker-only clips are left out:
+        the teacher hears only the others)."""
+        keep = keyword != IGNORE
+        if not keep.any():
+            return student_logits.new_zeros(())
+        return soft_target_loss(student_logits[keep], self.logits(wave[keep]), self.temperature)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from edgedistill.data.streams import build_stream, keyword_free_stream
-from edgedistill.data.windows import BACKGROUND, SILENCE, add_false_alarms, window_starts, words_of
+from edgedistill.data.windows import add_false_alarms, label_roles, window_starts, words_of
 from edgedistill.runtime.streaming import detect_on_logits
 
 SR = 16_000
@@ -46,10 +46,9 @@ def mine_false_alarms(model, clips, targets: list[str], labels: list[str], secon
     logits = stream_logits(model, audio, window, hop, batch_size, device)
     events = detect_on_logits(logits, labels, {k: threshold for k in targets}, window, hop)
     fired = [int(round(e.end_s * SR)) for e in events]
-    others = frozenset(labels) - {BACKGROUND, SILENCE} - set(targets)
+    others, silence = label_roles(labels, targets)
     starts, names, _ = add_false_alarms(np.zeros(0, np.int64), [], fired, window, words_of(words), targets,
-                                        tail=hop + window // 4, slack=window // 5, others=others,
-                                        silence=SILENCE if SILENCE in labels else None)
+                                        tail=hop + window // 4, slack=window // 5, others=others, silence=silence)
     return ({"seed": seed, "seconds": seconds, "starts": [int(s) for s in starts], "labels": names,
              "fired": len(fired), "hours": len(audio) / SR / 3600}, audio)
 
